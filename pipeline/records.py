@@ -144,6 +144,9 @@ class Ev(enum.IntEnum):
     MODE_CHANGED = 7  # symbol (or GLOBAL_SYMBOL) now in `mode`
     CHECKPOINT = 8  # rolling state hash at seq: `state_hash`
     WITHDRAWALS = 9  # withdrawals halt flag now `mode`
+    TRANSFER = 10  # DEPOSIT / WITHDRAW applied: account, asset, `qty` = signed amount (minor units,
+    #               + deposit, - withdrawal) against the external account; settlement posts it
+    ACK = 11  # a command with nothing else to report (cancel-all of zero orders, SNAPSHOT, HEARTBEAT)
 
 
 class RejectReason(enum.IntEnum):
