@@ -1,0 +1,81 @@
+"""The one metrics exporter: reads every process's stats block and serves Prometheus text.
+
+Runs in the supervisor (``spotx up``) on ``[metrics] host:port`` path ``/metrics``. Samples with the
+same (name, labels) from several processes (e.g. N edge processes) are summed; gauges too (each
+process reports its own share, e.g. connected clients). Histograms are exported in seconds with the
+fixed buckets of ``pipeline.stats.BUCKETS_NS``. Built on prometheus_client's collector API and its
+WSGI-free HTTP server; nothing here runs on a hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from pipeline.stats import BUCKETS_NS, Sample, read_all
+
+
+class StatsCollector(Collector):
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = run_dir
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, dict[tuple[tuple[str, str], ...], Sample]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        for _header, samples in read_all(self.run_dir):
+            for s in samples:
+                kinds.setdefault(s.name, (s.kind, s.help))
+                by_labels = merged.setdefault(s.name, {})
+                prev = by_labels.get(s.labels)
+                if prev is None:
+                    by_labels[s.labels] = Sample(s.name, s.kind, s.help, s.labels, s.value,
+                                                 list(s.buckets) if s.buckets else None, s.sum_ns)
+                elif s.kind == "histogram" and prev.buckets is not None and s.buckets is not None:
+                    prev.buckets = [a + b for a, b in zip(prev.buckets, s.buckets, strict=True)]
+                    prev.sum_ns = (prev.sum_ns or 0) + (s.sum_ns or 0)
+                else:
+                    prev.value = (prev.value or 0) + (s.value or 0)
+        for name, by_labels in sorted(merged.items()):
+            kind, help_text = kinds[name]
+            label_names = sorted({k for labels in by_labels for k, _ in labels})
+            fam: Any
+            if kind == "counter":
+                fam = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=label_names)
+            elif kind == "gauge":
+                fam = GaugeMetricFamily(name, help_text, labels=label_names)
+            else:
+                fam = HistogramMetricFamily(name, help_text, labels=label_names)
+            for labels, s in sorted(by_labels.items()):
+                d = dict(labels)
+                values = [d.get(k, "") for k in label_names]
+                if kind == "histogram" and s.buckets is not None:
+                    cum, acc = [], 0
+                    for le_ns, c in zip((*BUCKETS_NS, None), s.buckets, strict=True):
+                        acc += c
+                        cum.append(("+Inf" if le_ns is None else repr(le_ns / 1e9), acc))
+                    fam.add_metric(values, cum, (s.sum_ns or 0) / 1e9)
+                else:
+                    fam.add_metric(values, s.value or 0)
+            yield fam
+
+
+def make_registry(run_dir: str | os.PathLike[str]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(StatsCollector(run_dir))
+    return reg
+
+
+def serve(run_dir: str | os.PathLike[str], host: str, port: int) -> Any:
+    """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
+    from prometheus_client import start_http_server
+
+    return start_http_server(port, addr=host, registry=make_registry(run_dir))

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.config import ConfigError
+
+BASE = config.DEFAULT_TOML.read_text()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "spotx.toml"
+    p.write_text(text)
+    return p
+
+
+def test_default_loads_with_exact_scales() -> None:
+    cfg = config.load(env={})
+    btc = cfg.symbol("BTC-USDT")
+    # tick 0.01 USDT (scale 6) = 10_000 minor; lot 0.0001 BTC (scale 8) = 10_000 minor; K = 1
+    assert (btc.tick_minor, btc.lot_minor, btc.k) == (10_000, 10_000, 1)
+    assert btc.max_price_ticks == 1_000_000_000
+    assert cfg.smoke_symbol == "SMK-USDT"
+
+
+def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        config.load(write(tmp_path, BASE + '\ncolour = "red"\n'), env={})
+
+
+def test_unknown_section_key_is_named(tmp_path: Path) -> None:
+    text = BASE.replace("[edge]\n", "[edge]\nrest_prot = 1\n")
+    with pytest.raises(ConfigError, match=r"edge\.rest_prot"):
+        config.load(write(tmp_path, text), env={})
+
+
+def test_env_overrides_and_bad_env_value() -> None:
+    cfg = config.load(env={"SPOTX_EDGE_REST_PORT": "18080"})
+    assert cfg.edge.rest_port == 18080
+    with pytest.raises(ConfigError, match="SPOTX_EDGE_REST_PORT"):
+        config.load(env={"SPOTX_EDGE_REST_PORT": "eighty"})
+
+
+def test_inexact_symbol_rejected_naming_it(tmp_path: Path) -> None:
+    text = BASE.replace('lot = "0.0001"', 'lot = "0.00001"', 1)  # tick*lot below 1 USDT minor unit
+    with pytest.raises(ConfigError, match="symbol BTC-USDT: tick\\*lot"):
+        config.load(write(tmp_path, text), env={})
+
+
+def test_tick_finer_than_asset_scale_rejected(tmp_path: Path) -> None:
+    text = BASE.replace('tick = "0.01"', 'tick = "0.0000001"', 1)
+    with pytest.raises(ConfigError, match="BTC-USDT: tick"):
+        config.load(write(tmp_path, text), env={})
+
+
+def test_overflow_prone_limits_rejected(tmp_path: Path) -> None:
+    text = BASE.replace('max_price = "10000000"', 'max_price = "100000000000000"', 1)
+    with pytest.raises(ConfigError, match="overflow"):
+        config.load(write(tmp_path, text), env={})
+
+
+def test_settle_repr_redacts_dsn() -> None:
+    cfg = config.load(env={})
+    assert "exchange:exchange" not in repr(cfg.settle)
+    assert "***" in repr(cfg.settle)
