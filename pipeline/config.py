@@ -269,6 +269,13 @@ def _exact(value: str, scale: int, what: str) -> int:
     return int(scaled)
 
 
+def _steps(row: dict[str, Any], name: str, key: str, unit_minor: int, scale: int) -> int:
+    minor = _exact(str(row[key]), scale, f"symbol {name}: {key}")
+    if minor % unit_minor:
+        raise ConfigError(f"symbol {name}: {key} {row[key]} is not a multiple of its step")
+    return minor // unit_minor
+
+
 def _load_symbols(rows: list[dict[str, Any]], assets: dict[str, Asset]) -> tuple[Symbol, ...]:
     out = []
     for i, row in enumerate(rows):
@@ -293,15 +300,9 @@ def _load_symbols(rows: list[dict[str, Any]], assets: dict[str, Asset]) -> tuple
                 f"(K = {tick_minor}*{lot_minor}/10^{base.scale} is not an integer)")
         k = tick_minor * lot_minor // 10**base.scale
 
-        def steps(key: str, unit_minor: int, scale: int) -> int:
-            minor = _exact(str(row[key]), scale, f"symbol {name}: {key}")
-            if minor % unit_minor:
-                raise ConfigError(f"symbol {name}: {key} {row[key]} is not a multiple of its step")
-            return minor // unit_minor
-
-        max_price_ticks = steps("max_price", tick_minor, quote.scale)
-        min_qty_lots = steps("min_qty", lot_minor, base.scale)
-        max_qty_lots = steps("max_qty", lot_minor, base.scale)
+        max_price_ticks = _steps(row, name, "max_price", tick_minor, quote.scale)
+        min_qty_lots = _steps(row, name, "min_qty", lot_minor, base.scale)
+        max_qty_lots = _steps(row, name, "max_qty", lot_minor, base.scale)
         min_notional_minor = _exact(str(row["min_notional"]), quote.scale, f"symbol {name}: min_notional")
         maker, taker = int(row.get("maker_fee_bps", 0)), int(row.get("taker_fee_bps", 0))
         band = int(row.get("price_band_bps", 500))
