@@ -1,0 +1,166 @@
+"""``spotx`` — the operator's command line.
+
+    spotx up [--config F] [--for S]        start the single-host stack (supervisor), Ctrl-C stops it
+    spotx status [--config F] [--json]     processes, seq, queue depths of a running stack
+    spotx keys create --account N --role R issue an API key + secret into the key store
+    spotx db migrate                       apply Postgres migrations (idempotent)
+    spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq
+    spotx wal verify|dump [DIR]            integrity roots / frame listing of the WAL
+    spotx admin ...                        emergency controls through the admin API (audited)
+    spotx deposit --account --asset --amount   fund an account (admin API, audited)
+
+Every command takes ``--config`` (default: the embedded single-host config; env SPOTX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline import config as config_mod
+
+
+def _out(*parts: object, file: Any = None, flush: bool = False) -> None:
+    """The CLI's one writer to the terminal (library modules never print)."""
+    stream = file or sys.stdout
+    stream.write(" ".join(str(p) for p in parts) + "\n")
+    if flush:
+        stream.flush()
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(args.config or os.environ.get("SPOTX_CONFIG") or None)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline.supervisor import Supervisor, SupervisorError
+
+    cfg = _load(args)
+    sup = Supervisor(cfg)
+    try:
+        sup.start()
+    except SupervisorError as e:
+        _out(f"spotx up: {e}", file=sys.stderr)
+        return 1
+    e = cfg.edge
+    _out(f"spotx {cfg.instance} is up (data in {Path(cfg.data_dir).resolve()})")
+    _out(f"  REST            http://{e.host}:{e.rest_port}/v1   (OpenAPI: /openapi.json)")
+    _out(f"  WS order entry  ws://{e.host}:{e.ws_trade_port}{e.ws_trade_path}")
+    _out(f"  WS market data  ws://{cfg.market.host}:{cfg.market.port}{cfg.market.path}")
+    _out(f"  metrics         http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
+    _out("  Ctrl-C (SIGINT) or SIGTERM stops the stack cleanly.", flush=True)
+    return sup.watch(stop_after_s=args.for_seconds)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.stats import read_all
+    from pipeline.supervisor import run_dir
+
+    cfg = _load(args)
+    path = run_dir(cfg) / "status.json"
+    if not path.exists():
+        _out(f"no stack has run with data dir {cfg.data_dir}", file=sys.stderr)
+        return 1
+    status = json.loads(path.read_text())
+    gauges: dict[str, Any] = {}
+    for header, samples in read_all(run_dir(cfg)):
+        for s in samples:
+            if s.kind != "histogram" and s.name in ("engine_seq", "engine_queue_depth",
+                                                    "wal_durable_seq", "ws_connected_clients"):
+                key = s.name + "".join(f"{{{k}={v}}}" for k, v in s.labels) + f"@{header['proc']}"
+                gauges[key] = s.value
+    if args.json:
+        _out(json.dumps({"status": status, "gauges": gauges}, indent=1))
+        return 0
+    _out(f"instance {status['instance']}  supervisor pid {status['supervisor_pid']}"
+          f"{'  (stopped)' if status.get('stopped') else ''}")
+    for p in status["processes"]:
+        state = "ready" if p["ready"] and p["alive"] else ("starting" if p["alive"] else "down")
+        _out(f"  {p['name']:12} pid {p['pid'] or '-':>7}  {state:8} restarts {p['restarts']}")
+    for k, v in sorted(gauges.items()):
+        _out(f"  {k} = {v}")
+    return 0 if not status.get("stopped") else 1
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from edge.auth import KeyStore
+
+    cfg = _load(args)
+    store = KeyStore(cfg.edge.key_store or str(Path(cfg.data_dir) / "keys.json"))
+    key = store.create(account=args.account, role=args.role)
+    _out(json.dumps({"apiKey": key.key_id, "secret": key.secret, "account": key.account,
+                      "role": key.role}))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from settle.migrate import migrate
+
+    cfg = _load(args)
+    applied = asyncio.run(migrate(args.dsn or cfg.settle.pg_dsn))
+    _out(f"migrations applied: {applied or 'none (up to date)'}")
+    return 0
+
+
+def cmd_wal(args: argparse.Namespace) -> int:
+    from pipeline.wal.__main__ import main as wal_main
+
+    cfg = _load(args)
+    return int(wal_main([args.action, args.dir or str(Path(cfg.data_dir) / "wal")]) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spotx", description="spotx exchange operator CLI")
+    ap.add_argument("--config", default=None, help="spotx.toml (default: embedded single-host)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="start the stack")
+    up.add_argument("--for", dest="for_seconds", type=float, default=None,
+                    help="stop by itself after this many seconds (tests, demos)")
+    up.set_defaults(fn=cmd_up)
+
+    st = sub.add_parser("status", help="show a running stack")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    keys = sub.add_parser("keys", help="API keys")
+    ks = keys.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create")
+    kc.add_argument("--account", type=int, required=True)
+    kc.add_argument("--role", choices=("trade", "read", "admin"), required=True)
+    kc.set_defaults(fn=cmd_keys)
+
+    db = sub.add_parser("db", help="Postgres schema")
+    dbs = db.add_subparsers(dest="db_cmd", required=True)
+    dm = dbs.add_parser("migrate")
+    dm.add_argument("--dsn", default=None)
+    dm.set_defaults(fn=cmd_db)
+
+    wal = sub.add_parser("wal", help="WAL integrity tools")
+    wal.add_argument("action", choices=("verify", "dump"))
+    wal.add_argument("dir", nargs="?", default=None)
+    wal.set_defaults(fn=cmd_wal)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.fn(args))
+    except config_mod.ConfigError as e:
+        _out(f"spotx: config: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
