@@ -44,8 +44,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     sup = Supervisor(cfg)
     try:
         sup.start()
-    except SupervisorError as e:
-        _out(f"spotx up: {e}", file=sys.stderr)
+    except SupervisorError as err:
+        _out(f"spotx up: {err}", file=sys.stderr)
         return 1
     e = cfg.edge
     _out(f"spotx {cfg.instance} is up (data in {Path(cfg.data_dir).resolve()})")

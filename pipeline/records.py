@@ -26,11 +26,12 @@ No float column anywhere. Enum values below are stable: they are written to the 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import numpy as np
 
 
-def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
+def _dtype(fields: list[tuple[str, Any, int]], itemsize: int) -> np.dtype:
     names = [f[0] for f in fields]
     formats = [f[1] for f in fields]
     offsets = [f[2] for f in fields]

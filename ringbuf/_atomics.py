@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 """Acquire loads, release stores and fences for numba code over shared memory.
 
 Why: inside a numba spin loop a plain ``arr[i]`` load may be hoisted out of the loop by LLVM (it

@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 """numba kernels of the rings. Hot path: no allocation, no syscalls, no locks.
 
 Control block (int64 words; each counter group on its own 64-byte cache line so the producer and
