@@ -1,5 +1,13 @@
 """The one metrics exporter: reads every process's stats block and serves Prometheus text.
 
+Two sources, merged into one ``/metrics``:
+* ``pipeline.stats`` blocks (one file per process under ``<run_dir>/``) — written by numba loops
+  and hot Python paths as plain int64 stores;
+* prometheus_client's multiprocess files (``<run_dir>/prom/``): processes that use ordinary
+  prometheus_client metric objects (edge, settle, fan-out) have ``PROMETHEUS_MULTIPROC_DIR``
+  pointed there by the supervisor, so each of their updates is an mmap'd write, no syscall, and
+  the exporter aggregates them across processes.
+
 Runs in the supervisor (``spotx up``) on ``[metrics] host:port`` path ``/metrics``. Samples with the
 same (name, labels) from several processes (e.g. N edge processes) are summed; gauges too (each
 process reports its own share, e.g. connected clients). Histograms are exported in seconds with the
@@ -68,9 +76,18 @@ class StatsCollector(Collector):
             yield fam
 
 
+def prom_dir(run_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(run_dir), "prom")
+
+
 def make_registry(run_dir: str | os.PathLike[str]) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(StatsCollector(run_dir))
+    pdir = prom_dir(run_dir)
+    if os.path.isdir(pdir):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(reg, path=pdir)
     return reg
 
 

@@ -109,9 +109,17 @@ class Supervisor:
     def start(self) -> None:
         from pipeline import shm_layout
 
+        import shutil
+
+        from pipeline.exporter import prom_dir
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for p in self.run_dir.glob("stats-*.bin"):
             p.unlink()
+        shutil.rmtree(prom_dir(self.run_dir), ignore_errors=True)
+        os.makedirs(prom_dir(self.run_dir))
+        # children (spawned) inherit it: their prometheus_client metrics go to mmap'd files
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir(self.run_dir)
         shm_layout.cleanup_stale(self.cfg)
         shm_layout.create_all(self.cfg)
         try:
