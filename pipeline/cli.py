@@ -6,6 +6,7 @@
     spotx db migrate                       apply Postgres migrations (idempotent)
     spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq
     spotx wal verify|dump [DIR]            integrity roots / frame listing of the WAL
+    spotx forensic-bundle [--out DIR]      WAL, snapshots, offsets, ledger range, configs (.tar.gz)
     spotx admin ...                        emergency controls through the admin API (audited)
     spotx deposit --account --asset --amount   fund an account (admin API, audited)
 
@@ -116,6 +117,15 @@ def cmd_wal(args: argparse.Namespace) -> int:
     return int(wal_main([args.action, args.dir or str(Path(cfg.data_dir) / "wal")]) or 0)
 
 
+def cmd_forensics(args: argparse.Namespace) -> int:
+    from pipeline.forensics import build
+
+    cfg = _load(args)
+    path = build(cfg, args.out, args.config)
+    _out(f"forensic bundle: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spotx", description="spotx exchange operator CLI")
     ap.add_argument("--config", default=None, help="spotx.toml (default: embedded single-host)")
@@ -148,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     wal.add_argument("action", choices=("verify", "dump"))
     wal.add_argument("dir", nargs="?", default=None)
     wal.set_defaults(fn=cmd_wal)
+    fb = sub.add_parser("forensic-bundle", help="WAL + snapshots + offsets + ledger range + configs")
+    fb.add_argument("--out", default=".", help="directory for the .tar.gz")
+    fb.set_defaults(fn=cmd_forensics)
     return ap
 
 
