@@ -73,10 +73,10 @@ async def _ledger(cfg: Config, out: Path) -> dict[str, Any]:
         progress = await conn.fetch("SELECT * FROM settlement_progress")
         audit = await conn.fetch("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 200")
         max_seq = rng["max_seq"] or 0
-        with open(out / "ledger_entries.csv", "wb") as f:
-            await conn.copy_from_query(
-                "SELECT * FROM ledger_entries WHERE seq > $1 ORDER BY seq, leg", max_seq - LEDGER_TAIL_SEQS,
-                output=f, format="csv", header=True)
+        # copy_from_query accepts a path and writes the file itself (off the event loop thread)
+        await conn.copy_from_query(
+            "SELECT * FROM ledger_entries WHERE seq > $1 ORDER BY seq, leg", max_seq - LEDGER_TAIL_SEQS,
+            output=str(out / "ledger_entries.csv"), format="csv", header=True)
     finally:
         await conn.close()
 

@@ -107,10 +107,9 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        from pipeline import shm_layout
-
         import shutil
 
+        from pipeline import shm_layout
         from pipeline.exporter import prom_dir
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
