@@ -7,7 +7,11 @@
     spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq
     spotx wal verify|dump [DIR]            integrity roots / frame listing of the WAL
     spotx forensic-bundle [--out DIR]      WAL, snapshots, offsets, ledger range, configs (.tar.gz)
-    spotx admin ...                        emergency controls through the admin API (audited)
+    spotx admin mode SYM MODE --reason --ticket     symbol mode (NORMAL|CANCEL_ONLY|SOFT_HALT|HARD_HALT)
+    spotx admin global-mode MODE --reason --ticket  global SOFT_HALT / NORMAL
+    spotx admin cancel-all SYM --reason --ticket    cancel every open order on SYM
+    spotx admin withdrawals halt|resume --reason --ticket
+    spotx admin audit [--limit N]                   the audit trail
     spotx deposit --account --asset --amount   fund an account (admin API, audited)
 
 Every command takes ``--config`` (default: the embedded single-host config; env SPOTX_CONFIG).
@@ -117,6 +121,46 @@ def cmd_wal(args: argparse.Namespace) -> int:
     return int(wal_main([args.action, args.dir or str(Path(cfg.data_dir) / "wal")]) or 0)
 
 
+def _admin_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None) -> int:
+    from pipeline.admin_client import AdminClientError, call
+
+    cfg = _load(args)
+    try:
+        res = call(cfg, method, path, body, args.api_key, args.secret)
+    except AdminClientError as e:
+        _out(f"spotx admin: {e}", file=sys.stderr)
+        return 1
+    _out(json.dumps(res, indent=1))
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> dict[str, str]:
+    return {"reason": args.reason, "ticket": args.ticket}
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    a = args.admin_cmd
+    if a == "mode":
+        return _admin_call(args, "POST", f"/v1/admin/symbols/{args.symbol}/mode",
+                           {"mode": args.mode, **_audit(args)})
+    if a == "global-mode":
+        return _admin_call(args, "POST", "/v1/admin/mode", {"mode": args.mode, **_audit(args)})
+    if a == "cancel-all":
+        return _admin_call(args, "POST", f"/v1/admin/symbols/{args.symbol}/cancel-all", _audit(args))
+    if a == "withdrawals":
+        return _admin_call(args, "POST", "/v1/admin/withdrawals/halt",
+                           {"on": args.state == "halt", **_audit(args)})
+    if a == "audit":
+        return _admin_call(args, "GET", f"/v1/admin/audit?limit={args.limit}", None)
+    raise AssertionError(a)
+
+
+def cmd_deposit(args: argparse.Namespace) -> int:
+    return _admin_call(args, "POST", "/v1/admin/deposits",
+                       {"account": args.account, "asset": args.asset, "amount": args.amount,
+                        **_audit(args)})
+
+
 def cmd_forensics(args: argparse.Namespace) -> int:
     from pipeline.forensics import build
 
@@ -158,6 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
     wal.add_argument("action", choices=("verify", "dump"))
     wal.add_argument("dir", nargs="?", default=None)
     wal.set_defaults(fn=cmd_wal)
+    def audited(p: argparse.ArgumentParser, default_reason: str | None = None) -> None:
+        p.add_argument("--reason", required=default_reason is None, default=default_reason)
+        p.add_argument("--ticket", required=default_reason is None, default="none")
+        p.add_argument("--api-key", default=None)
+        p.add_argument("--secret", default=None)
+
+    adm = sub.add_parser("admin", help="emergency controls (audited, through the admin API)")
+    adms = adm.add_subparsers(dest="admin_cmd", required=True)
+    m = adms.add_parser("mode", help="set a symbol's mode")
+    m.add_argument("symbol")
+    m.add_argument("mode", choices=("NORMAL", "CANCEL_ONLY", "SOFT_HALT", "HARD_HALT"))
+    audited(m)
+    gm = adms.add_parser("global-mode", help="global SOFT_HALT or NORMAL")
+    gm.add_argument("mode", choices=("NORMAL", "SOFT_HALT"))
+    audited(gm)
+    ca = adms.add_parser("cancel-all", help="cancel every open order on a symbol")
+    ca.add_argument("symbol")
+    audited(ca)
+    wd = adms.add_parser("withdrawals", help="halt or resume withdrawals")
+    wd.add_argument("state", choices=("halt", "resume"))
+    audited(wd)
+    au = adms.add_parser("audit", help="the audit trail (from the WAL)")
+    au.add_argument("--limit", type=int, default=50)
+    audited(au, default_reason="read")
+    for p in (m, gm, ca, wd, au):
+        p.set_defaults(fn=cmd_admin)
+
+    dep = sub.add_parser("deposit", help="fund an account (admin API, audited)")
+    dep.add_argument("--account", type=int, required=True)
+    dep.add_argument("--asset", required=True)
+    dep.add_argument("--amount", required=True, help="decimal string, e.g. 1000.5")
+    audited(dep, default_reason="operator deposit")
+    dep.set_defaults(fn=cmd_deposit)
+
     fb = sub.add_parser("forensic-bundle", help="WAL + snapshots + offsets + ledger range + configs")
     fb.add_argument("--out", default=".", help="directory for the .tar.gz")
     fb.set_defaults(fn=cmd_forensics)
