@@ -45,7 +45,7 @@ def _sha256(path: Path) -> str:
 
 
 def _copy_tree(src: Path, dst: Path, pattern: str = "*") -> list[str]:
-    out = []
+    out: list[str] = []
     if not src.is_dir():
         return out
     dst.mkdir(parents=True, exist_ok=True)
