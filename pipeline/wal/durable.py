@@ -68,7 +68,9 @@ class DurableFile:
             os.rename(tmp, self.path)
         fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
         try:
-            if os.fstat(fd).st_size < DURABLE_BYTES:
+            st = os.fstat(fd)
+            self._ident = (st.st_dev, st.st_ino)
+            if st.st_size < DURABLE_BYTES:
                 raise WalError(f"{self.path} is shorter than {DURABLE_BYTES} bytes")
             access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
             self._mm: mmap.mmap | None = mmap.mmap(fd, DURABLE_BYTES, access=access)
@@ -109,6 +111,15 @@ class DurableFile:
             if attempt > 100:
                 time.sleep(0)
         return self._last
+
+    def replaced(self) -> bool:
+        """True when the path no longer names the mapped file (the WAL directory was recreated):
+        this mapping will never move again. One stat; call it when idle, not per frame."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ident
 
     def close(self) -> None:
         if self._mm is not None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import mmap
 import re
 import struct
 from dataclasses import dataclass
@@ -217,3 +218,17 @@ def probe(mv: memoryview, off: int, limit: int) -> tuple[int, tuple | None]:
     if crc != crc32c(mv[off + 8: off + HEADER_BYTES + length]):
         return BAD, None
     return OK, h
+
+
+def later_durable_frame(mm: mmap.mmap, mv: memoryview, start: int) -> tuple[int, int] | None:
+    """A valid frame after ``start`` whose ``synced_off`` stamp says the segment was durable past
+    ``start`` when it was sealed: proof that bytes at ``start`` were durable. (offset, stamp)."""
+    size = len(mm)
+    i = mm.find(FRAME_MAGIC_BYTES, start + 1)
+    while i != -1:
+        if i % ALIGN == 0:
+            st, h = probe(mv, i, size)
+            if st == OK and h is not None and h[7] > start:
+                return i, h[7]
+        i = mm.find(FRAME_MAGIC_BYTES, i + 1)
+    return None

@@ -33,6 +33,7 @@ from pipeline.wal.format import (
     Frame,
     FrameKind,
     SegmentHeader,
+    later_durable_frame,
     list_segments,
     padded,
     parse_segment_header,
@@ -72,6 +73,9 @@ class WalReader:
             except FileNotFoundError:
                 return None
         return self._dfile.read()
+
+    def _replaced(self) -> bool:
+        return self._dfile is not None and self._dfile.replaced()
 
     def _find(self, segno: int) -> Path | None:
         hits = list(self.directory.glob(f"wal-{segno:010d}-*.seg"))
@@ -192,6 +196,10 @@ class _Cursor:
         if dp is not None and dp.wal_id == self.wal_id and dp.position > position(seg.segno, off):
             raise WalCorruption(str(seg.path), off, f"frame fails its CRC but durable.pos says "
                                                     f"durable up to {dp.segno}:{dp.offset}")
+        hit = later_durable_frame(seg.mm, seg.mv, off)
+        if hit is not None:
+            raise WalCorruption(str(seg.path), off, f"frame fails its CRC but the frame at "
+                                                    f"{hit[0]} was sealed after it was durable")
         if self._later_segment_exists():
             raise WalCorruption(str(seg.path), off, "frame fails its CRC in a segment that is "
                                                     "followed by another")
@@ -228,6 +236,9 @@ class WalTail:
             if f is None:
                 break
             out.append(f)
+        if not out and self.reader._replaced():
+            raise WalError(f"the WAL in {self.reader.directory} was replaced (durable.pos is a "
+                           f"new file): resync from a snapshot")
         return out
 
     def __iter__(self) -> Iterator[Frame]:

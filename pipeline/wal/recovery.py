@@ -34,7 +34,7 @@ from pathlib import Path
 from pipeline.wal.durable import DurablePos, read_durable
 from pipeline.wal.errors import WalCorruption, WalLocked
 from pipeline.wal.format import (
-    FRAME_MAGIC_BYTES,
+    BAD,
     HEADER_BYTES,
     OK,
     SEAL_PAYLOAD,
@@ -43,6 +43,7 @@ from pipeline.wal.format import (
     SegmentFile,
     SegmentHeader,
     chain_hash,
+    later_durable_frame,
     list_segments,
     padded,
     parse_segment_header,
@@ -143,14 +144,9 @@ def _evidence(mm: mmap.mmap, mv: memoryview, segno: int, start: int,
     """Why bytes at or after ``start`` in segment ``segno`` must have been durable, or None."""
     if durable is not None and durable.position > position(segno, start):
         return f"durable.pos says durable up to segment {durable.segno} offset {durable.offset}"
-    size = len(mm)
-    i = mm.find(FRAME_MAGIC_BYTES, start + 1)
-    while i != -1:
-        if i % 8 == 0:
-            st, h = probe(mv, i, size)
-            if st == OK and h is not None and h[7] > start:
-                return f"the valid frame at offset {i} was sealed when {h[7]} bytes were durable"
-        i = mm.find(FRAME_MAGIC_BYTES, i + 1)
+    hit = later_durable_frame(mm, mv, start)
+    if hit is not None:
+        return f"the valid frame at offset {hit[0]} was sealed when {hit[1]} bytes were durable"
     return None
 
 
@@ -255,7 +251,7 @@ def _scan_frames(fd: int, mm: mmap.mmap, mv: memoryview, seg: SegmentFile, hdr: 
         root = chain
     why = _evidence(mm, mv, seg.segno, off, durable)
     if why is not None:
-        what = "frame fails its CRC" if st != OK else "log ends here"
+        what = "frame fails its CRC" if st == BAD else "log ends here"
         raise WalCorruption(name, off, f"{what}, but {why}")
     truncated = _zero_tail(fd, mm, off)
     return RecoveryResult(False, hdr.wal_id, seg.segno, name, hdr.first_seq, off, last_seq, chain,
