@@ -123,6 +123,9 @@ def recover_locked(d: Path) -> RecoveryResult:
     durable = read_durable(d)
     segs = list_segments(d)
     while segs:
+        if len(segs) > 1 and segs[-2].segno != segs[-1].segno - 1:
+            raise WalCorruption(str(segs[-1].path), 0, f"segment {segs[-1].segno - 1} is missing "
+                                                       f"(the one before is {segs[-2].segno})")
         res = _scan_last(segs[-1], segs[-2] if len(segs) > 1 else None, durable, removed)
         if res is not None:
             if removed:

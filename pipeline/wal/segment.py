@@ -2,15 +2,16 @@
 
 Preallocation modes (``prealloc=``):
 
-* ``"zero"`` (default): write zeros through the whole file and fsync it once. Every extent is then
-  *written*, so a later ``fdatasync`` flushes data pages only and never has to commit block
-  allocation or unwritten-extent conversion to the filesystem journal. Measured here (ext4, KVM):
-  fdatasync after a 16 KiB mmap write p50 280 us / p99 510 us zero-filled, against p99 890 us
-  fallocate'd and 1 ms sparse, and a far shorter max tail.
-* ``"fallocate"``: ``posix_fallocate`` (fast to create, unwritten extents).
-* ``"sparse"``: ``ftruncate`` only.
+* ``"fallocate"`` (default): ``posix_fallocate`` — blocks reserved (no ENOSPC at writeback, which
+  would be a fatal sync error), no data written; each fdatasync also commits the conversion of the
+  extents it touched (a small journal write).
+* ``"zero"``: write zeros through the whole file and fsync it, so later fdatasyncs flush data
+  only. Alone on the disk that gives the best fdatasync tail (ENVIRONMENT.md), but it doubles the
+  write traffic while the WAL is busy: measured here with the bench's paced 1 M records/s load,
+  fsync p99 3.5-6 ms and stalls up to 0.2-0.9 s against p99 1.3-2.4 ms for fallocate.
+* ``"sparse"``: ``ftruncate`` only (delayed allocation at writeback).
 
-The :class:`Preallocator` zero-fills segment N+1 in a thread while N is being written (``pwrite`` and
+The :class:`Preallocator` prepares segment N+1 in a thread while N is being written (``pwrite`` and
 ``fdatasync`` release the GIL). If rotation comes before it is done, :meth:`Preallocator.take`
 cancels it (bounded by one chunk) and the rest of the file stays sparse: rotation never waits for
 the disk. Prepared files are named ``wal-next-<segno>.tmp`` and are renamed to their final name when

@@ -52,6 +52,7 @@ from pipeline.wal.format import (
     SegmentHeader,
     chain_hash,
     crc32c,
+    list_segments,
     padded,
     position,
     segment_name,
@@ -72,7 +73,7 @@ class WalWriter:
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = 64 << 20,
                  fencing_token: int = 0, sync_mode: str = "fdatasync", first_seq: int = 1,
-                 prealloc: str = "zero") -> None:
+                 prealloc: str = "fallocate") -> None:
         sync_mode = "none" if sync_mode == "async" else sync_mode
         if sync_mode not in SYNC_MODES:
             raise WalError(f"unknown sync_mode {sync_mode!r}; expected one of {SYNC_MODES}")
@@ -163,6 +164,8 @@ class WalWriter:
         elif self._owner != threading.get_ident():
             raise WalAppendError("WalWriter.append called from a second thread (single appender)")
         mv = memoryview(payload)  # type: ignore[arg-type]
+        if not mv.c_contiguous:
+            raise WalAppendError("payload must be a C-contiguous buffer")
         n = mv.nbytes
         if kind == _COMMANDS:
             if first_seq != self._last_seq + 1 or count < 1:
@@ -284,6 +287,27 @@ class WalWriter:
             off += padded(HEADER_BYTES + length)
         seg.fin_off = off
         self._chain = chain
+
+    # ------------------------------------------------------------------ retention
+
+    def prune_before(self, seq: int) -> list[str]:
+        """Delete sealed, synced segments holding only seqs < ``seq`` (after a snapshot covers them).
+        Readers that still map one keep reading it; a reader that asks for a pruned seq gets
+        WalGapError. Returns the deleted file names."""
+        if self._closed:
+            raise WalClosed(f"WAL writer for {self.directory} is closed")
+        with self._rot_lock:
+            live = {s.segno for s in self._segs}
+        segs = list_segments(self.directory)
+        gone = []
+        for cur, nxt in zip(segs, segs[1:], strict=False):
+            if nxt.first_seq > seq or cur.segno in live or nxt.segno != cur.segno + 1:
+                break  # cur holds seq >= `seq`, or is not synced yet, or the log has a hole
+            cur.path.unlink()
+            gone.append(cur.path.name)
+        if gone:
+            fsync_dir(self.directory)
+        return gone
 
     # ------------------------------------------------------------------ state
 

@@ -192,3 +192,15 @@ def test_recover_on_an_empty_or_fresh_directory(tmp_path) -> None:
         w.append(FrameKind.COMMANDS, 1, 1, commands_payload(1, 1), 1)
     res = recover(tmp_path)
     assert not res.empty and res.last_seq == 1 and res.frames == 1 and res.truncated_bytes == 0
+
+
+def test_a_hole_before_the_last_segment_is_corruption_not_a_torn_rotation(tmp_path) -> None:
+    with WalWriter(tmp_path, segment_bytes=4096) as w:
+        append_batches(w, 80)
+    segs = sorted(tmp_path.glob("wal-*.seg"))
+    segs[-2].unlink()
+    with pytest.raises(WalCorruption, match=f"segment {len(segs) - 2} is missing"):
+        recover(tmp_path)
+    assert segs[-1].exists()  # never deleted on a guess
+    with pytest.raises(WalCorruption):
+        list(WalReader(tmp_path).iter_frames())

@@ -224,3 +224,31 @@ def test_bad_configuration_is_rejected(wal_dir) -> None:
     with pytest.raises(Exception, match="prealloc"):
         WalWriter(wal_dir, segment_bytes=SEG, prealloc="magic")
     WalWriter(wal_dir, segment_bytes=SEG).close()  # the failed opens left the lock free
+
+
+def test_prune_before_deletes_only_whole_old_segments(wal_dir) -> None:
+    with WalWriter(wal_dir, segment_bytes=SEG) as w:
+        last = append_batches(w, 300)
+        w.sync()
+        segs = sorted(wal_dir.glob("wal-*.seg"))
+        cut = int(segs[4].name.split("-")[2][:-4])  # first seq of segment 4
+        gone = w.prune_before(cut + 1)
+        assert gone == [p.name for p in segs[:4]]
+        assert w.prune_before(1) == []
+        more = append_batches(w, 3)
+    assert more > last
+    r = WalReader(wal_dir)
+    with pytest.raises(Exception, match="older than the oldest segment"):
+        list(r.iter_frames(from_seq=cut - 1))
+    frames = list(r.iter_frames(from_seq=cut))
+    assert frames[0].first_seq == cut
+    rep = verify_chain(wal_dir)
+    assert rep.ok and rep.segments[0].segno == 4
+    assert recover(wal_dir).last_seq == more
+
+
+def test_non_contiguous_payload_is_rejected(wal_dir) -> None:
+    with WalWriter(wal_dir, segment_bytes=SEG) as w:
+        a = np.zeros((4, 8), dtype=np.uint64)
+        with pytest.raises(WalAppendError, match="C-contiguous"):
+            w.append(FrameKind.COMMANDS, 1, 4, a[:, ::2], 1)
