@@ -1,0 +1,259 @@
+"""In-memory read model of the edge: orders, fills, balances and modes, fed with EVENT records.
+
+Fed by the gateway with every durable event in seq order (in the stack: the WAL tail; in-process:
+the engine's output), *before* the command's response is released, so a client reads its own
+writes. Answers GET /v1/orders[/{id}], /v1/fills, /v1/balances and their WS twins, and produces the
+private WS events (``OrderUpdate`` with ``lastFill``, ``BalanceUpdate``) for subscribed accounts,
+serialised once per event and handed to every subscriber as bytes.
+
+Memory (bounded, per process):
+  * open orders: every open order of every account (bounded by the engine's ``max_orders``), one
+    ``OrderState`` (~250 B) each, indexed by order id and per account;
+  * closed orders: the last ``closed_per_account`` per account (default 100), oldest evicted first;
+    rejected new orders are kept there too (key ``-seq``) only if they carried a clientOrderId, so a
+    client whose request timed out can find out by clientOrderId;
+  * fills: the last ``fills_per_account`` per account (default 200), ~150 B each;
+  * balances: one (available, locked) pair per (account, asset) seen.
+  So about ``accounts x (100 x 250 B + 200 x 150 B) = 55 KiB`` per active account on top of the
+  open orders; accounts are bounded by the engine's ``max_accounts``.
+Lookups are O(1) except listings (O(result)).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from edge.convert import SymbolUnits, format_units
+from edge.errors import REJECT_AS_EXPIRED, REJECT_TO_ERROR
+from edge.recio import EvT
+from edge.views import Fill, OrderState, fill_json, fill_row_json, order_json
+from pipeline.config import Asset
+from pipeline.records import GLOBAL_SYMBOL, Ev, RejectReason
+
+log = logging.getLogger(__name__)
+PrivateSink = Callable[[int, bytes], None]
+
+
+class AccountView:
+    __slots__ = ("open", "closed", "cids", "fills", "balances")
+
+    def __init__(self, fills_max: int) -> None:
+        self.open: dict[int, OrderState] = {}
+        self.closed: dict[int, OrderState] = {}
+        self.cids: dict[str, int] = {}
+        self.fills: deque[Fill] = deque(maxlen=fills_max)
+        self.balances: dict[int, tuple[int, int]] = {}
+
+
+class ReadModel:
+    def __init__(self, units: dict[int, SymbolUnits], assets: dict[int, Asset],
+                 closed_per_account: int = 100, fills_per_account: int = 200) -> None:
+        self.units = units
+        self.assets = assets
+        self.closed_max = closed_per_account
+        self.fills_max = fills_per_account
+        self.accounts: dict[int, AccountView] = {}
+        self.open_index: dict[int, OrderState] = {}
+        self.modes: dict[int, int] = {}
+        self.global_mode = 0
+        self.withdrawals_halted = False
+        self.last_seq = 0
+        self.state_hash = 0
+        self.sink_errors = 0
+        self._subs: dict[int, list[PrivateSink]] = {}
+
+    # -- subscriptions ----------------------------------------------------------------------------
+    def subscribe(self, account: int, sink: PrivateSink) -> Callable[[], None]:
+        """Deliver ``account``'s private events to ``sink(account, json_bytes)``; returns unsubscribe."""
+        self._subs.setdefault(account, []).append(sink)
+
+        def unsubscribe() -> None:
+            lst = self._subs.get(account)
+            if lst and sink in lst:
+                lst.remove(sink)
+                if not lst:
+                    del self._subs[account]
+        return unsubscribe
+
+    def _notify(self, account: int, msg: dict[str, Any]) -> None:
+        payload = orjson.dumps(msg)
+        for sink in list(self._subs.get(account, ())):
+            try:
+                sink(account, payload)
+            except Exception:  # noqa: BLE001 - one broken subscriber must not stop the feed
+                self.sink_errors += 1
+                log.exception("private event subscriber failed")
+
+    def _order_update(self, st: OrderState, fill: Fill | None, seq: int) -> None:
+        u = self.units.get(st.symbol)
+        if u is None:
+            return
+        msg = {"type": "OrderUpdate", **order_json(st, u), "seq": seq,
+               "lastFill": fill_json(fill, u) if fill is not None else None}
+        self._notify(st.account, msg)
+
+    # -- feeding ----------------------------------------------------------------------------------
+    def _acct(self, account: int) -> AccountView:
+        a = self.accounts.get(account)
+        if a is None:
+            a = self.accounts[account] = AccountView(self.fills_max)
+        return a
+
+    def _close(self, st: OrderState, key: int) -> None:
+        a = self._acct(st.account)
+        a.open.pop(key, None)
+        self.open_index.pop(key, None)
+        a.closed[key] = st
+        if len(a.closed) > self.closed_max:
+            old_key = next(iter(a.closed))
+            old = a.closed.pop(old_key)
+            if old.cid is not None and a.cids.get(old.cid) == old_key:
+                del a.cids[old.cid]
+
+    def apply(self, evs: list[EvT]) -> None:
+        subs = self._subs
+        for e in evs:
+            k = e.kind
+            if e.seq > self.last_seq:
+                self.last_seq = e.seq
+            if k == Ev.TRADE:
+                for maker in (False, True):
+                    oid = e.maker_order_id if maker else e.order_id
+                    st = self.open_index.get(oid)
+                    if st is None:
+                        continue
+                    fill = st.trade(e, maker)
+                    a = self._acct(st.account)
+                    a.fills.append(fill)
+                    if st.account in subs:
+                        self._order_update(st, fill, e.seq)
+                    if not st.is_open:
+                        self._close(st, oid)
+            elif k == Ev.BALANCE:
+                a = self._acct(e.account)
+                a.balances[e.asset] = (e.available, e.locked)
+                if e.account in subs:
+                    asset = self.assets.get(e.asset)
+                    if asset is not None:
+                        self._notify(e.account, {
+                            "type": "BalanceUpdate", "asset": asset.name,
+                            "available": format_units(e.available, asset.scale),
+                            "locked": format_units(e.locked, asset.scale), "seq": e.seq,
+                            "timeUs": e.ts_ns // 1000})
+            elif k == Ev.ACCEPTED:
+                st = OrderState(e)
+                a = self._acct(e.account)
+                a.open[e.order_id] = st
+                self.open_index[e.order_id] = st
+                if st.cid is not None:
+                    a.cids[st.cid] = e.order_id
+                if e.account in subs:
+                    self._order_update(st, None, e.seq)
+            elif k == Ev.EXPIRED or k == Ev.CANCELED:
+                st = self.open_index.get(e.order_id)
+                if st is not None:
+                    st.close("EXPIRED" if k == Ev.EXPIRED else "CANCELED", e.ts_ns)
+                    if st.account in subs:
+                        self._order_update(st, None, e.seq)
+                    self._close(st, e.order_id)
+            elif k == Ev.REJECTED:
+                self._rejected(e)
+            elif k == Ev.MODE_CHANGED:
+                if e.symbol == GLOBAL_SYMBOL:
+                    self.global_mode = e.mode
+                else:
+                    self.modes[e.symbol] = e.mode
+            elif k == Ev.WITHDRAWALS:
+                self.withdrawals_halted = bool(e.mode)
+            elif k == Ev.CHECKPOINT:
+                self.state_hash = e.order_id
+
+    def _rejected(self, e: EvT) -> None:
+        """Remember a refused new order that had a clientOrderId (see the module header)."""
+        if not (e.cid and e.otype and e.account and e.symbol in self.units):
+            return
+        fok = e.reason in REJECT_AS_EXPIRED
+        st = OrderState(e, "EXPIRED" if fok else "REJECTED")
+        st.order_id = 0
+        st.leaves = 0
+        if not fok:
+            try:
+                st.reject = REJECT_TO_ERROR[RejectReason(e.reason)].name
+            except (ValueError, KeyError):
+                st.reject = str(e.reason)
+        a = self._acct(e.account)
+        key = -e.seq if e.seq else -(len(a.closed) + 1)
+        cur = a.cids.get(e.cid)
+        if e.cid not in a.cids or (cur is not None and cur not in a.open):
+            a.cids[e.cid] = key
+        self._close(st, key)
+        if e.account in self._subs:
+            self._order_update(st, None, e.seq)
+
+    # -- queries ----------------------------------------------------------------------------------
+    def order(self, account: int, order_id: int) -> OrderState | None:
+        a = self.accounts.get(account)
+        if a is None:
+            return None
+        return a.open.get(order_id) or a.closed.get(order_id)
+
+    def order_by_cid(self, account: int, cid: str) -> OrderState | None:
+        a = self.accounts.get(account)
+        if a is None:
+            return None
+        key = a.cids.get(cid)
+        if key is None:
+            return None
+        return a.open.get(key) or a.closed.get(key)
+
+    def open_orders(self, account: int, symbol: int = 0) -> list[OrderState]:
+        a = self.accounts.get(account)
+        if a is None:
+            return []
+        return [o for o in a.open.values() if not symbol or o.symbol == symbol]
+
+    def fills(self, account: int, symbol: int = 0, limit: int = 100) -> list[Fill]:
+        a = self.accounts.get(account)
+        if a is None:
+            return []
+        out: list[Fill] = []
+        for f in reversed(a.fills):
+            if not symbol or f.symbol == symbol:
+                out.append(f)
+                if len(out) >= limit:
+                    break
+        out.reverse()
+        return out
+
+    def balance(self, account: int, asset: int) -> tuple[int, int]:
+        a = self.accounts.get(account)
+        return a.balances.get(asset, (0, 0)) if a is not None else (0, 0)
+
+    def balances_json(self, account: int) -> list[dict[str, str]]:
+        out = []
+        for aid, asset in sorted(self.assets.items()):
+            avail, locked = self.balance(account, aid)
+            out.append({"asset": asset.name, "available": format_units(avail, asset.scale),
+                        "locked": format_units(locked, asset.scale)})
+        return out
+
+    def order_json(self, st: OrderState) -> dict[str, Any]:
+        return order_json(st, self.units[st.symbol])
+
+    def fills_json(self, account: int, symbol: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return [fill_row_json(f, self.units[f.symbol]) for f in self.fills(account, symbol, limit)]
+
+    def symbol_mode(self, symbol: int) -> int:
+        """The effective mode: the stricter of the symbol's own and the global mode."""
+        return max(self.modes.get(symbol, 0), self.global_mode)
+
+    def statistics(self) -> dict[str, int]:
+        return {"accounts": len(self.accounts), "open_orders": len(self.open_index),
+                "closed_orders": sum(len(a.closed) for a in self.accounts.values()),
+                "fills": sum(len(a.fills) for a in self.accounts.values()),
+                "subscribed_accounts": len(self._subs), "last_seq": self.last_seq}

@@ -1,0 +1,185 @@
+"""Transport-independent operations of the edge: what REST routes and WS methods both call.
+
+Each operation takes the authenticated ``ApiKey`` (the account is always the key's) and the request
+parameters (a JSON object), validates them (``edge.orders`` / ``edge.schema``), submits the record
+through the ``EngineGateway`` or reads the ``ReadModel``, and returns a JSON-able result or raises
+``ApiError``. Writes resolve once their events are durable; reads are answered from the read model,
+which already holds every event of this caller's completed writes (read-your-writes).
+
+Pre-checks at the edge are only conveniences (a clear error without a round trip); the engine
+decides: a symbol's mode, balances and duplicate clientOrderIds are checked there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge import schema
+from edge.auth import ApiKey
+from edge.convert import SymbolUnits, amount_str
+from edge.errors import ApiError
+from edge.gateway import EngineGateway, Events
+from edge.orders import Validator
+from edge.readmodel import ReadModel
+from edge.recio import EvT
+from edge.views import OrderState, first_reject, order_json, place_response
+from pipeline.config import Config
+from pipeline.records import CancelReason, Ev, Mode
+
+MODE_NAME = {int(m): m.name for m in Mode}
+
+
+class TradingService:
+    def __init__(self, cfg: Config, gateway: EngineGateway) -> None:
+        self.cfg = cfg
+        self.gw = gateway
+        self.v = Validator(cfg)
+        self.units = self.v.units_by_id
+
+    @property
+    def rm(self) -> ReadModel:
+        return self.gw.readmodel
+
+    # -- public -----------------------------------------------------------------------------------
+    def symbols(self) -> list[dict[str, Any]]:
+        out = []
+        for s in self.cfg.symbols:
+            out.append({
+                "symbol": s.name, "base": s.base, "quote": s.quote,
+                "mode": MODE_NAME.get(self.rm.symbol_mode(s.symbol_id), "NORMAL"),
+                "tickSize": s.tick, "lotSize": s.lot, "minQty": s.min_qty, "maxQty": s.max_qty,
+                "minNotional": s.min_notional, "maxPrice": s.max_price,
+                "makerFeeBps": s.maker_fee_bps, "takerFeeBps": s.taker_fee_bps,
+                "baseScale": s.base_scale, "quoteScale": s.quote_scale,
+                "orderTypes": ["LIMIT", "MARKET"], "timeInForce": list(schema.TIFS),
+                "stpModes": list(schema.STPS)})
+        return out
+
+    # -- trading ----------------------------------------------------------------------------------
+    async def place(self, key: ApiKey, params: Any, slot: int = 0) -> dict[str, Any]:
+        cmd = self.v.place(key.account, params)
+        evs = await self.gw.submit(cmd, slot)
+        return place_response(evs, self.units)
+
+    async def cancel(self, key: ApiKey, params: Any, slot: int = 0,
+                     query: bool = False) -> dict[str, Any]:
+        cmd = self.v.cancel(key.account, params, query)
+        evs = await self.gw.submit(cmd, slot)
+        rej = first_reject(evs)
+        if rej is not None:
+            raise rej
+        for e in evs:
+            if e.kind == Ev.CANCELED and e.account == key.account:
+                return self._closed_order(key.account, e)
+        raise ApiError("UNKNOWN_ORDER", "no open order matched")
+
+    async def cancel_all(self, key: ApiKey, params: Any, slot: int = 0,
+                         query: bool = False) -> list[dict[str, Any]]:
+        cmd = self.v.cancel_all(key.account, params, query)
+        evs = await self.gw.submit(cmd, slot)
+        rej = first_reject(evs)
+        if rej is not None:
+            raise rej
+        return [self._closed_order(key.account, e) for e in evs
+                if e.kind == Ev.CANCELED and e.account == key.account]
+
+    async def cancel_orders(self, key: ApiKey, order_ids: list[int], slot: int = 0) -> int:
+        """Cancel-on-disconnect: cancel each still-open order; returns how many were canceled."""
+        n = 0
+        for oid in order_ids:
+            st = self.rm.order(key.account, oid)
+            if st is None or not st.is_open:
+                continue
+            try:
+                evs = await self.gw.submit(self.v.cancel(key.account, {"orderId": oid}), slot)
+            except ApiError:
+                continue
+            n += sum(1 for e in evs if e.kind == Ev.CANCELED)
+        return n
+
+    def _closed_order(self, account: int, e: EvT) -> dict[str, Any]:
+        st = self.rm.order(account, e.order_id)
+        if st is None:  # evicted already (tiny closed cache): answer from the event alone
+            st = OrderState(e, "CANCELED")
+        return order_json(st, self._units(st.symbol))
+
+    async def withdraw(self, key: ApiKey, params: Any, slot: int = 0) -> dict[str, Any]:
+        cmd = self.v.withdraw(key.account, params)
+        evs = await self.gw.submit(cmd, slot)
+        rej = first_reject(evs)
+        if rej is not None:
+            raise rej
+        asset = self.v.assets_by_id[int(cmd["asset"])]
+        return {"asset": asset.name, "amount": amount_str(asset, int(cmd["amount"])),
+                "status": "COMPLETED", "seq": evs[-1].seq if evs else 0}
+
+    # -- reads ------------------------------------------------------------------------------------
+    def order_status(self, key: ApiKey, params: Any, query: bool = False) -> dict[str, Any]:
+        p = schema.check(params, schema.ORDER_QUERY, query)
+        symbol = self.v.symbol_id(p)
+        if ("orderId" in p) == ("clientOrderId" in p):
+            raise ApiError("BAD_REQUEST", "give exactly one of orderId, clientOrderId")
+        if "orderId" in p:
+            st = self.rm.order(key.account, p["orderId"])
+        else:
+            st = self.rm.order_by_cid(key.account, p["clientOrderId"])
+        if st is None or (symbol and st.symbol != symbol):
+            raise ApiError("UNKNOWN_ORDER")
+        return self.rm.order_json(st)
+
+    def open_orders(self, key: ApiKey, params: Any, query: bool = False) -> list[dict[str, Any]]:
+        p = schema.check(params, schema.OPEN_ORDERS, query)
+        return [self.rm.order_json(o) for o in self.rm.open_orders(key.account, self.v.symbol_id(p))]
+
+    def fills(self, key: ApiKey, params: Any, query: bool = False) -> list[dict[str, Any]]:
+        p = schema.check(params, schema.FILLS, query)
+        return self.rm.fills_json(key.account, self.v.symbol_id(p), p.get("limit", 100))
+
+    def balances(self, key: ApiKey, params: Any, query: bool = False) -> list[dict[str, str]]:
+        schema.check(params, schema.EMPTY, query)
+        return self.rm.balances_json(key.account)
+
+    # -- admin ------------------------------------------------------------------------------------
+    async def admin(self, key: ApiKey, action: str, params: Any,
+                    symbol: str = "") -> dict[str, Any]:
+        v = self.v
+        if action == "symbol.mode":
+            rec = v.admin_symbol_mode(key.key_id, symbol, params)
+        elif action == "global.mode":
+            rec = v.admin_global_mode(key.key_id, params)
+        elif action == "symbol.cancelAll":
+            rec = v.admin_cancel_all(key.key_id, symbol, params)
+        elif action == "withdrawals.halt":
+            rec = v.admin_withdrawals_halt(key.key_id, params)
+        elif action == "deposit":
+            rec = v.admin_deposit(key.key_id, params)
+        else:
+            raise ApiError("NOT_FOUND", f"no admin action {action}")
+        evs = await self.gw.submit_admin(rec)
+        rej = first_reject(evs)
+        if rej is not None:
+            raise rej
+        return self._admin_result(action, evs)
+
+    def _admin_result(self, action: str, evs: Events) -> dict[str, Any]:
+        seq = evs[-1].seq if evs else 0
+        out: dict[str, Any] = {"action": action, "seq": seq, "status": "APPLIED"}
+        for e in evs:
+            if e.kind == Ev.MODE_CHANGED:
+                out["mode"] = MODE_NAME.get(e.mode, str(e.mode))
+            elif e.kind == Ev.WITHDRAWALS:
+                out["withdrawalsHalted"] = bool(e.mode)
+        if action == "symbol.cancelAll":
+            out["canceled"] = sum(1 for e in evs if e.kind == Ev.CANCELED
+                                  and e.reason == CancelReason.ADMIN)
+        return out
+
+    async def audit(self, params: Any, query: bool = False) -> list[dict[str, Any]]:
+        p = schema.check(params, schema.AUDIT, query)
+        return await self.gw.audit(p.get("limit", 100))
+
+    def _units(self, symbol: int) -> SymbolUnits:
+        u = self.units.get(symbol)
+        if u is None:
+            raise ApiError("INTERNAL", f"unknown symbol id {symbol}")
+        return u

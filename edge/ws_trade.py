@@ -1,0 +1,414 @@
+"""WebSocket order entry on picows: ``/v1/ws/trade`` (API.md "WebSocket order entry").
+
+Frames. picows hands each frame to ``on_ws_frame`` as a zero-copy view into its read buffer, valid
+only during that call: the payload is parsed there (``orjson.loads`` of the memoryview) and nothing
+keeps the view. Fragmented messages are reassembled up to ``max_frame_bytes``; a frame over it is
+refused by picows itself (close 1009 MESSAGE_TOO_BIG). PING is answered by picows; the server pings
+an idle socket after ``ping_idle_s`` and drops it if no PONG comes within ``ping_reply_s`` (20 s +
+40 s: API.md's 60 s); a socket that has not logged on within ``logon_timeout_s`` is closed (1008 LOGON_TIMEOUT).
+
+Requests ``{"id": int|str, "method", "params"}``; responses ``{"id", "status": 200, "result"}`` or
+``{"id", "status", "error": {"code","error","message"}}`` (plus ``retryAfter`` on 429). Malformed
+input of any kind gets an error response (``id`` null when it could not be read), never a close.
+
+Ordering (decided here, and tested): responses go out in request order per connection. Many
+requests are in flight at once: writes (``order.place``, ``order.cancel``, ``orders.cancelAll``)
+are submitted to the engine as they arrive, so they batch and sequence in arrival order; reads
+(``order.status``, ``orders.open``, ``balances.get``) are evaluated when every earlier request of the
+connection has been answered, so a read sees the connection's own earlier writes. In-flight
+requests are capped at ``max_inflight``: beyond it the socket stops being read until answers drain.
+Private events (``OrderUpdate``, ``BalanceUpdate``) are pushed as they become durable, independent of
+responses: the OrderUpdate of a new order may arrive before the order's response.
+
+Limits: ``messages_per_second`` frames per connection (before or after logon; refused with 429 and
+counted as ``rate_limit_drops_total{reason="ws_messages"}``); after logon every request is also
+charged to the API key's buckets exactly as its REST twin. A connection whose unsent output exceeds
+``max_backlog_bytes`` is closed with 4008 SLOW_CONSUMER.
+
+Cancel on disconnect: ``session.cancelOnDisconnect {"enabled": true}`` makes the session cancel,
+when the socket drops for any reason, every order *this session* placed that is still open
+(including those whose placement was in flight at the drop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    ws_create_server,
+)
+
+from edge import schema
+from edge.auth import ApiKey, Authenticator
+from edge.errors import ApiError
+from edge.metrics import EdgeMetrics
+from edge.ratelimit import NS, KeyLimiter, TokenBucket, retry_after_s
+from edge.service import TradingService
+
+log = logging.getLogger(__name__)
+_TOP_KEYS = frozenset({"id", "method", "params"})
+# method -> (role, weight, order-bucket, kind): kind "w" write (async), "r" read (deferred), "s" session
+METHODS: dict[str, tuple[str, int, bool, str]] = {
+    "session.logon": ("", 0, False, "s"),
+    "session.cancelOnDisconnect": ("trade", 1, False, "s"),
+    "order.place": ("trade", 1, True, "w"),
+    "order.cancel": ("trade", 1, True, "w"),
+    "orders.cancelAll": ("trade", 1, True, "w"),
+    "order.status": ("read", 1, False, "r"),
+    "orders.open": ("read", 2, False, "r"),
+    "balances.get": ("read", 5, False, "r"),
+}
+
+
+class _Slot:
+    __slots__ = ("rid", "method", "t0", "data", "task", "thunk")
+
+    def __init__(self, rid: Any, method: str) -> None:
+        self.rid = rid
+        self.method = method
+        self.t0 = time.perf_counter()
+        self.data: bytes | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.thunk: Callable[[], Any] | None = None
+
+
+def _ok(rid: Any, result: Any) -> bytes:
+    return orjson.dumps({"id": rid, "status": 200, "result": result})
+
+
+def _err(rid: Any, e: ApiError) -> bytes:
+    d: dict[str, Any] = {"id": rid, "status": e.status, "error": e.body()}
+    ra = e.fields.get("retry_after_s")
+    if ra is not None:
+        d["retryAfter"] = ra
+    return orjson.dumps(d)
+
+
+class WsTradeServer:
+    def __init__(self, service: TradingService, auth: Authenticator, limiter: KeyLimiter,
+                 metrics: EdgeMetrics, path: str = "/v1/ws/trade",
+                 max_frame_bytes: int = 65536, messages_per_second: int = 10_000,
+                 max_inflight: int = 256, max_backlog_bytes: int = 4 << 20,
+                 ping_idle_s: float = 20.0, ping_reply_s: float = 40.0,
+                 logon_timeout_s: float = 30.0) -> None:
+        self.svc = service
+        self.auth = auth
+        self.limiter = limiter
+        self.metrics = metrics
+        self.path = path.encode()
+        self.max_frame_bytes = max_frame_bytes
+        self.messages_per_second = messages_per_second
+        self.max_inflight = max_inflight
+        self.max_backlog_bytes = max_backlog_bytes
+        self.ping_idle_s = ping_idle_s
+        self.ping_reply_s = ping_reply_s
+        self.logon_timeout_s = logon_timeout_s
+        self.sessions: dict[int, TradeSession] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+        self._slot = 0
+
+    def _next_slot(self) -> int:
+        s = self._slot
+        while True:
+            s = s + 1 if s < 0xFFFFFF else 1
+            if s not in self.sessions:
+                self._slot = s
+                return s
+
+    def _factory(self, request: WSUpgradeRequest) -> WSListener | None:
+        if request.path.split(b"?", 1)[0] != self.path:
+            return None
+        return TradeSession(self, self._next_slot())
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> asyncio.Server:
+        return await ws_create_server(
+            self._factory, host, port, max_frame_size=self.max_frame_bytes,
+            enable_auto_ping=True, auto_ping_idle_timeout=self.ping_idle_s,
+            auto_ping_reply_timeout=self.ping_reply_s,
+            auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
+            reuse_port=reuse_port or None, logger_name="spotx.ws_trade")
+
+    def spawn(self, aw: Awaitable[Any]) -> None:
+        t = asyncio.ensure_future(aw)
+        self.background.add(t)
+        t.add_done_callback(self.background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background work (cancel-on-disconnect) to finish (shutdown, tests)."""
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
+
+
+class TradeSession(WSListener):
+    def __init__(self, server: WsTradeServer, slot: int) -> None:
+        self.srv = server
+        self.slot = slot
+        self.t: WSTransport | None = None
+        self.key: ApiKey | None = None
+        self.queue: deque[_Slot] = deque()
+        self.bucket = TokenBucket(server.messages_per_second, NS, time.monotonic_ns())
+        self.cancel_on_disconnect = False
+        self.placed: set[int] = set()
+        self.unsubscribe: Callable[[], None] | None = None
+        self.frag: list[bytes] = []
+        self.frag_size = 0
+        self.paused = False
+        self.closed = False
+        self.logon_timer: asyncio.TimerHandle | None = None
+
+    # -- picows callbacks -------------------------------------------------------------------------
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.t = transport
+        self.srv.sessions[self.slot] = self
+        self.srv.metrics.ws_clients.labels("trade").inc()
+        self.logon_timer = asyncio.get_running_loop().call_later(
+            self.srv.logon_timeout_s, self._logon_timeout)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        self.srv.sessions.pop(self.slot, None)
+        self.srv.metrics.ws_clients.labels("trade").dec()
+        self.srv.metrics.ws_closes.labels("disconnect").inc()
+        if self.logon_timer is not None:
+            self.logon_timer.cancel()
+        if self.unsubscribe is not None:
+            self.unsubscribe()
+            self.unsubscribe = None
+        pending = [s.task for s in self.queue if s.task is not None and not s.task.done()]
+        self.queue.clear()
+        if self.cancel_on_disconnect and self.key is not None:
+            self.srv.spawn(self._cancel_session_orders(pending))
+        else:
+            for task in pending:
+                task.cancel()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        mt = frame.msg_type
+        if mt == WSMsgType.TEXT or mt == WSMsgType.BINARY:
+            if frame.fin and not self.frag:
+                self._message(frame.get_payload_as_memoryview())
+                return
+            self.frag = [frame.get_payload_as_bytes()]
+            self.frag_size = frame.payload_size
+        elif mt == WSMsgType.CONTINUATION:
+            if not self.frag:
+                self._send(_err(None, ApiError("BAD_REQUEST", "continuation without a first frame")))
+                return
+            self.frag.append(frame.get_payload_as_bytes())
+            self.frag_size += frame.payload_size
+        elif mt == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+            return
+        else:
+            return  # PING is auto-answered; PONG needs nothing
+        if self.frag_size > self.srv.max_frame_bytes:
+            self.frag = []
+            self._close(1009, "message too big")
+            return
+        if frame.fin:
+            data = b"".join(self.frag)
+            self.frag = []
+            self._message(data)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _message(self, data: bytes | memoryview) -> None:
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._answer_now(None, "?", ApiError("BAD_REQUEST", "message is not valid JSON"))
+            return
+        rid: Any = None
+        method = "?"
+        try:
+            if type(msg) is not dict:
+                raise ApiError("BAD_REQUEST", "message must be a JSON object")
+            rid = msg.get("id")
+            if not (type(rid) is int or (type(rid) is str and len(rid) <= 64)):
+                rid = None
+                raise ApiError("BAD_REQUEST", "id must be an integer or a string of <= 64 chars")
+            if not -2**63 <= (rid if type(rid) is int else 0) < 2**63:
+                rid = None
+                raise ApiError("BAD_REQUEST", "id out of range")
+            if msg.keys() - _TOP_KEYS:
+                raise ApiError("BAD_REQUEST", "unknown member "
+                               + repr(sorted(str(k)[:40] for k in msg.keys() - _TOP_KEYS)[0]))
+            m = msg.get("method")
+            spec = METHODS.get(m) if type(m) is str else None
+            if spec is None:
+                raise ApiError("BAD_REQUEST", f"unknown method {str(m)[:40]!r}")
+            method = str(m)
+            wait = self.bucket.take(1, time.monotonic_ns())
+            if wait:
+                self.srv.limiter.drop(self.key.key_id if self.key else "-", "ws_messages")
+                raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
+                               "on this connection", retry_after_s=retry_after_s(wait))
+            self._dispatch(rid, method, spec, msg.get("params"))
+        except ApiError as e:
+            self._answer_now(rid, method, e)
+
+    def _dispatch(self, rid: Any, method: str, spec: tuple[str, int, bool, str],
+                  params: Any) -> None:
+        role, weight, order, kind = spec
+        if method == "session.logon":
+            self._logon(rid, params)
+            return
+        key = self.key
+        if key is None:
+            raise ApiError("AUTH_MISSING", "session.logon first")
+        self.srv.auth.require(key, role)
+        self.srv.limiter.charge(key.key_id, weight, order)
+        svc = self.srv.svc
+        slot = _Slot(rid, method)
+        if kind == "w":
+            if method == "order.place":
+                coro: Awaitable[Any] = self._place(key, params)
+            elif method == "order.cancel":
+                coro = svc.cancel(key, params, self.slot)
+            else:
+                coro = svc.cancel_all(key, params, self.slot)
+            slot.task = asyncio.ensure_future(self._run(slot, coro))
+        elif kind == "r":
+            if method == "order.status":
+                slot.thunk = lambda: svc.order_status(key, params)
+            elif method == "orders.open":
+                slot.thunk = lambda: svc.open_orders(key, params)
+            else:
+                slot.thunk = lambda: svc.balances(key, params)
+        else:  # session.cancelOnDisconnect
+            p = schema.check(params, schema.CANCEL_ON_DISCONNECT)
+            self.cancel_on_disconnect = p["enabled"]
+            slot.data = _ok(rid, {"cancelOnDisconnect": self.cancel_on_disconnect})
+        self.queue.append(slot)
+        self._flush()
+
+    def _logon(self, rid: Any, params: Any) -> None:
+        p = schema.check(params, schema.LOGON)
+        if self.key is not None:
+            raise ApiError("BAD_REQUEST", "this session is already logged on")
+        key = self.srv.auth.verify_logon(p["apiKey"], p["timestamp"], p["signature"],
+                                         p.get("recvWindow"))
+        self.key = key
+        if self.logon_timer is not None:
+            self.logon_timer.cancel()
+            self.logon_timer = None
+        if key.allows("read"):
+            self.unsubscribe = self.srv.svc.gw.subscribe(key.account, self._private)
+        slot = _Slot(rid, "session.logon")
+        slot.data = _ok(rid, {"apiKey": key.key_id, "account": key.account, "role": key.role})
+        self.queue.append(slot)
+        self._flush()
+
+    async def _place(self, key: ApiKey, params: Any) -> Any:
+        res = await self.srv.svc.place(key, params, self.slot)
+        oid = res.get("orderId")
+        if oid and res.get("status") in ("NEW", "PARTIALLY_FILLED"):
+            self._remember(key, oid)
+        return res
+
+    def _remember(self, key: ApiKey, oid: int) -> None:
+        placed = self.placed
+        placed.add(oid)
+        if len(placed) > 4096:  # prune orders closed since (amortised O(1))
+            rm = self.srv.svc.rm
+            for o in [o for o in placed if (st := rm.order(key.account, o)) is None or not st.is_open]:
+                placed.discard(o)
+
+    async def _run(self, slot: _Slot, coro: Awaitable[Any]) -> None:
+        try:
+            slot.data = _ok(slot.rid, await coro)
+        except ApiError as e:
+            self.srv.metrics.error(e.name)
+            slot.data = _err(slot.rid, e)
+        except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on
+            log.exception("WS request %s failed", slot.method)
+            slot.data = _err(slot.rid, ApiError("INTERNAL"))
+        slot.task = None
+        if not self.closed:
+            self._flush()
+
+    # -- output -----------------------------------------------------------------------------------
+    def _answer_now(self, rid: Any, method: str, e: ApiError) -> None:
+        self.srv.metrics.error(e.name)
+        slot = _Slot(rid, method)
+        slot.data = _err(rid, e)
+        self.queue.append(slot)
+        self._flush()
+
+    def _flush(self) -> None:
+        q = self.queue
+        m = self.srv.metrics
+        while q:
+            head = q[0]
+            if head.data is None:
+                if head.thunk is None:
+                    break
+                try:
+                    head.data = _ok(head.rid, head.thunk())
+                except ApiError as e:
+                    m.error(e.name)
+                    head.data = _err(head.rid, e)
+            q.popleft()
+            self._send(head.data)
+            m.observe_ws(head.method, time.perf_counter() - head.t0)
+        self._update_reading()
+
+    def _send(self, data: bytes) -> None:
+        t = self.t
+        if t is None or self.closed:
+            return
+        t.send(WSMsgType.TEXT, data)
+        if t.underlying_transport.get_write_buffer_size() > self.srv.max_backlog_bytes:
+            self._close(4008, "SLOW_CONSUMER")
+
+    def _private(self, account: int, payload: bytes) -> None:
+        self._send(payload)
+
+    def _update_reading(self) -> None:
+        t = self.t
+        if t is None or self.closed:
+            return
+        full = len(self.queue) >= self.srv.max_inflight
+        if full and not self.paused:
+            t.underlying_transport.pause_reading()
+            self.paused = True
+        elif not full and self.paused:
+            t.underlying_transport.resume_reading()
+            self.paused = False
+
+    def _close(self, code: int, reason: str) -> None:
+        t = self.t
+        if t is None or self.closed:
+            return
+        self.closed = True
+        self.srv.metrics.ws_closes.labels(reason).inc()
+        t.send_close(WSCloseCode(code), reason.encode())
+        t.disconnect()
+
+    def _logon_timeout(self) -> None:
+        self.logon_timer = None
+        if self.key is None:
+            self._close(1008, "LOGON_TIMEOUT")
+
+    async def _cancel_session_orders(self, pending: list[asyncio.Task[None]]) -> None:
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        key = self.key
+        if key is None:
+            return
+        n = await self.srv.svc.cancel_orders(key, sorted(self.placed), self.slot)
+        if n:
+            log.info("cancel-on-disconnect: %d orders of account %d canceled", n, key.account)
