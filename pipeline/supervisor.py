@@ -71,7 +71,7 @@ def run_dir(cfg: Config) -> Path:
 
 def roles_for(cfg: Config) -> list[Role]:
     roles = [Role("engine", "pipeline.engine_proc:main", 0, 1)]
-    roles += [Role(f"edge-{i}", "edge.process:main", i, 0) for i in range(1, cfg.edge.processes + 1)]
+    roles += [Role(f"edge-{i}", "pipeline.edge_proc:main", i, 0) for i in range(1, cfg.edge.processes + 1)]
     if _exists("pipeline.publisher"):
         roles.append(Role("publisher", "pipeline.publisher:main", 0, 2))
     if _exists("edge.fanout"):

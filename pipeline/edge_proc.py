@@ -1,0 +1,104 @@
+"""The edge process (``spotx up`` starts ``edge.processes`` of them, SO_REUSEPORT).
+
+One uvloop event loop serves REST (``edge.rest.RestApp`` on ``edge.http``) and WebSocket order
+entry (``edge.ws_trade.WsTradeServer``) and talks to the engine through ``pipeline.link.RingGateway``
+(its own SPSC rings out, the durable WAL tail in). Market-data REST routes are answered from the
+publisher's state when ``edge.market_rest`` exists.
+
+Start-up: attach rings, replay the WAL into the read model, listen, report ready. SIGTERM: stop
+listening, fail in-flight requests with ENGINE_UNAVAILABLE (their outcome is in the WAL), exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+
+log = logging.getLogger("spotx.edge")
+
+
+def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
+    """(gateway, rest_app, ws_server, metrics) wired for this edge process."""
+    from edge.auth import Authenticator, KeyStore
+    from edge.metrics import EdgeMetrics
+    from edge.orders import Validator
+    from edge.ratelimit import KeyLimiter
+    from edge.readmodel import ReadModel
+    from edge.rest import RestApp
+    from edge.service import TradingService
+    from edge.ws_trade import WsTradeServer
+    from pipeline.link import RingGateway
+
+    metrics = EdgeMetrics()
+    units = Validator(cfg).units_by_id
+    readmodel = ReadModel(units, {a.asset_id: a for a in cfg.assets})
+    gateway = RingGateway(cfg, edge_id, readmodel)
+    service = TradingService(cfg, gateway)
+    store = KeyStore(cfg.edge.key_store or str(Path(cfg.data_dir) / "keys.json"))
+    auth = Authenticator(store, cfg.edge.recv_window_default_ms, cfg.edge.recv_window_max_ms,
+                         observer=metrics)
+    limiter = KeyLimiter(cfg.edge.orders_per_second, cfg.edge.weight_per_minute,
+                         on_drop=getattr(metrics, "rate_limit_drop", None))
+    market = _market(cfg)
+    rest = RestApp(service, auth, limiter, metrics, market=market)
+    ws = WsTradeServer(service, auth, limiter, metrics, path=cfg.edge.ws_trade_path,
+                       max_frame_bytes=cfg.edge.max_frame_bytes)
+    return gateway, rest, ws, metrics
+
+
+def _market(cfg: Config) -> Any:
+    try:
+        from edge.market_rest import MarketRest
+    except ImportError:
+        return None
+    return MarketRest(cfg)
+
+
+async def serve(cfg: Config, edge_id: int, ready: Connection | None,
+                stop: asyncio.Event) -> None:
+    from edge.http import HttpServerState, serve_http
+
+    gateway, rest, ws, _metrics = build(cfg, edge_id)
+    n = gateway.catch_up()
+    loop = asyncio.get_running_loop()
+    gateway.start(loop)
+    reuse = cfg.edge.processes > 1
+    state = HttpServerState(rest, max_body_bytes=cfg.edge.max_body_bytes)
+    http_server, sweeper = await serve_http(state, cfg.edge.host, cfg.edge.rest_port, reuse_port=reuse)
+    ws_server = await ws.start(cfg.edge.host, cfg.edge.ws_trade_port, reuse_port=reuse)
+    log.info("edge-%d ready: REST :%d WS :%d (replayed %d events)", edge_id, cfg.edge.rest_port,
+             cfg.edge.ws_trade_port, n)
+    if ready is not None:
+        ready.send({"ready": True, "rest_port": cfg.edge.rest_port,
+                    "ws_port": cfg.edge.ws_trade_port, "replayed_events": n})
+    try:
+        await stop.wait()
+    finally:
+        http_server.close()
+        ws_server.close()
+        sweeper.cancel()
+        gateway.close()
+        await ws.drain()
+
+
+def main(cfg: Config, index: int, ready: Connection) -> None:
+    """Process entry (``spotx up``)."""
+    import uvloop
+
+    from bench.harness import pin
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s edge %(levelname)s %(message)s")
+    pin(cfg.edge.core)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve(cfg, index, ready, stop)
+
+    uvloop.run(run())

@@ -1,0 +1,282 @@
+"""The engine process: the sequencer loop of DESIGN.md §4.
+
+Loop (one thread, pinned core; the WAL flusher is a second thread):
+  1. drain every inbound ring (edges' COMMAND rings, then their ADMIN rings) into one batch of at
+     most ``engine.batch_max`` commands;
+  2. number them ``seq0 .. seq0+n-1``, stamp the batch time, append a COMMANDS frame (and one BLOB
+     frame per admin audit note) to the WAL;
+  3. apply the batch in the numba kernels, append the EVENTS frame;
+  4. ask the group committer for a sync and go on: the engine never waits for the disk. Events
+     become visible to readers (edges, publisher, settle) only when the flusher's fdatasync
+     covering them returns and the durable watermark moves (the WAL is the event bus).
+
+Recovery on start: newest valid snapshot, then replay of every COMMANDS frame after it; the events
+each replayed batch produces must equal the EVENTS frame logged for it byte for byte — a mismatch
+is a SEV1 (determinism broken or the log tampered with) and the engine refuses to start. A last
+batch whose COMMANDS frame is in the WAL but whose EVENTS frame is not (crash between the two)
+is applied and its EVENTS frame appended: its commands were journaled, so they are executed.
+
+Stop: SIGTERM sets a flag; the loop finishes its batch, the committer syncs, the WAL closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import shm_layout
+from pipeline.config import Config
+from pipeline.records import ADMIN, COMMAND, EVENT, Cmd
+from pipeline.stats import Stats, observe
+from pipeline.supervisor import run_dir
+
+log = logging.getLogger("spotx.engine")
+
+EXIT_SEV1 = 70
+
+
+class EngineSev1(RuntimeError):
+    """Replay does not reproduce the logged events: never start on a divergent state."""
+
+
+def wal_path(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "wal"
+
+
+def snap_path(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "snapshots"
+
+
+def fencing_token(cfg: Config) -> int:
+    """The leader's fencing token (HA leases come later): ``<data_dir>/fencing`` or 1."""
+    p = Path(cfg.data_dir) / "fencing"
+    try:
+        return int(p.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return 1
+
+
+class EngineHost:
+    """Engine state + WAL + rings for one engine process (also used by tests and the bench)."""
+
+    def __init__(self, cfg: Config, *, attach_rings: bool = True, wal_sync: str | None = None) -> None:
+        from engine import Engine, newest_snapshot
+        from pipeline.wal import GroupCommitter, WalWriter
+
+        self.cfg = cfg
+        self.fencing = fencing_token(cfg)
+        snap = newest_snapshot(snap_path(cfg), cfg)
+        self.engine = Engine.restore(snap.path, cfg) if snap else Engine(cfg)
+        self.snap_seq = snap.seq if snap else 0
+        self.writer = WalWriter(wal_path(cfg), segment_bytes=cfg.engine.wal_segment_bytes,
+                                fencing_token=self.fencing,
+                                sync_mode=wal_sync or _sync_mode(cfg.engine.durability))
+        self.replayed = self._replay()
+        self.next_seq = self.writer.last_seq + 1
+        self.ringer: Any = None
+        self.sync_hook: Any = None  # called on the flusher thread after each durable advance
+        self.committer = GroupCommitter(self.writer, on_durable=self._on_durable)
+        self.batch_max = cfg.engine.batch_max
+        self.cmds = np.zeros(self.batch_max, COMMAND)
+        self.admin = np.zeros(16, ADMIN)
+        self.events = np.zeros(self.batch_max * self.engine.max_events_per_command, EVENT)
+        self.cmd_rings: list[Any] = []
+        self.adm_rings: list[Any] = []
+        if attach_rings:
+            from ringbuf import SpscRing
+
+            for e in range(1, cfg.edge.processes + 1):
+                self.cmd_rings.append(SpscRing.attach(shm_layout.cmd_ring(cfg, e), COMMAND))
+                self.adm_rings.append(SpscRing.attach(shm_layout.admin_ring(cfg, e), ADMIN))
+        self.since_snapshot = 0
+
+    # -- recovery ------------------------------------------------------------------------------
+    def _replay(self) -> int:
+        """Re-apply the WAL after the snapshot; compare with the logged events."""
+        from pipeline.wal import FrameKind, WalReader
+
+        if self.writer.last_seq <= self.snap_seq:
+            return 0
+        reader = WalReader(wal_path(self.cfg))
+        pending: tuple[int, int, np.ndarray] | None = None  # (seq0, ts, events) awaiting EVENTS
+        n = 0
+        try:
+            for f in reader.iter_frames(self.snap_seq + 1):
+                if f.kind == FrameKind.COMMANDS:
+                    if pending is not None:
+                        raise EngineSev1(f"WAL has COMMANDS at seq {pending[0]} without its EVENTS "
+                                         f"frame and more commands after it")
+                    cmds = np.frombuffer(f.payload, COMMAND)
+                    if f.first_seq <= self.snap_seq:
+                        raise EngineSev1(f"snapshot at seq {self.snap_seq} splits the batch at "
+                                         f"{f.first_seq}")
+                    out = self.engine.apply(cmds.copy(), f.first_seq, f.ts_ns)
+                    pending = (f.first_seq, f.ts_ns, out)
+                    n += len(cmds)
+                elif f.kind == FrameKind.EVENTS and pending is not None:
+                    logged = np.frombuffer(f.payload, EVENT)
+                    if f.first_seq != pending[0] or logged.tobytes() != pending[2].tobytes():
+                        raise EngineSev1(
+                            f"SEV1: replay of the batch at seq {pending[0]} produced "
+                            f"{len(pending[2])} events that differ from the {len(logged)} logged; "
+                            f"refusing to start (see RUNBOOK 3.3)")
+                    pending = None
+        finally:
+            reader.close()
+        if pending is not None:  # crash between the COMMANDS and EVENTS appends
+            self.writer.append(2, pending[0], len(pending[2]), pending[2], pending[1])
+            self.writer.sync()
+        return n
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _on_durable(self, seq: int, position: int) -> None:
+        if self.ringer is not None:
+            self.ringer.ring()
+        if self.sync_hook is not None:
+            self.sync_hook(seq)
+
+    def step(self) -> int:
+        """One loop iteration; returns the number of commands sequenced (0 when idle)."""
+        n = 0
+        notes: list[tuple[int, bytes]] = []
+        for ring in self.cmd_rings:
+            if n >= self.batch_max:
+                break
+            n += ring.try_pop(self.cmds[n:])
+        for ring in self.adm_rings:
+            room = min(self.batch_max - n, len(self.admin))
+            if room <= 0:
+                break
+            k = ring.try_pop(self.admin[:room])
+            for i in range(k):
+                rec = self.admin[i]
+                self.cmds[n] = rec["cmd"]
+                notes.append((n, bytes(rec["note"][: int(rec["note_len"])])))
+                n += 1
+        if n == 0:
+            return 0
+        self.sequence(self.cmds[:n], notes)
+        return n
+
+    def sequence(self, cmds: np.ndarray, notes: list[tuple[int, bytes]] = ()) -> int:  # type: ignore[assignment]
+        """Journal, apply, journal events, request sync. Returns the number of events."""
+        seq0 = self.next_seq
+        ts = time.time_ns()
+        w = self.writer
+        w.append(1, seq0, len(cmds), cmds, ts)
+        for i, note in notes:
+            w.append(3, seq0 + i, 1, note, ts)
+        ne = self.engine.apply_into(cmds, seq0, ts, self.events)
+        w.append(2, seq0, ne, self.events[:ne], ts)
+        self.committer.request_sync()
+        self.next_seq = seq0 + len(cmds)
+        self.since_snapshot += len(cmds)
+        if any(int(c["kind"]) == Cmd.SNAPSHOT for c in cmds) or \
+                self.since_snapshot >= self.cfg.engine.snapshot_every:
+            self.snapshot()
+        return ne
+
+    def snapshot(self) -> Path:
+        """Write a snapshot at the current seq (batch boundary) and return its path."""
+        p = self.engine.snapshot(snap_path(self.cfg), self.next_seq - 1, self.fencing)
+        self.since_snapshot = 0
+        return Path(p)
+
+    def queue_depth(self) -> int:
+        return sum(r.depth() for r in self.cmd_rings) + sum(r.depth() for r in self.adm_rings)
+
+    def close(self) -> None:
+        self.committer.close()
+        self.writer.close()
+        for r in self.cmd_rings + self.adm_rings:
+            r.close()
+
+
+def _sync_mode(durability: str) -> str:
+    return {"fdatasync": "fdatasync", "msync": "msync", "async": "none"}.get(durability, durability)
+
+
+def main(cfg: Config, index: int, ready: Connection) -> None:
+    """Process entry (``spotx up``)."""
+    from bench.harness import pin
+    from pipeline.doorbell import Ringer
+    from ringbuf import strategy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
+    pin(cfg.engine.core)
+    sys.setswitchinterval(0.0002)  # let the flusher thread publish promptly after fdatasync
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
+    try:
+        host = EngineHost(cfg)
+    except EngineSev1 as e:
+        log.critical("%s", e)
+        ready.send({"error": str(e)})
+        sys.exit(EXIT_SEV1)
+    host.ringer = Ringer(run_dir(cfg))
+    host.engine.warm()
+    stats = Stats(run_dir(cfg), "engine")
+    s_seq = stats.slot("engine_seq", "gauge", "last sequenced command")
+    s_depth = stats.slot("engine_queue_depth", "gauge", "commands waiting in inbound rings")
+    s_loop = stats.slot("engine_loop_seconds", "histogram", "one loop iteration with work")
+    s_fsync = stats.slot("wal_fsync_seconds", "histogram", "WAL group-commit sync duration")
+    s_durable = stats.slot("wal_durable_seq", "gauge", "highest durable seq")
+    s_batch = stats.slot("engine_batch_commands_total", "counter", "commands sequenced")
+    sym_slots = {s.symbol_id: stats.slot("engine_commands_total", "counter", "commands per symbol",
+                                         symbol=s.name) for s in cfg.symbols}
+    data = stats.freeze()
+
+    def on_sync(seq: int) -> None:  # flusher thread: the only writer of these two slots
+        observe(data, s_fsync, getattr(host.committer, "_last_ns", 0))
+        data[s_durable] = seq
+
+    host.sync_hook = on_sync
+    ready.send({"ready": True, "seq": host.next_seq - 1, "replayed": host.replayed,
+                "snapshot_seq": host.snap_seq, "pid": os.getpid()})
+    log.info("engine ready at seq %d (snapshot %d, replayed %d)", host.next_seq - 1, host.snap_seq,
+             host.replayed)
+    wait = strategy(cfg.engine.wait)
+    idle = 0
+    try:
+        while not stop["flag"]:
+            t0 = time.perf_counter_ns()
+            n = host.step()
+            if n == 0:
+                wait.idle(idle)
+                idle += 1
+                if idle % 1024 == 0:
+                    data[s_depth] = host.queue_depth()
+                continue
+            idle = 0
+            observe(data, s_loop, time.perf_counter_ns() - t0)
+            data[s_seq] = host.next_seq - 1
+            data[s_batch] += n
+            syms = host.cmds["symbol"][:n]
+            for sid, cnt in zip(*np.unique(syms, return_counts=True), strict=True):
+                off = sym_slots.get(int(sid))
+                if off is not None:
+                    data[off] += int(cnt)
+    finally:
+        host.close()
+        stats.close()
+        log.info("engine stopped at seq %d", host.next_seq - 1)
+
+
+def dump_status(cfg: Config) -> dict[str, Any]:
+    from pipeline.wal import read_durable
+
+    d = read_durable(wal_path(cfg))
+    return {"durable_seq": d.seq if d else 0}
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(json.dumps({"usage": "started by `spotx up`"}))  # noqa: T201

@@ -1,0 +1,173 @@
+"""The stack gateway: an edge's link to the engine over shared memory and the WAL.
+
+Outbound: COMMAND records into the edge's SPSC ring ``spotx-<instance>-cmd-<e>``; ADMIN records
+(command + audit note) into ``spotx-<instance>-adm-<e>``. This edge process is the only producer of
+both (single-writer by construction: one gateway per edge process).
+
+Inbound: the WAL is the event bus (docs/ARCHITECTURE.md). A ``WalTail`` yields only frames below
+the durable watermark, so every event handed to ``Dispatcher.feed`` is durable: an order's answer
+cannot leave before its batch is synced. Wake-ups come from a FIFO doorbell the engine's flusher
+rings after each durable advance (pipeline/doorbell.py), plus a slow safety poll.
+
+Start-up: the read model is rebuilt by replaying every durable EVENTS frame from the start of the
+WAL before the edge reports ready (cost: linear in the WAL; a read-model snapshot would bound it).
+Audit notes (BLOB frames) are kept in a bounded deque for ``GET /v1/admin/audit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import ApiError
+from edge.gateway import Dispatcher, Events
+from edge.readmodel import PrivateSink, ReadModel
+from edge.recio import unpack_events
+from pipeline import shm_layout
+from pipeline.config import Config
+from pipeline.doorbell import Doorbell
+from pipeline.records import ADMIN, COMMAND, EVENT
+from pipeline.wal import FrameKind, WalReader
+
+log = logging.getLogger("spotx.link")
+
+AUDIT_KEEP = 10_000
+SAFETY_POLL_S = 0.05
+PUSH_RETRY_S = 0.2
+
+
+def wal_dir(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "wal"
+
+
+class RingGateway:
+    def __init__(self, cfg: Config, edge_id: int, readmodel: ReadModel, timeout_s: float = 5.0) -> None:
+        from ringbuf import SpscRing
+
+        self.cfg = cfg
+        self.edge_id = edge_id
+        self.readmodel = readmodel
+        self.dispatcher = Dispatcher(readmodel, edge_id, timeout_s=timeout_s)
+        self.cmd_ring = SpscRing.attach(shm_layout.cmd_ring(cfg, edge_id), COMMAND)
+        self.adm_ring = SpscRing.attach(shm_layout.admin_ring(cfg, edge_id), ADMIN)
+        self.reader = WalReader(wal_dir(cfg))
+        self.tail = self.reader.tail(1)
+        self.audit_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_KEEP)
+        self.bell: Doorbell | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._safety: asyncio.TimerHandle | None = None
+        self.frames = 0
+        self.events = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Replay every durable frame (blocking; before serving). Returns events applied."""
+        before = self.events
+        while self._drain(4096):
+            pass
+        return self.events - before
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        from pipeline.supervisor import run_dir
+
+        self._loop = loop
+        self.bell = Doorbell(run_dir(self.cfg), f"edge-{self.edge_id}")
+        loop.add_reader(self.bell.fileno(), self._on_bell)
+        self._schedule_safety()
+        self._drain(4096)
+
+    def close(self) -> None:
+        if self._loop is not None and self.bell is not None:
+            self._loop.remove_reader(self.bell.fileno())
+        if self.bell is not None:
+            self.bell.close()
+        if self._safety is not None:
+            self._safety.cancel()
+        self.dispatcher.fail_all(ApiError("ENGINE_UNAVAILABLE", "edge shutting down"))
+        self.reader.close()
+        self.cmd_ring.close()
+        self.adm_ring.close()
+
+    # -- inbound -------------------------------------------------------------------------------
+    def _on_bell(self) -> None:
+        assert self.bell is not None
+        self.bell.drain()
+        while self._drain(1024):
+            pass
+
+    def _schedule_safety(self) -> None:
+        assert self._loop is not None
+        self._safety = self._loop.call_later(SAFETY_POLL_S, self._safety_poll)
+
+    def _safety_poll(self) -> None:
+        try:
+            while self._drain(1024):
+                pass
+        finally:
+            self._schedule_safety()
+
+    def _drain(self, max_frames: int) -> int:
+        frames = self.tail.poll(max_frames)
+        for f in frames:
+            if f.kind == FrameKind.EVENTS:
+                evs = unpack_events(np.frombuffer(f.payload, EVENT))
+                self.events += len(evs)
+                self.dispatcher.feed(evs)
+            elif f.kind == FrameKind.BLOB:
+                self._audit(f.first_seq, f.ts_ns, bytes(f.payload))
+        self.frames += len(frames)
+        return len(frames)
+
+    def _audit(self, seq: int, ts_ns: int, raw: bytes) -> None:
+        try:
+            note = json.loads(raw)
+        except ValueError:
+            note = {"raw": raw.decode(errors="replace")}
+        self.audit_log.append({"seq": seq, "time": ts_ns // 1_000_000, **note})
+
+    # -- EngineGateway -------------------------------------------------------------------------
+    async def _push(self, ring: Any, rec: np.ndarray) -> bool:
+        if ring.try_push(rec):
+            return True
+        deadline = asyncio.get_running_loop().time() + PUSH_RETRY_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0)
+            if ring.try_push(rec):
+                return True
+        return False
+
+    async def submit(self, cmd: np.void, slot: int = 0) -> Events:
+        fut = self.dispatcher.register(cmd, slot)
+        rec = np.frombuffer(cmd.tobytes(), COMMAND)
+        if not await self._push(self.cmd_ring, rec):
+            self.dispatcher.forget(cmd)
+            raise ApiError("ENGINE_UNAVAILABLE", "the engine is not taking commands (inbound ring full)")
+        return await fut
+
+    async def submit_admin(self, rec: np.void) -> Events:
+        cmd = rec["cmd"]
+        fut = self.dispatcher.register(cmd, 0)
+        arr = np.frombuffer(bytearray(rec.tobytes()), ADMIN)
+        arr["cmd"]["req"] = cmd["req"]
+        arr["cmd"]["conn"] = cmd["conn"]
+        if not await self._push(self.adm_ring, arr):
+            self.dispatcher.forget(cmd)
+            raise ApiError("ENGINE_UNAVAILABLE", "the engine is not taking admin commands")
+        return await fut
+
+    def subscribe(self, account: int, sink: PrivateSink) -> Callable[[], None]:
+        return self.readmodel.subscribe(account, sink)
+
+    async def audit(self, limit: int) -> list[dict[str, Any]]:
+        return list(self.audit_log)[-limit:][::-1]
+
+    def ready(self) -> bool:
+        d = self.reader.durable()
+        return d is not None and self.bell is not None
