@@ -1,7 +1,26 @@
-"""Root fixtures: real Postgres and real Kafka, unique per test run, and a /dev/shm leak guard.
+"""Root fixtures: real Postgres and real Kafka (unique per test), async helpers, a /dev/shm leak guard.
 
-A test that needs a service it cannot reach fails when ``CI=true`` (never skips), and skips with the
-reason on a developer machine without the service.
+Services come from the environment that ``scripts/test.sh`` exports:
+
+* ``SPOTX_PG_DSN``          (default ``postgresql://exchange:exchange@127.0.0.1:5432/exchange``)
+* ``SPOTX_KAFKA_BOOTSTRAP`` (default ``127.0.0.1:9092``)
+
+A test that needs a service it cannot reach FAILS when ``CI=true`` and is skipped with the reason
+otherwise (a developer box without the service).
+
+Fixtures:
+
+* ``pg_dsn`` (session) -> str: the service DSN, probed once.
+* ``pg_database`` -> str: DSN of a fresh database ``spotx_test_<pid>_<hex>``, dropped afterwards.
+* ``kafka_bootstrap`` (session) -> str, probed once.
+* ``kafka_topic`` -> str: a fresh 1-partition topic, deleted afterwards.
+* ``make_kafka_topic`` -> ``(partitions=1, config=None) -> str``: more topics, all deleted afterwards.
+* ``loop_impl``: parametrized over ``"asyncio"`` and ``"uvloop"``.
+* ``arun`` -> ``(coro_fn, loop_impl=None) -> result``: runs ``coro_fn()`` on a fresh loop of the
+  test's ``loop_impl`` (so a test taking ``arun`` runs once per loop implementation).
+
+Async tests do not use pytest-asyncio: they call ``arun(main)`` (or ``asyncio.run`` when only one
+loop matters).
 """
 
 from __future__ import annotations
@@ -9,116 +28,199 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import uuid
-from collections.abc import Callable, Coroutine, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 PG_DSN = os.environ.get("SPOTX_PG_DSN", "postgresql://exchange:exchange@127.0.0.1:5432/exchange")
 KAFKA = os.environ.get("SPOTX_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+LOOP_IMPLS = ("asyncio", "uvloop")
 
 
-def service_missing(what: str, why: object) -> None:
-    msg = f"{what} unreachable: {why}"
+def service_missing(what: str, why: object) -> NoReturn:
+    """Fail (CI) or skip (developer box) a test whose service is not there."""
+    msg = f"{what} unreachable: {type(why).__name__}: {why}"
     if IN_CI:
-        pytest.fail(msg + " (CI=true: a missing service is a failure)", pytrace=False)
-    pytest.skip(msg)
+        pytest.fail(msg + " (CI=true: a missing service is a failure; run scripts/test.sh)", pytrace=False)
+    pytest.skip(msg + " (run scripts/test.sh, which starts the services)")
 
 
-def _shm_spotx() -> set[str]:
-    try:
-        return {p for p in os.listdir("/dev/shm") if p.startswith("spotx")}
-    except FileNotFoundError:
-        return set()
+# --- async -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shm_leak_guard() -> Iterator[None]:
-    before = _shm_spotx()
-    yield
-    leaked = _shm_spotx() - before
-    for name in leaked:  # clean up so one leak does not poison the next run, then fail loudly
-        try:
-            os.unlink(Path("/dev/shm") / name)
-        except OSError:
-            pass
-    assert not leaked, f"tests leaked shared-memory segments: {sorted(leaked)}"
+def run_on_loop(coro_fn: Callable[[], Awaitable[T]], loop_impl: str) -> T:
+    """Run ``coro_fn()`` to completion on a fresh event loop of the named implementation."""
+
+    async def main() -> T:
+        return await coro_fn()
+
+    if loop_impl == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    if loop_impl == "asyncio":
+        return asyncio.run(main())
+    raise ValueError(f"unknown loop implementation {loop_impl!r}; expected one of {LOOP_IMPLS}")
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=LOOP_IMPLS)
 def loop_impl(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def arun(coro_fn: Callable[[], Coroutine[Any, Any, Any]], loop_impl: str = "asyncio") -> Any:
-    """Run ``coro_fn()`` to completion on a fresh loop of the given implementation."""
-    if loop_impl == "uvloop":
-        import uvloop
+@pytest.fixture
+def arun(loop_impl: str) -> Callable[..., Any]:
+    def _arun(coro_fn: Callable[[], Awaitable[T]], impl: str | None = None) -> T:
+        return run_on_loop(coro_fn, impl or loop_impl)
 
-        return uvloop.run(coro_fn())
-    return asyncio.run(coro_fn())
+    return _arun
+
+
+# --- Postgres ------------------------------------------------------------------------------------
+
+
+async def _pg_execute(dsn: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
-    import asyncpg
-
-    async def probe() -> None:
-        conn = await asyncpg.connect(PG_DSN, timeout=5)
-        await conn.close()
-
+    err: Exception | None = None
     try:
-        asyncio.run(probe())
+        asyncio.run(_pg_execute(PG_DSN, "SELECT 1"))
     except Exception as e:  # noqa: BLE001 - any failure to connect means the service is missing
-        service_missing("Postgres at " + PG_DSN.split("@")[-1], e)
+        err = e
+    if err is not None:
+        service_missing("Postgres at " + PG_DSN.rsplit("@", 1)[-1], err)
     return PG_DSN
 
 
 @pytest.fixture
 def pg_database(pg_dsn: str) -> Iterator[str]:
-    """A fresh database for one test; yields its DSN and drops it afterwards."""
-    import asyncpg
-
+    """A fresh database owned by the service role; yields its DSN and drops it afterwards."""
     name = f"spotx_test_{os.getpid()}_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = pg_dsn.rsplit("/", 1)[0]
+    asyncio.run(_pg_execute(pg_dsn, f'CREATE DATABASE "{name}"'))
+    base, _, query = pg_dsn.partition("?")
+    dsn = base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
     try:
-        yield f"{base}/{name}"
+        yield dsn
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_pg_execute(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- Kafka ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     from confluent_kafka.admin import AdminClient
 
+    err: Exception | None = None
     try:
-        AdminClient({"bootstrap.servers": KAFKA, "log_level": 0}).list_topics(timeout=5)
-    except Exception as e:  # noqa: BLE001
-        service_missing(f"Kafka at {KAFKA}", e)
+        md = AdminClient({"bootstrap.servers": KAFKA, "log_level": 0}).list_topics(timeout=5)
+        if not md.brokers:
+            err = RuntimeError("metadata lists no broker")
+    except Exception as e:  # noqa: BLE001 - any failure means the service is missing
+        err = e
+    if err is not None:
+        service_missing(f"Kafka at {KAFKA}", err)
     return KAFKA
 
 
 @pytest.fixture
-def kafka_topic(kafka_bootstrap: str) -> Iterator[str]:
+def make_kafka_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    name = f"spotx-test-{uuid.uuid4().hex[:12]}"
-    fut = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name]
-    fut.result(timeout=30)
+    made: list[str] = []
+
+    def make(partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = f"spotx-test-{os.getpid()}-{secrets.token_hex(5)}"
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+        admin.create_topics([topic], operation_timeout=30)[name].result(timeout=30)
+        made.append(name)
+        # creation is acknowledged by the controller; wait until the broker serves its metadata
+        deadline = time.monotonic() + 30
+        while True:
+            t = admin.list_topics(name, timeout=5).topics.get(name)
+            if t is not None and t.error is None and len(t.partitions) == partitions:
+                return name
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {name} created but not visible in metadata after 30 s")
+            time.sleep(0.05)
+
+    yield make
+    if made:
+        for fut in admin.delete_topics(made, operation_timeout=30).values():
+            fut.result(timeout=30)
+
+
+@pytest.fixture
+def kafka_topic(make_kafka_topic: Callable[..., str]) -> str:
+    return make_kafka_topic()
+
+
+# --- /dev/shm leak guard ----------------------------------------------------------------------
+
+SHM_DIR = Path("/dev/shm")
+
+
+def _shm_spotx() -> dict[str, float]:
     try:
-        yield name
-    finally:
-        admin.delete_topics([name])[name].result(timeout=30)
+        return {p.name: p.stat().st_mtime for p in SHM_DIR.glob("spotx*")}
+    except FileNotFoundError:
+        return {}
+
+
+def _mapped_elsewhere(names: set[str]) -> set[str]:
+    """Names some other live process maps (a concurrent test run's or a running stack's)."""
+    me = os.getpid()
+    found: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            maps = (proc / "maps").read_text()
+        except OSError:
+            continue
+        found.update(n for n in names if f"/dev/shm/{n}" in maps)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shm_leak_guard() -> Iterator[None]:
+    """Fails the session when tests leave ``/dev/shm/spotx*`` segments behind.
+
+    The machine is shared: segments that existed before the session, or that another live process
+    still maps (a concurrent test run, a running stack), are not counted. Leaks are removed after
+    being reported so they do not poison the next run. ``SPOTX_SHM_GUARD=0`` turns the guard off.
+    """
+    if os.environ.get("SPOTX_SHM_GUARD", "1") == "0":
+        yield
+        return
+    before = _shm_spotx()
+    t_start = time.time()
+    yield
+    after = _shm_spotx()
+    new = {n for n, mtime in after.items() if n not in before and mtime >= t_start - 1}
+    leaked = sorted(new - _mapped_elsewhere(new))
+    for name in leaked:
+        try:
+            (SHM_DIR / name).unlink()
+        except OSError:
+            pass
+    if leaked:
+        pytest.fail(f"tests leaked {len(leaked)} shared-memory segment(s) in /dev/shm "
+                    f"(removed now): {leaked}", pytrace=False)
