@@ -42,7 +42,7 @@ from pipeline.wal.format import (
     FrameKind,
     SegmentFile,
     SegmentHeader,
-    chain_hash,
+    hasher,
     later_durable_frame,
     list_segments,
     padded,
@@ -73,6 +73,7 @@ class RecoveryResult:
     data_frames: int
     data_bytes: int
     max_fencing: int
+    hash_alg: int  # ChainHash of the last segment (the log keeps it)
     frames: int  # frames scanned in the last segment
     truncated_bytes: int  # torn bytes zeroed in the last segment
     removed: tuple[str, ...]  # torn-rotation segments (and prealloc leftovers) deleted
@@ -82,7 +83,7 @@ class RecoveryResult:
         return position(self.segno, self.offset)
 
 
-_EMPTY = RecoveryResult(True, 0, -1, "", 0, 0, 0, b"", False, 0, b"", 0, 0, 0, 0, 0, ())
+_EMPTY = RecoveryResult(True, 0, -1, "", 0, 0, 0, b"", False, 0, b"", 0, 0, 0, 0, 0, 0, ())
 
 
 def lock_directory(directory: Path) -> int:
@@ -213,6 +214,7 @@ def _scan_frames(fd: int, mm: mmap.mmap, mv: memoryview, seg: SegmentFile, hdr: 
                  durable: DurablePos | None, removed: list[str]) -> RecoveryResult:
     name = str(seg.path)
     size = len(mm)
+    chain_hash = hasher(hdr.hash_alg)
     chain = chain_hash(mv[:SEG_HEADER_BYTES])
     root = chain
     off = SEG_HEADER_BYTES
@@ -258,7 +260,8 @@ def _scan_frames(fd: int, mm: mmap.mmap, mv: memoryview, seg: SegmentFile, hdr: 
         raise WalCorruption(name, off, f"{what}, but {why}")
     truncated = _zero_tail(fd, mm, off)
     return RecoveryResult(False, hdr.wal_id, seg.segno, name, hdr.first_seq, off, last_seq, chain,
-                          sealed, seal_off, root, data_frames, data_bytes, fencing, frames,
+                          sealed, seal_off, root, data_frames, data_bytes, fencing, hdr.hash_alg,
+                          frames,
                           truncated, tuple(removed))
 
 

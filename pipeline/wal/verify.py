@@ -25,7 +25,7 @@ from pipeline.wal.format import (
     SEAL_PAYLOAD,
     SEG_HEADER_BYTES,
     FrameKind,
-    chain_hash,
+    hasher,
     list_segments,
     padded,
     parse_segment_header,
@@ -109,7 +109,7 @@ def verify_chain(directory: str | os.PathLike[str],
             if hdr.fencing < fencing:
                 sr.errors.append(f"fencing token went down to {hdr.fencing}")
             fencing = max(fencing, hdr.fencing)
-            last_seq, fencing, chain = _frames(mv, sr, hdr.first_seq - 1, fencing)
+            last_seq, fencing, chain = _frames(mv, sr, hdr.first_seq - 1, fencing, hdr.hash_alg)
             rep.head = chain.hex()
             rep.frames += sr.frames
             prev_root = bytes.fromhex(sr.root) if sr.sealed else None
@@ -130,8 +130,10 @@ def verify_chain(directory: str | os.PathLike[str],
     return rep
 
 
-def _frames(mv: memoryview, sr: SegmentReport, last_seq: int, fencing: int) -> tuple[int, int, bytes]:
+def _frames(mv: memoryview, sr: SegmentReport, last_seq: int, fencing: int,
+            alg: int) -> tuple[int, int, bytes]:
     size = len(mv)
+    chain_hash = hasher(alg)
     chain = chain_hash(mv[:SEG_HEADER_BYTES])
     off = SEG_HEADER_BYTES
     data_frames = 0

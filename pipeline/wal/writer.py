@@ -48,10 +48,11 @@ from pipeline.wal.format import (
     SEG_HEADER_BYTES,
     U32,
     ZERO_HASH,
+    ChainHash,
     FrameKind,
     SegmentHeader,
-    chain_hash,
     crc32c,
+    hasher,
     list_segments,
     padded,
     position,
@@ -73,13 +74,15 @@ class WalWriter:
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = 64 << 20,
                  fencing_token: int = 0, sync_mode: str = "fdatasync", first_seq: int = 1,
-                 prealloc: str = "fallocate") -> None:
+                 prealloc: str = "fallocate", chain_hash: str = "sha256") -> None:
         sync_mode = "none" if sync_mode == "async" else sync_mode
         if sync_mode not in SYNC_MODES:
             raise WalError(f"unknown sync_mode {sync_mode!r}; expected one of {SYNC_MODES}")
         if not MIN_SEGMENT_BYTES <= segment_bytes <= MAX_SEGMENT_BYTES or segment_bytes % 4096:
             raise WalError(f"segment_bytes must be a multiple of 4096 in [{MIN_SEGMENT_BYTES}, "
                            f"{MAX_SEGMENT_BYTES}], got {segment_bytes}")
+        if chain_hash.upper() not in ChainHash.__members__:
+            raise WalError(f"unknown chain_hash {chain_hash!r}; expected sha256 or blake2b")
         if first_seq < 1 or fencing_token < 0:
             raise WalError("first_seq must be >= 1 and fencing_token >= 0")
         self.directory = Path(directory)
@@ -97,6 +100,9 @@ class WalWriter:
         self._root = ZERO_HASH  # root of the last segment sealed by sync(): the next header's
         try:
             rec = recover_locked(self.directory)
+            # An existing log keeps its chain hash; a new one takes the configured one.
+            self._alg = int(ChainHash[chain_hash.upper()]) if rec.empty else rec.hash_alg
+            self._hash = hasher(self._alg)
             if rec.max_fencing > fencing_token:
                 raise WalFencingError(fencing_token, rec.max_fencing)
             self.recovery = rec
@@ -141,14 +147,14 @@ class WalWriter:
         os.rename(tmp, path)
         seg = WritableSegment(path, segno, self._seg_bytes)
         hdr = SegmentHeader(segno, prev_seal_off, self._last_seq + 1, self._fencing, prev_root,
-                            self.wal_id, self._seg_bytes).pack()
+                            self.wal_id, self._seg_bytes, self._alg).pack()
         seg.mm[:SEG_HEADER_BYTES] = hdr
         os.fdatasync(seg.fd)
         fsync_dir(self.directory)
         seg.fin_off = seg.synced_off = SEG_HEADER_BYTES
         self._segs = [seg]
         self._cur, self._off = seg, SEG_HEADER_BYTES
-        self._chain = chain_hash(hdr)
+        self._chain = self._hash(hdr)
         self._data_frames = self._data_bytes = 0
 
     # ------------------------------------------------------------------ appending (one thread)
@@ -215,8 +221,8 @@ class WalWriter:
         os.rename(self._prealloc.take(segno), path)
         seg = WritableSegment(path, segno, self._seg_bytes)
         seg.mm[:SEG_HEADER_BYTES] = SegmentHeader(segno, off, self._last_seq + 1, self._fencing,
-                                                  ZERO_HASH, self.wal_id,
-                                                  self._seg_bytes).pack(final=False)
+                                                  ZERO_HASH, self.wal_id, self._seg_bytes,
+                                                  self._alg).pack(final=False)
         with self._rot_lock:
             self._segs.append(seg)
             self._renames += 1
@@ -270,10 +276,11 @@ class WalWriter:
         mm, mv = seg.mm, seg.mv
         off = seg.fin_off
         chain = self._chain
+        chain_hash = self._hash
         if off == 0:  # header written at rotation, before the previous root was known
             mm[32:48] = self._root
             U32.pack_into(mm, 60, crc32c(mv[:60]))
-            chain = chain_hash(mv[:SEG_HEADER_BYTES])
+            chain = self._hash(mv[:SEG_HEADER_BYTES])
             off = SEG_HEADER_BYTES
         while off < stop:
             length = U32.unpack_from(mm, off + 8)[0]

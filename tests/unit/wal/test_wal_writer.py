@@ -252,3 +252,27 @@ def test_non_contiguous_payload_is_rejected(wal_dir) -> None:
         a = np.zeros((4, 8), dtype=np.uint64)
         with pytest.raises(WalAppendError, match="C-contiguous"):
             w.append(FrameKind.COMMANDS, 1, 4, a[:, ::2], 1)
+
+
+@pytest.mark.parametrize("alg", ["blake2b", "sha256"])
+def test_chain_hash_is_chosen_per_log_and_kept_on_reopen(wal_dir, alg: str) -> None:
+    import hashlib
+
+    from pipeline.wal.format import ChainHash, parse_segment_header
+
+    with WalWriter(wal_dir, segment_bytes=SEG, chain_hash=alg) as w:
+        append_batches(w, 40)
+    other = "sha256" if alg == "blake2b" else "blake2b"
+    with WalWriter(wal_dir, segment_bytes=SEG, chain_hash=other) as w:  # the log decides
+        last = append_batches(w, 40)
+    segs = sorted(wal_dir.glob("wal-*.seg"))
+    algs = {parse_segment_header(p.read_bytes()[:64]).hash_alg for p in segs}  # type: ignore[union-attr]
+    assert algs == {ChainHash[alg.upper()]}
+    raw = segs[0].read_bytes()
+    first_prev = raw[64 + 48: 64 + 64]  # the first frame's prev_hash = H(segment header)
+    want = (hashlib.blake2b(raw[:64], digest_size=16).digest() if alg == "blake2b"
+            else hashlib.sha256(raw[:64]).digest()[:16])
+    assert first_prev == want
+    assert verify_chain(wal_dir).ok and check_log(wal_dir, last)
+    with pytest.raises(Exception, match="chain_hash"):
+        WalWriter(wal_dir, chain_hash="md5")
