@@ -114,7 +114,7 @@ _KIND_VALUES = frozenset(int(k) for k in FrameKind)
 
 
 def crc32c(data: Buffer, value: int = 0) -> int:
-    return int(_crc32c.crc32c(data, value, 1))  # gil_release_mode=1: let the other thread run
+    return int(_crc32c.crc32c(data, value))  # releases the GIL only for large buffers
 
 
 def padded(n: int) -> int:
