@@ -54,6 +54,8 @@ INVARIANT_CHECKS = Counter("invariant_checks_total", "Invariant checks run", ["r
 LAG_POLICY_STATE = Gauge("settlement_lag_policy_state",
                          "Settlement lag policy: 0 normal, 1 throttle (above T2), 2 halt (above T3)",
                          multiprocess_mode="livemax")
+LAG_COMMAND_ERRORS = Counter("settle_lag_command_errors_total",
+                             "SET_LAG_HALT commands that could not be handed to the engine")
 
 
 def observe_many(hist: Histogram, values_s: np.ndarray) -> None:

@@ -1,0 +1,116 @@
+"""``python -m settle migrate | check | reconcile | run`` (``spotx db migrate`` etc. wrap these).
+
+Exit codes: 0 ok; 1 a finding (invariant violation, reconciliation difference); 2 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+import asyncpg
+
+from pipeline import config as config_mod
+from settle.errors import SettleError
+
+
+def _cfg(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(args.config)
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from settle.migrate import migrate
+
+    dsn = args.dsn or _cfg(args).settle.pg_dsn
+    applied = await migrate(dsn)
+    sys.stdout.write(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}\n")
+    return 0
+
+
+async def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.wal import read_durable
+    from settle.catalog import Catalog
+    from settle.invariants import check_against_wal, check_all
+
+    cfg = _cfg(args)
+    catalog = Catalog.from_config(cfg)
+    wal = Path(args.wal or Path(cfg.data_dir) / "wal")
+    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    try:
+        dp = read_durable(wal)  # None when there is no WAL there
+        rep = await check_all(conn, external_account=catalog.external_account, shard=catalog.shard,
+                              engine_seq=dp.seq if dp else None, grace_s=0)
+        if args.against_wal:
+            w = await check_against_wal(conn, wal, catalog, from_seq=args.from_seq)
+            rep.checked += w.checked
+            rep.violations += w.violations
+    finally:
+        await conn.close()
+    for v in rep.violations:
+        sys.stdout.write(f"VIOLATION {v.invariant} shard={v.shard}: {json.dumps(v.evidence, default=str)[:2000]}\n")
+    sys.stdout.write(f"checked: {', '.join(rep.checked)}; violations: {len(rep.violations)}\n")
+    return 0 if rep.ok else 1
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    from settle.catalog import Catalog
+    from settle.reconcile import engine_balances_from_snapshot, load_engine_balances_json, reconcile
+
+    cfg = _cfg(args)
+    catalog = Catalog.from_config(cfg)
+    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    try:
+        if args.engine_balances:
+            seq, bal = load_engine_balances_json(args.engine_balances, catalog)
+        else:
+            accts = [int(r["account"]) for r in await conn.fetch("SELECT account FROM accounts")]
+            seq, bal = engine_balances_from_snapshot(args.snapshot, cfg, accts)
+        if args.seq is not None and args.seq != seq:
+            raise SettleError(f"the engine balances are at seq {seq}, not --seq {args.seq}")
+        rep = await reconcile(conn, bal, seq=seq, catalog=catalog)
+    finally:
+        await conn.close()
+    sys.stdout.write(rep.text() + "\n")
+    return 0 if rep.ok else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from settle.process import main
+
+    main(_cfg(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m settle")
+    ap.add_argument("--config", default=None, help="spotx TOML (default: the embedded default)")
+    ap.add_argument("--dsn", default=None, help="Postgres DSN (default: [settle] pg_dsn)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("migrate", help="apply pending schema migrations")
+    c = sub.add_parser("check", help="run the ledger invariants once")
+    c.add_argument("--wal", default=None, help="WAL directory (default: <data_dir>/wal)")
+    c.add_argument("--against-wal", action="store_true", help="also recompute postings from the WAL")
+    c.add_argument("--from-seq", type=int, default=1)
+    r = sub.add_parser("reconcile", help="engine balances vs ledger balances at one seq")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--snapshot", help="engine snapshot to restore (engine.Engine.restore)")
+    src.add_argument("--engine-balances", help="JSON file of engine balances at a seq")
+    r.add_argument("--seq", type=int, default=None, help="expected seq of the engine balances")
+    sub.add_parser("run", help="run the settle process in the foreground")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "run":
+            return _run(args)
+        fn = {"migrate": _migrate, "check": _check, "reconcile": _reconcile}[args.cmd]
+        return int(asyncio.run(fn(args)))
+    except (SettleError, OSError, asyncpg.PostgresError, config_mod.ConfigError) as e:
+        sys.stderr.write(f"settle {args.cmd}: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
