@@ -129,8 +129,13 @@ def recover_locked(d: Path) -> RecoveryResult:
                                                        f"(the one before is {segs[-2].segno})")
         res = _scan_last(segs[-1], segs[-2] if len(segs) > 1 else None, durable, removed)
         if res is not None:
-            if removed:
-                fsync_dir(d)
+            # What a killed process left in the page cache is kept, so make it durable before
+            # anyone publishes it: every segment the last durable watermark does not cover.
+            since = durable.segno if durable is not None and durable.wal_id == res.wal_id else 0
+            for s in segs:
+                if s.segno >= since:
+                    _fdatasync_path(s.path)
+            fsync_dir(d)
             return res
         segs[-1].path.unlink()
         removed.append(segs[-1].path.name)
@@ -263,6 +268,14 @@ def _scan_frames(fd: int, mm: mmap.mmap, mv: memoryview, seg: SegmentFile, hdr: 
                           sealed, seal_off, root, data_frames, data_bytes, fencing, hdr.hash_alg,
                           frames,
                           truncated, tuple(removed))
+
+
+def _fdatasync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _zero_tail(fd: int, mm: mmap.mmap, start: int) -> int:

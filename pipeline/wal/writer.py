@@ -62,7 +62,6 @@ from pipeline.wal.recovery import RecoveryResult, lock_directory, recover_locked
 from pipeline.wal.segment import Preallocator, WritableSegment, create_file, fsync_dir
 
 SYNC_MODES = ("fdatasync", "msync", "none")
-_MAX_U32 = 0xFFFFFFFF
 _COMMANDS, _EVENTS, _BLOB, _SEAL = (int(FrameKind.COMMANDS), int(FrameKind.EVENTS),
                                     int(FrameKind.BLOB), int(FrameKind.SEAL))
 
@@ -127,7 +126,9 @@ class WalWriter:
             if rec.sealed:
                 self._activate(rec.segno + 1, rec.seal_off, rec.root)
             else:
-                seg = WritableSegment(Path(rec.segment), rec.segno, self._seg_bytes)
+                # continue the segment at its own size (segment_bytes may have been changed)
+                seg = WritableSegment(Path(rec.segment), rec.segno,
+                                      os.stat(rec.segment).st_size)
                 seg.fin_off = seg.synced_off = rec.offset
                 self._segs = [seg]
                 self._cur, self._off = seg, rec.offset
@@ -185,7 +186,7 @@ class WalWriter:
             raise WalAppendError(f"frame kind {kind!r} cannot be appended (COMMANDS, EVENTS, BLOB)")
         size = padded(HEADER_BYTES + n)
         off = self._off
-        if off + size + SEAL_FRAME_BYTES > self._seg_bytes:
+        if off + size + SEAL_FRAME_BYTES > self._cur.size:
             if SEG_HEADER_BYTES + size + SEAL_FRAME_BYTES > self._seg_bytes:
                 raise WalAppendError(f"payload of {n} bytes cannot fit a {self._seg_bytes}-byte "
                                      f"segment")

@@ -61,11 +61,15 @@ def _last_frame(d: Path):  # type: ignore[no-untyped-def]
     return frames[-1], _seg_path(d, frames[-1].segno)
 
 
-def test_a_frame_sealed_but_not_yet_synced_survives_a_process_crash(tmp_path) -> None:
+def test_a_frame_sealed_but_not_yet_synced_survives_a_process_crash(tmp_path, monkeypatch) -> None:
     durable = _crash_during_sync(tmp_path, 10)
     assert durable == 40 and read_durable(tmp_path).seq == 40  # type: ignore[union-attr]
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
     res = recover(tmp_path)
     assert res.last_seq == 44 and res.truncated_bytes == 0  # the page cache had it whole
+    assert synced  # ... and recovery made it durable before anyone can publish it
     check_log(tmp_path, 44)
 
 

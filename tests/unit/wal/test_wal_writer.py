@@ -276,3 +276,13 @@ def test_chain_hash_is_chosen_per_log_and_kept_on_reopen(wal_dir, alg: str) -> N
     assert verify_chain(wal_dir).ok and check_log(wal_dir, last)
     with pytest.raises(Exception, match="chain_hash"):
         WalWriter(wal_dir, chain_hash="md5")
+
+
+def test_reopen_with_another_segment_size_finishes_the_open_segment_first(wal_dir) -> None:
+    with WalWriter(wal_dir, segment_bytes=SEG) as w:
+        append_batches(w, 10)
+    with WalWriter(wal_dir, segment_bytes=2 * SEG) as w:
+        last = append_batches(w, 200)
+    sizes = [p.stat().st_size for p in sorted(wal_dir.glob("wal-*.seg"))]
+    assert sizes[0] == SEG and set(sizes[1:]) == {2 * SEG}
+    assert check_log(wal_dir, last) and verify_chain(wal_dir).ok
