@@ -95,6 +95,37 @@ async def _pg_execute(dsn: str, sql: str) -> None:
         await conn.close()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(name: str, prefix: str) -> bool:
+    """``<prefix><pid>_...`` left by a test run (on this host) that died before its teardown."""
+    pid = name[len(prefix):].split("_", 1)[0].split("-", 1)[0]
+    return name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid))
+
+
+async def _drop_stale_databases(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        me = await conn.fetchval("SELECT current_user")
+        names = await conn.fetch("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                                 "WHERE datname LIKE 'spotx\\_test\\_%' AND r.rolname = $1", me)
+        for row in names:
+            if _stale(row["datname"], "spotx_test_"):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     err: Exception | None = None
@@ -104,6 +135,7 @@ def pg_dsn() -> str:
         err = e
     if err is not None:
         service_missing("Postgres at " + PG_DSN.rsplit("@", 1)[-1], err)
+    asyncio.run(_drop_stale_databases(PG_DSN))
     return PG_DSN
 
 
@@ -136,6 +168,14 @@ def kafka_bootstrap() -> str:
         err = e
     if err is not None:
         service_missing(f"Kafka at {KAFKA}", err)
+    admin = AdminClient({"bootstrap.servers": KAFKA, "log_level": 0})
+    stale = [t for t in admin.list_topics(timeout=10).topics if _stale(t, "spotx-test-")]
+    if stale:
+        for fut in admin.delete_topics(stale, operation_timeout=30).values():
+            try:
+                fut.result(timeout=30)
+            except Exception:  # noqa: BLE001 - a concurrent run may have deleted it first
+                pass
     return KAFKA
 
 

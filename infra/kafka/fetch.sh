@@ -32,7 +32,8 @@ mkdir -p "$(dirname "$libs")"
 stage=$(mktemp -d "$libs.staging.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 t0=$SECONDS
-(cd "$here" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$stage") \
+(cd "$here" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime \
+  -DoutputDirectory="$stage" 2>&1 | sed 's/\x1b\[[0-9;]*m//g') \
   || die "maven could not resolve the broker jars (is Maven Central reachable?)"
 compgen -G "$stage/kafka_2.13-*.jar" >/dev/null || die "resolution finished without kafka_2.13 jar"
 echo "$want" > "$stage/.pom.sha256"

@@ -3,7 +3,7 @@
 # the Maven-resolved jars (infra/kafka/fetch.sh). No Docker.
 #
 #   SPOTX_KAFKA_PORT             client port (default 9092)
-#   SPOTX_KAFKA_CONTROLLER_PORT  controller port (default 9093)
+#   SPOTX_KAFKA_CONTROLLER_PORT  controller port (default client port + 1, so 9093)
 #   SPOTX_KAFKA_DATA             state dir (default <repo>/var/kafka): data/, kafka.log, kafka.pid
 #   SPOTX_KAFKA_LIBS             jar cache (default <repo>/var/kafka-libs)
 #   SPOTX_KAFKA_HEAP             JVM heap flags (default "-Xmx512m -Xms256m")
@@ -18,7 +18,7 @@ root=$(cd "$here/../.." && pwd)
 libs=${SPOTX_KAFKA_LIBS:-$root/var/kafka-libs}
 data=${SPOTX_KAFKA_DATA:-$root/var/kafka}
 port=${SPOTX_KAFKA_PORT:-9092}
-cport=${SPOTX_KAFKA_CONTROLLER_PORT:-9093}
+cport=${SPOTX_KAFKA_CONTROLLER_PORT:-$((port + 1))}
 heap=${SPOTX_KAFKA_HEAP:--Xmx512m -Xms256m}
 timeout_s=${SPOTX_KAFKA_START_TIMEOUT_S:-90}
 py=${SPOTX_PYTHON:-$root/.venv/bin/python}
