@@ -153,6 +153,7 @@ class Config:
     assets: tuple[Asset, ...]
     symbols: tuple[Symbol, ...]
     smoke_symbol: str = ""
+    smoke_accounts: tuple[int, int] = (9001, 9002)  # (buyer, seller) of the G0 smoke trade
     source_hash: str = ""
 
     def symbol(self, name: str) -> Symbol:
@@ -170,7 +171,8 @@ class Config:
 
 _SECTIONS: dict[str, type] = {"engine": EngineConfig, "edge": EdgeConfig, "market": MarketConfig,
                               "metrics": MetricsConfig, "settle": SettleConfig}
-_TOP = {"data_dir", "instance", "shard", "assets", "symbols", "smoke_symbol", *_SECTIONS}
+_TOP = {"data_dir", "instance", "shard", "assets", "symbols", "smoke_symbol", "smoke_accounts",
+        *_SECTIONS}
 
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
 
@@ -215,11 +217,19 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         engine=raw["engine"], edge=raw["edge"], market=raw["market"], metrics=raw["metrics"],
         settle=raw["settle"], assets=assets, symbols=symbols,
         smoke_symbol=str(raw.get("smoke_symbol", symbols[0].name if symbols else "")),
+        smoke_accounts=_smoke_accounts(raw.get("smoke_accounts", [9001, 9002])),
         source_hash=hashlib.sha256(raw_bytes).hexdigest()[:16],
     )
     if cfg.smoke_symbol and cfg.smoke_symbol not in {s.name for s in symbols}:
         raise ConfigError(f"smoke_symbol {cfg.smoke_symbol!r} is not a configured symbol")
     return cfg
+
+
+def _smoke_accounts(v: Any) -> tuple[int, int]:
+    if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)
+            and v[0] != v[1]):
+        raise ConfigError(f"smoke_accounts must be two distinct positive account ids, got {v!r}")
+    return (int(v[0]), int(v[1]))
 
 
 def _coerce(value: str, typ: Any, where: str) -> Any:

@@ -30,7 +30,6 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     from edge.orders import Validator
     from edge.ratelimit import KeyLimiter
     from edge.readmodel import ReadModel
-    from edge.rest import RestApp
     from edge.service import TradingService
     from edge.ws_trade import WsTradeServer
     from pipeline.link import RingGateway
@@ -46,7 +45,9 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     limiter = KeyLimiter(cfg.edge.orders_per_second, cfg.edge.weight_per_minute,
                          on_drop=getattr(metrics, "rate_limit_drop", None))
     market = _market(cfg)
-    rest = RestApp(service, auth, limiter, metrics, market=market)
+    from pipeline.smoke import SmokeRestApp
+
+    rest = SmokeRestApp(service, auth, limiter, metrics, market=market, cfg=cfg)
     ws = WsTradeServer(service, auth, limiter, metrics, path=cfg.edge.ws_trade_path,
                        max_frame_bytes=cfg.edge.max_frame_bytes)
     return gateway, rest, ws, metrics
