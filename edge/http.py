@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -145,8 +145,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.s.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -222,6 +221,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.msg_started = None
         if self.discard or self.closing:
+            return
+        if self.parser.should_upgrade():
+            self._fatal(ApiError("BAD_REQUEST", "protocol upgrade is not served on this port"))
             return
         keep = bool(self.parser.should_keep_alive())
         req = Request(self.parser.get_method().decode("latin-1"), self.url, self.headers,

@@ -4,7 +4,8 @@ Fed by the gateway with every durable event in seq order (in the stack: the WAL 
 the engine's output), *before* the command's response is released, so a client reads its own
 writes. Answers GET /v1/orders[/{id}], /v1/fills, /v1/balances and their WS twins, and produces the
 private WS events (``OrderUpdate`` with ``lastFill``, ``BalanceUpdate``) for subscribed accounts,
-serialised once per event and handed to every subscriber as bytes.
+serialised once per event and handed to every subscriber as bytes. In ``OrderUpdate`` the order's
+own ``type`` (LIMIT/MARKET) is named ``orderType``, since ``type`` names the event.
 
 Memory (bounded, per process):
   * open orders: every open order of every account (bounded by the engine's ``max_orders``), one
@@ -93,7 +94,9 @@ class ReadModel:
         u = self.units.get(st.symbol)
         if u is None:
             return
-        msg = {"type": "OrderUpdate", **order_json(st, u), "seq": seq,
+        d = order_json(st, u)
+        d["orderType"] = d.pop("type")  # "type" names the event (API.md); the order's type moves
+        msg = {"type": "OrderUpdate", **d, "seq": seq,
                "lastFill": fill_json(fill, u) if fill is not None else None}
         self._notify(st.account, msg)
 

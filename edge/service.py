@@ -24,7 +24,7 @@ from edge.readmodel import ReadModel
 from edge.recio import EvT
 from edge.views import OrderState, first_reject, order_json, place_response
 from pipeline.config import Config
-from pipeline.records import CancelReason, Ev, Mode
+from pipeline.records import Ev, Mode
 
 MODE_NAME = {int(m): m.name for m in Mode}
 
@@ -170,8 +170,7 @@ class TradingService:
             elif e.kind == Ev.WITHDRAWALS:
                 out["withdrawalsHalted"] = bool(e.mode)
         if action == "symbol.cancelAll":
-            out["canceled"] = sum(1 for e in evs if e.kind == Ev.CANCELED
-                                  and e.reason == CancelReason.ADMIN)
+            out["canceled"] = sum(1 for e in evs if e.kind == Ev.CANCELED)
         return out
 
     async def audit(self, params: Any, query: bool = False) -> list[dict[str, Any]]:

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.auth import ApiKey, Authenticator, KeyStore, KeyStoreError, ReplayCache, rest_payload, sign
+from edge.auth import (
+    ApiKey,
+    Authenticator,
+    KeyStore,
+    KeyStoreError,
+    ReplayCache,
+    rest_payload,
+    sign,
+)
 from edge.errors import ApiError
 
 # Worked example published in docs/API.md ("Signing, worked example"); keep them in sync.
