@@ -19,6 +19,32 @@ from settle.catalog import Catalog
 from settle.postings import concat_events as concat
 
 
+def trade_event(seq: int, *, symbol: int = 1, taker: int = 10, maker: int = 20,
+                side: int = Side.BUY, qty: int = 3, price: int = 100, quote_qty: int | None = None,
+                taker_fee: int = 7, maker_fee: int = 2, trade_id: int = 1,
+                ts_ns: int = 1_000) -> np.ndarray:
+    """One hand-built TRADE record (a 1-element EVENT array)."""
+    return event(seq, Ev.TRADE, ts_ns=ts_ns, symbol=symbol, account=taker, maker_account=maker,
+                 side=side, qty=qty, price=price,
+                 quote_qty=price * qty if quote_qty is None else quote_qty,
+                 taker_fee=taker_fee, maker_fee=maker_fee, trade_id=trade_id)
+
+
+def transfer_event(seq: int, *, account: int = 10, asset: int = 1, amount: int = 1_000,
+                   ts_ns: int = 1_000) -> np.ndarray:
+    """One hand-built TRANSFER record (+ deposit, - withdrawal)."""
+    return event(seq, Ev.TRANSFER, ts_ns=ts_ns, account=account, asset=asset, qty=amount)
+
+
+def event(seq: int, kind: int, **fields: object) -> np.ndarray:
+    """One EVENT record of any kind with the given fields (the rest zero)."""
+    ev = np.zeros(1, EVENT)
+    ev["seq"], ev["kind"], ev["last"] = seq, kind, 1
+    for k, v in fields.items():
+        ev[k] = v
+    return ev
+
+
 def fee(notional: int | np.ndarray, bps: int) -> np.ndarray:
     return -((-np.asarray(notional, np.int64) * bps) // 10_000)
 
