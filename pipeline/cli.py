@@ -4,7 +4,8 @@
     spotx status [--config F] [--json]     processes, seq, queue depths of a running stack
     spotx keys create --account N --role R issue an API key + secret into the key store
     spotx db migrate                       apply Postgres migrations (idempotent)
-    spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq
+    spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq (exit 1 on a diff)
+    spotx check [--against-wal]            ledger invariants once (exit 1 on a violation)
     spotx wal verify|dump [DIR]            integrity roots / frame listing of the WAL
     spotx forensic-bundle [--out DIR]      WAL, snapshots, offsets, ledger range, configs (.tar.gz)
     spotx admin mode SYM MODE --reason --ticket     symbol mode (NORMAL|CANCEL_ONLY|SOFT_HALT|HARD_HALT)
@@ -114,6 +115,30 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settle(args: argparse.Namespace) -> int:
+    """``spotx reconcile`` / ``spotx check``: thin wrappers over ``python -m settle``."""
+    from settle.__main__ import main as settle_main
+
+    argv = (["--config", args.config] if args.config else [])
+    if args.cmd == "reconcile":
+        snap = args.snapshot
+        if snap is None and args.engine_balances is None:
+            from engine import newest_snapshot
+
+            cfg = _load(args)
+            found = newest_snapshot(Path(cfg.data_dir) / "snapshots", cfg)
+            if found is None:
+                _out("spotx reconcile: no engine snapshot yet (the engine writes one every "
+                     "snapshot_every commands, on SNAPSHOT and at shutdown)", file=sys.stderr)
+                return 2
+            snap = str(found.path)
+        argv += ["reconcile"] + (["--snapshot", snap] if snap else
+                                 ["--engine-balances", args.engine_balances])
+    else:
+        argv += ["check"] + (["--against-wal"] if args.against_wal else [])
+    return int(settle_main(argv))
+
+
 def cmd_wal(args: argparse.Namespace) -> int:
     from pipeline.wal.__main__ import main as wal_main
 
@@ -197,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm = dbs.add_parser("migrate")
     dm.add_argument("--dsn", default=None)
     dm.set_defaults(fn=cmd_db)
+
+    rc = sub.add_parser("reconcile", help="engine balances (snapshot) vs ledger at the same seq")
+    rc.add_argument("--snapshot", default=None, help="default: the newest engine snapshot")
+    rc.add_argument("--engine-balances", default=None, help="JSON of engine balances at a seq")
+    rc.set_defaults(fn=cmd_settle)
+    ck = sub.add_parser("check", help="run the ledger invariants once (exit 1 on a violation)")
+    ck.add_argument("--against-wal", action="store_true", help="also recompute postings from the WAL")
+    ck.set_defaults(fn=cmd_settle)
 
     wal = sub.add_parser("wal", help="WAL integrity tools")
     wal.add_argument("action", choices=("verify", "dump"))
