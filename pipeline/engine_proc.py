@@ -21,6 +21,7 @@ Stop: SIGTERM sets a flag; the loop finishes its batch, the committer syncs, the
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -231,6 +232,9 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
     s_fsync = stats.slot("wal_fsync_seconds", "histogram", "WAL group-commit sync duration")
     s_durable = stats.slot("wal_durable_seq", "gauge", "highest durable seq")
     s_batch = stats.slot("engine_batch_commands_total", "counter", "commands sequenced")
+    s_gc = stats.slot("spotx_process_gc_collections_total", "counter",
+                      "Python GC collections in the engine process (the loop allocates per batch only)",
+                      process="engine")
     sym_slots = {s.symbol_id: stats.slot("engine_commands_total", "counter", "commands per symbol",
                                          symbol=s.name) for s in cfg.symbols}
     data = stats.freeze()
@@ -255,6 +259,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
                 idle += 1
                 if idle % 1024 == 0:
                     data[s_depth] = host.queue_depth()
+                    data[s_gc] = sum(g["collections"] for g in gc.get_stats())
                 continue
             idle = 0
             observe(data, s_loop, time.perf_counter_ns() - t0)

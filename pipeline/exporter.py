@@ -76,6 +76,47 @@ class StatsCollector(Collector):
             yield fam
 
 
+class ProcessCollector(Collector):
+    """CPU, RSS and restarts of every stack process, from the supervisor's status.json + psutil."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.status = os.path.join(os.fspath(run_dir), "status.json")
+
+    def collect(self) -> Iterator[Metric]:
+        import json
+
+        import psutil
+
+        try:
+            with open(self.status) as f:
+                procs = json.load(f).get("processes", [])
+        except (OSError, ValueError):
+            procs = []
+        cpu = CounterMetricFamily("spotx_process_cpu_seconds", "CPU seconds (user+system) per process",
+                                  labels=["process"])
+        rss = GaugeMetricFamily("spotx_process_resident_memory_bytes", "RSS per process",
+                                labels=["process"])
+        up = GaugeMetricFamily("spotx_process_up", "1 while the process is alive and ready",
+                               labels=["process"])
+        restarts = CounterMetricFamily("spotx_process_restarts", "restarts by the supervisor",
+                                       labels=["process"])
+        for p in procs:
+            name = str(p.get("name"))
+            restarts.add_metric([name], float(p.get("restarts", 0)))
+            up.add_metric([name], 1.0 if p.get("alive") and p.get("ready") else 0.0)
+            pid = p.get("pid")
+            if not pid:
+                continue
+            try:
+                proc = psutil.Process(int(pid))
+                t = proc.cpu_times()
+                cpu.add_metric([name], t.user + t.system)
+                rss.add_metric([name], float(proc.memory_info().rss))
+            except (psutil.Error, OSError):
+                continue
+        yield from (cpu, rss, up, restarts)
+
+
 def prom_dir(run_dir: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(run_dir), "prom")
 
@@ -83,6 +124,7 @@ def prom_dir(run_dir: str | os.PathLike[str]) -> str:
 def make_registry(run_dir: str | os.PathLike[str]) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(StatsCollector(run_dir))
+    reg.register(ProcessCollector(run_dir))
     pdir = prom_dir(run_dir)
     if os.path.isdir(pdir):
         from prometheus_client import multiprocess

@@ -28,8 +28,9 @@ ROWS: list[tuple[str, list[tuple[str, list[str], str]]]] = [
         ("Per-symbol TPS", ['sum by (symbol) (rate(engine_commands_total[1m]))'], "ops"),
         ("Seq rate", ["rate(engine_seq[1m])"], "ops"),
         ("CPU by process", ['rate(spotx_process_cpu_seconds_total[1m])'], "percentunit"),
-        ("GC collections (Python processes; the engine loop does not allocate per message)",
-         ['sum by (process) (rate(spotx_process_gc_collections_total[1m]))'], "short"),
+        ("Engine GC collections (the loop does not allocate per message) / RSS",
+         ['sum by (process) (rate(spotx_process_gc_collections_total[1m]))',
+          'spotx_process_resident_memory_bytes'], "short"),
     ]),
     ("Kafka", [
         ("Outbox backlog (produce lag)", ["outbox_backlog_events"], "short"),
