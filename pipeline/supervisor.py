@@ -176,18 +176,29 @@ class Supervisor:
         try:
             while not stop["sig"] and (t_end is None or time.monotonic() < t_end):
                 time.sleep(0.2)
-                for child in self.children:
-                    if child.proc is not None and not child.proc.is_alive():
-                        if not self._restart(child):
-                            code = 1
-                            stop["sig"] = -1
-                            break
-                self._write_status()
+                if not self.poll():
+                    code = 1
+                    break
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
             self.stop()
         return code
+
+    def poll(self) -> bool:
+        """Restart any child that died; False when one crash-looped (the stack must stop)."""
+        for child in self.children:
+            if child.proc is not None and not child.proc.is_alive() and not self._stopping:
+                if not self._restart(child):
+                    return False
+        self._write_status()
+        return True
+
+    def child(self, name: str) -> Child:
+        for c in self.children:
+            if c.role.name == name:
+                return c
+        raise KeyError(name)
 
     def _restart(self, child: Child) -> bool:
         now = time.time()
