@@ -48,8 +48,10 @@ class _Run:
     """One producer + GroupCommitter run; collects per-frame append times and durable events."""
 
     def __init__(self, batch: int, seconds: float, sync_mode: str, paced_rps: float | None,
-                 prealloc: str = "zero") -> None:
+                 *, seal: str = "flusher", spin: bool = False, prealloc: str = "fallocate") -> None:
         self.prealloc = prealloc
+        self.seal = seal
+        self.spin = spin  # paced: busy-wait holding the GIL (an engine loop) instead of sleeping
         self.batch = batch
         self.seconds = seconds
         self.sync_mode = sync_mode
@@ -75,7 +77,7 @@ class _Run:
         recs = np.zeros((b, RECORD_BYTES // 8), dtype=np.uint64)
         base = np.arange(b, dtype=np.uint64)
         w = WalWriter(self.dir, segment_bytes=64 << 20, fencing_token=1, sync_mode=self.sync_mode,
-                      prealloc=self.prealloc)
+                      prealloc=self.prealloc, seal=self.seal)
         gc = GroupCommitter(w, history=1 << 17, on_durable=self._on_durable)
         seq = 1
         i = 0
@@ -91,7 +93,8 @@ class _Run:
             if self.paced:
                 due = min(int((now - t0) / per_frame_ns) + 1, cap)
                 if i >= due:
-                    time.sleep(0.0001)
+                    if not self.spin:
+                        time.sleep(0.0001)
                     continue
                 todo = due - i
             else:

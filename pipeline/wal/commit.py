@@ -14,10 +14,10 @@ each advance (e.g. ``Ringer.ring`` to wake WAL readers in other processes); it m
 Statistics: counters plus the last ``history`` syncs (duration ns, frames-bytes, seqs covered) in
 fixed ring arrays, for the stats block / exporter to read via ``statistics()``.
 
-GIL note: if the appending thread runs pure Python without releasing the GIL, the flusher may wait
-up to ``sys.getswitchinterval()`` (5 ms by default) to publish after its fdatasync returns. Long
-appends release it (hashing and big copies happen on the flusher), but a process that appends tiny
-frames in a tight loop should lower the switch interval (e.g. 0.0002).
+GIL note: every time the flusher comes back from a blocking call (waiting for a request, the
+fdatasync) it needs the GIL; an appending thread that runs Python without releasing it hands it
+over only every ``sys.getswitchinterval()`` (5 ms by default). The engine process should lower it
+(``sys.setswitchinterval(1e-4)``-ish) or release the GIL in its kernels (numba ``nogil``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Recovery: find the end of the valid log, drop a torn tail, refuse corruption.
 
-What a crash can leave (the writer appends a frame with its CRC zero and the flusher seals it —
-writes ``synced_off``, ``prev_hash`` and the CRC — just before syncing, see writer.py):
+What a crash can leave (the writer appends a frame with its CRC zero and seals it — writes
+``synced_off``, ``prev_hash`` and the CRC — right after, or just before the next sync; writer.py):
 
 * process crash (kill -9): the page cache survives, so every appended byte is there; only frames
-  not yet sealed by the flusher (CRC zero) and a half-copied last frame fail, all at the very end;
+  not yet sealed (CRC zero) and a half-copied last frame fail, all at the very end;
 * machine crash: any page written after the last completed sync may or may not have reached the
   disk, in any order; everything before it is on disk.
 

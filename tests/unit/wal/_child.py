@@ -1,12 +1,14 @@
 """Helper processes for the WAL crash and cross-process tests (run as a script, never imported by
 pytest as a test module).
 
-    _child.py stream DIR SEED SEGMENT_BYTES   append random frames forever; after every sync print
-                                              "D <durable seq>" (only once wait_durable returned)
-    _child.py hang DIR SEGMENT_BYTES N         append+sync N COMMANDS frames, print "D <seq>", then
-                                              append one more and hang inside its fdatasync
-    _child.py tail DIR                         read commands on stdin: "poll" -> "T <frames> <last
-                                              seq> <durable seq after poll>", "quit"
+    _child.py stream DIR SEED SEGMENT_BYTES SEAL
+        append random frames forever; after every sync print "D <durable seq>" (only once
+        wait_durable returned)
+    _child.py hang DIR SEGMENT_BYTES N
+        (seal="flusher") append+sync N COMMANDS frames, print "D <seq>", then append one more and
+        hang inside its fdatasync, after the flusher sealed it
+    _child.py tail DIR
+        read commands on stdin: "poll" -> "T <frames> <last seq> <durable seq after poll>", "quit"
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from wal_payloads import commands_payload, events_payload
 from pipeline.wal import FrameKind, GroupCommitter, WalReader, WalWriter
 
 
-def stream(directory: str, seed: int, segment_bytes: int) -> None:
+def stream(directory: str, seed: int, segment_bytes: int, seal: str) -> None:
     rng = random.Random(seed)
-    w = WalWriter(directory, segment_bytes=segment_bytes, fencing_token=7)
+    w = WalWriter(directory, segment_bytes=segment_bytes, fencing_token=7, seal=seal)
     gc = GroupCommitter(w)
     print(f"R {w.last_seq}", flush=True)
     seq = w.last_seq + 1
@@ -41,7 +43,7 @@ def stream(directory: str, seed: int, segment_bytes: int) -> None:
 
 
 def hang(directory: str, segment_bytes: int, n: int) -> None:
-    w = WalWriter(directory, segment_bytes=segment_bytes, fencing_token=1)
+    w = WalWriter(directory, segment_bytes=segment_bytes, fencing_token=1, seal="flusher")
     seq = 1
     for _ in range(n):
         w.append(FrameKind.COMMANDS, seq, 4, commands_payload(seq, 4), 1)
@@ -81,7 +83,7 @@ def tail(directory: str) -> None:
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "stream":
-        stream(args[0], int(args[1]), int(args[2]))
+        stream(args[0], int(args[1]), int(args[2]), args[3])
     elif mode == "hang":
         hang(args[0], int(args[1]), int(args[2]))
     elif mode == "tail":

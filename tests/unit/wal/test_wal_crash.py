@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from wal_payloads import append_batches, check_log, commands_payload, events_payload
 
 from pipeline.wal import FrameKind, GroupCommitter, WalWriter, recover, verify_chain
 
 CHILD = str(Path(__file__).with_name("_child.py"))
-ROUNDS = 14
+ROUNDS = 10  # per seal mode
 SEG = 64 << 10
 
 
@@ -50,14 +51,15 @@ def _tail_is_zero(d: Path, segno: int, offset: int) -> bool:
         return f.read().strip(b"\0") == b""
 
 
-def test_kill9_mid_stream_never_loses_a_durable_seq(tmp_path) -> None:
+@pytest.mark.parametrize("seal", ["flusher", "append"])
+def test_kill9_mid_stream_never_loses_a_durable_seq(tmp_path, seal: str) -> None:
     rng = random.Random(20240611)
     d = tmp_path / "wal"
     reported = 0
     kills_with_torn_bytes = 0
     for rnd in range(ROUNDS):
         p = subprocess.Popen([sys.executable, CHILD, "stream", str(d), str(rng.randrange(1 << 30)),
-                              str(SEG)], stdout=subprocess.PIPE, text=True)
+                              str(SEG), seal], stdout=subprocess.PIPE, text=True)
         try:
             assert p.stdout is not None
             first = p.stdout.readline()  # "R <last seq>" once the child recovered the log
@@ -97,8 +99,9 @@ def _ask(p: subprocess.Popen, cmd: str) -> list[int]:
     return [int(x) for x in line.split()[1:]]
 
 
-def test_a_tailer_in_another_process_stays_behind_the_durable_watermark(tmp_path) -> None:
-    w = WalWriter(tmp_path, segment_bytes=8 << 10)
+@pytest.mark.parametrize("seal", ["flusher", "append"])
+def test_a_tailer_in_another_process_stays_behind_the_durable_watermark(tmp_path, seal) -> None:
+    w = WalWriter(tmp_path, segment_bytes=8 << 10, seal=seal)
     p = subprocess.Popen([sys.executable, CHILD, "tail", str(tmp_path)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     try:

@@ -36,8 +36,10 @@ def wal_dir(tmp_path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("sync_mode", ["fdatasync", "msync", "none"])
 @pytest.mark.parametrize("prealloc", ["zero", "fallocate", "sparse"])
-def test_round_trip_across_rotations(wal_dir, sync_mode: str, prealloc: str) -> None:
-    with WalWriter(wal_dir, segment_bytes=SEG, sync_mode=sync_mode, prealloc=prealloc) as w:
+@pytest.mark.parametrize("seal", ["flusher", "append"])
+def test_round_trip_across_rotations(wal_dir, sync_mode: str, prealloc: str, seal: str) -> None:
+    with WalWriter(wal_dir, segment_bytes=SEG, sync_mode=sync_mode, prealloc=prealloc,
+                   seal=seal) as w:
         last = append_batches(w, 300, sync_every=7)
         assert w.durable_seq <= last
         w.sync()
