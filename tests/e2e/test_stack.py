@@ -1,0 +1,237 @@
+"""End to end through `spotx up`'s own code path with real clients (httpx, websockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import websockets
+from stackutil import Stack
+
+from edge.auth import sign
+
+pytestmark = pytest.mark.e2e
+SYM = "BTC-USDT"
+
+
+def order(side: str, price: str, qty: str, **kw: Any) -> dict[str, Any]:
+    return {"symbol": SYM, "side": side, "type": "LIMIT", "timeInForce": "GTC", "price": price,
+            "quantity": qty, **kw}
+
+
+def test_public_routes_and_openapi(stack: Stack) -> None:
+    c = stack.admin()
+    assert c.http.get("/healthz").status_code == 200
+    assert c.http.get("/readyz").status_code == 200
+    syms = c.http.get("/v1/symbols").json()
+    assert {s["symbol"] for s in syms} >= {"BTC-USDT", "ETH-USDT"}
+    doc = c.http.get("/openapi.json").json()
+    assert "/v1/orders" in doc["paths"]
+
+
+def test_rest_place_cross_cancel_and_balances(stack: Stack) -> None:
+    stack.fund(2001, "USDT", "100000")
+    stack.fund(2002, "BTC", "10")
+    buyer, seller = stack.client(2001), stack.client(2002)
+    r = seller.call("POST", "/v1/orders", order("SELL", "30000.00", "0.5", clientOrderId="s-1"))
+    assert r.status_code == 200, r.text
+    sell = r.json()
+    assert sell["status"] == "NEW" and sell["clientOrderId"] == "s-1"
+    r = buyer.call("POST", "/v1/orders", order("BUY", "30001.00", "0.2", timeInForce="IOC"))
+    assert r.status_code == 200, r.text
+    buy = r.json()
+    assert buy["status"] == "FILLED" and Decimal(buy["executedQty"]) == Decimal("0.2")
+    assert buy["fills"] and Decimal(buy["fills"][0]["price"]) == Decimal("30000")
+    assert buy["fills"][0]["liquidity"] == "TAKER"
+    st = seller.call("GET", f"/v1/orders/{sell['orderId']}").json()
+    assert st["status"] == "PARTIALLY_FILLED" and Decimal(st["executedQty"]) == Decimal("0.2")
+    r = seller.call("DELETE", f"/v1/orders/{sell['orderId']}")
+    assert r.status_code == 200 and r.json()["status"] == "CANCELED"
+    bal = {b["asset"]: b for b in seller.call("GET", "/v1/balances").json()}
+    assert Decimal(bal["BTC"]["locked"]) == 0
+    assert Decimal(bal["BTC"]["available"]) == Decimal("9.8")
+    assert r.headers.get("X-RateLimit-Limit") is not None
+
+
+@pytest.mark.parametrize("case", ["missing", "bad_signature", "old_timestamp", "future_timestamp"])
+def test_auth_failures(stack: Stack, case: str) -> None:
+    c = stack.client(2003)
+    if case == "missing":
+        r = c.http.get("/v1/balances")
+        want = "AUTH_MISSING"
+    elif case == "bad_signature":
+        r = c.call("GET", "/v1/balances", sig="0" * 64)
+        want = "AUTH_BAD_SIGNATURE"
+    elif case == "old_timestamp":
+        r = c.call("GET", "/v1/balances", ts=int(time.time() * 1000) - 120_000)
+        want = "AUTH_TIMESTAMP"
+    else:
+        r = c.call("GET", "/v1/balances", ts=int(time.time() * 1000) + 10_000)
+        want = "AUTH_TIMESTAMP"
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == want
+
+
+def test_replay_is_refused(stack: Stack) -> None:
+    c = stack.client(2004)
+    ts = int(time.time() * 1000)
+    first = c.call("GET", "/v1/balances", ts=ts)
+    again = c.call("GET", "/v1/balances", ts=ts)
+    assert first.status_code == 200
+    assert again.status_code == 401 and again.json()["error"] == "AUTH_REPLAY"
+
+
+def test_read_key_cannot_trade(stack: Stack) -> None:
+    c = stack.client(2005, role="read")
+    r = c.call("POST", "/v1/orders", order("BUY", "1.00", "0.001"))
+    assert r.status_code == 403 and r.json()["error"] == "FORBIDDEN"
+
+
+def test_admin_modes_refuse_orders_then_lift(stack: Stack) -> None:
+    stack.fund(2006, "USDT", "1000")
+    c, adm = stack.client(2006), stack.admin()
+    r = adm.call("POST", f"/v1/admin/symbols/{SYM}/mode", {"mode": "CANCEL_ONLY", "reason": "drill",
+                                                            "ticket": "T-2"})
+    assert r.status_code == 200, r.text
+    r = c.call("POST", "/v1/orders", order("BUY", "10.00", "0.01"))
+    assert r.status_code == 403 and r.json()["error"] == "SYMBOL_CANCEL_ONLY"
+    r = adm.call("POST", "/v1/admin/mode", {"mode": "SOFT_HALT", "reason": "drill", "ticket": "T-3"})
+    assert r.status_code == 200, r.text
+    r = c.call("POST", "/v1/orders", {**order("BUY", "10.00", "0.01"), "symbol": "ETH-USDT"})
+    assert r.status_code == 403 and r.json()["error"] == "MARKET_HALTED"
+    for path, body in ((f"/v1/admin/symbols/{SYM}/mode", {"mode": "NORMAL"}),
+                       ("/v1/admin/mode", {"mode": "NORMAL"})):
+        assert adm.call("POST", path, {**body, "reason": "drill over", "ticket": "T-4"}).status_code == 200
+    r = c.call("POST", "/v1/orders", order("BUY", "10.00", "0.01"))
+    assert r.status_code == 200, r.text
+    audit = adm.call("GET", "/v1/admin/audit?limit=10").json()
+    assert any(a.get("ticket") == "T-2" and a.get("reason") == "drill" for a in audit)
+    r = adm.call("POST", f"/v1/admin/symbols/{SYM}/mode", {"mode": "HARD_HALT"})
+    assert r.status_code == 400  # reason and ticket are required
+
+
+async def _ws_session(stack: Stack, account: int) -> Any:
+    key = stack.store.create(account, "trade")
+    ws = await websockets.connect(stack.ws_url, open_timeout=10)
+    ts = int(time.time() * 1000)
+    await ws.send(json.dumps({"id": "logon", "method": "session.logon", "params": {
+        "apiKey": key.key_id, "timestamp": ts, "signature": sign(key.secret, f"{ts}session.logon".encode())}}))
+    resp = json.loads(await ws.recv())
+    assert resp["status"] == 200, resp
+    return ws
+
+
+async def _request(ws: Any, rid: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    await ws.send(json.dumps({"id": rid, "method": method, "params": params}))
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if msg.get("id") == rid:
+            return msg
+
+
+def test_ws_order_entry_many_in_flight(stack: Stack) -> None:
+    stack.fund(2010, "USDT", "100000")
+
+    async def go() -> None:
+        ws = await _ws_session(stack, 2010)
+        try:
+            for i in range(20):  # 20 requests in flight, answered by id
+                await ws.send(json.dumps({"id": i, "method": "order.place",
+                                          "params": order("BUY", f"{100 + i}.00", "0.01")}))
+            got: dict[Any, dict[str, Any]] = {}
+            updates = 0
+            while len(got) < 20:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if "id" in msg:
+                    got[msg["id"]] = msg
+                elif msg.get("type") == "OrderUpdate":
+                    updates += 1
+            assert all(m["status"] == 200 and m["result"]["status"] == "NEW" for m in got.values())
+            res = await _request(ws, "open", "orders.open", {"symbol": SYM})
+            assert len(res["result"]) >= 20
+            res = await _request(ws, "ca", "orders.cancelAll", {"symbol": SYM})
+            assert res["status"] == 200, res
+            res = await _request(ws, "open2", "orders.open", {"symbol": SYM})
+            assert res["result"] == []
+            res = await _request(ws, "bal", "balances.get", {})
+            assert res["status"] == 200
+        finally:
+            await ws.close()
+
+    asyncio.run(go())
+
+
+def test_ws_cancel_on_disconnect(stack: Stack) -> None:
+    stack.fund(2011, "USDT", "1000")
+
+    async def go() -> int:
+        ws = await _ws_session(stack, 2011)
+        r = await _request(ws, 1, "session.cancelOnDisconnect", {"enabled": True})
+        assert r["status"] == 200, r
+        r = await _request(ws, 2, "order.place", order("BUY", "5.00", "0.01"))
+        assert r["status"] == 200, r
+        await ws.close()
+        return int(r["result"]["orderId"])
+
+    oid = asyncio.run(go())
+    c = stack.client(2011)
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        status = c.call("GET", f"/v1/orders/{oid}").json().get("status")
+        if status == "CANCELED":
+            break
+        time.sleep(0.1)
+    assert status == "CANCELED"
+
+
+def test_bad_input_gets_precise_errors(stack: Stack) -> None:
+    stack.fund(2012, "USDT", "1000")
+    c = stack.client(2012)
+    cases = [
+        (order("BUY", "10.001", "0.01"), "INVALID_PRICE"),
+        (order("BUY", "10.00", "0.00001"), "INVALID_QUANTITY"),
+        ({**order("BUY", "10.00", "0.01"), "symbol": "NOPE-USDT"}, "UNKNOWN_SYMBOL"),
+        ({**order("BUY", "10.00", "0.01"), "colour": "red"}, "BAD_REQUEST"),
+        (order("BUY", "100000.00", "1"), "INSUFFICIENT_BALANCE"),
+    ]
+    for body, want in cases:
+        r = c.call("POST", "/v1/orders", body)
+        assert r.status_code in (400, 403, 404, 409), (body, r.text)
+        assert r.json()["error"] == want, (body, r.text)
+    r = c.http.post("/v1/orders", content=b"x" * (1 << 20))
+    assert r.status_code in (400, 401, 413)
+
+
+def test_ack_survives_engine_kill_9(stack: Stack) -> None:
+    stack.fund(2020, "USDT", "1000")
+    c = stack.client(2020)
+    r = c.call("POST", "/v1/orders", order("BUY", "7.00", "0.01", clientOrderId="durable-1"))
+    assert r.status_code == 200, r.text
+    oid = r.json()["orderId"]
+    eng = stack.sup.child("engine")
+    os.kill(eng.proc.pid, signal.SIGKILL)
+    eng.proc.join(10)
+    assert stack.sup.poll()  # restarts the engine through WAL recovery
+    assert stack.sup.child("engine").ready
+    st = c.call("GET", f"/v1/orders/{oid}").json()
+    assert st["status"] == "NEW" and st["clientOrderId"] == "durable-1"
+    r = c.call("DELETE", f"/v1/orders?symbol={SYM}&clientOrderId=durable-1")
+    assert r.status_code == 200 and r.json()["status"] == "CANCELED", r.text
+
+
+def test_metrics_endpoint_has_runbook_series(stack: Stack) -> None:
+    import httpx
+
+    text = httpx.get(stack.metrics_url, timeout=10).text
+    for name in ("engine_seq", "engine_queue_depth", "engine_loop_seconds_bucket",
+                 "wal_fsync_seconds_bucket", "engine_commands_total", "auth_fail_total",
+                 "replay_detect_total", "http_request_duration_seconds_bucket",
+                 "spotx_process_cpu_seconds_total"):
+        assert name in text, name
