@@ -4,8 +4,9 @@ Frames. picows hands each frame to ``on_ws_frame`` as a zero-copy view into its 
 only during that call: the payload is parsed there (``orjson.loads`` of the memoryview) and nothing
 keeps the view. Fragmented messages are reassembled up to ``max_frame_bytes``; a frame over it is
 refused by picows itself (close 1009 MESSAGE_TOO_BIG). PING is answered by picows; the server pings
-an idle socket after ``ping_idle_s`` and drops it if no PONG comes within ``ping_reply_s`` (20 s +
-40 s: API.md's 60 s); a socket that has not logged on within ``logon_timeout_s`` is closed (1008 LOGON_TIMEOUT).
+a socket idle for ``ping_idle_s`` (20 s) and drops it if no PONG comes within ``ping_reply_s``
+(20 s; picows requires reply <= idle, and refuses every connection otherwise, so the constructor
+checks it): a silent peer is gone after at most 40 s; a socket that has not logged on within ``logon_timeout_s`` is closed (1008 LOGON_TIMEOUT).
 
 Requests ``{"id": int|str, "method", "params"}``; responses ``{"id", "status": 200, "result"}`` or
 ``{"id", "status", "error": {"code","error","message"}}`` (plus ``retryAfter`` on 429). Malformed
@@ -102,8 +103,10 @@ class WsTradeServer:
                  metrics: EdgeMetrics, path: str = "/v1/ws/trade",
                  max_frame_bytes: int = 65536, messages_per_second: int = 10_000,
                  max_inflight: int = 256, max_backlog_bytes: int = 4 << 20,
-                 ping_idle_s: float = 20.0, ping_reply_s: float = 40.0,
+                 ping_idle_s: float = 20.0, ping_reply_s: float = 20.0,
                  logon_timeout_s: float = 30.0) -> None:
+        if not 0 < ping_reply_s <= ping_idle_s:
+            raise ValueError("ping_reply_s must be in (0, ping_idle_s]")
         self.svc = service
         self.auth = auth
         self.limiter = limiter

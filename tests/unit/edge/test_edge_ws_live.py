@@ -1,0 +1,207 @@
+"""WS order entry over a live edge (picows server, in-process engine), websockets as the client."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from conftest import LiveEdge, signed_headers, start_live_edge
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from edge.auth import sign
+from edge.errors import ERRORS
+
+BUY = {"symbol": "BTC-USDT", "side": "BUY", "type": "LIMIT", "price": "60000.00", "quantity": "0.01"}
+_ts = [0]
+
+
+def fresh_ts() -> int:
+    _ts[0] = max(time.time_ns() // 1_000_000, _ts[0] + 1)
+    return _ts[0]
+
+
+def admin(live: LiveEdge, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    body = orjson.dumps({**params, "reason": "test", "ticket": "T-1"})
+    r = httpx.post(live.base + path, content=body,
+                   headers=signed_headers(live.keys["admin"], "POST", path, body), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def signed_get(live: LiveEdge, key: str, target: str) -> Any:
+    r = httpx.get(live.base + target, headers=signed_headers(live.keys[key], "GET", target), timeout=10)
+    return r.json()
+
+
+class Ws:
+    def __init__(self, live: LiveEdge) -> None:
+        self.c: ClientConnection = connect(live.ws_url, open_timeout=5, max_size=2**22).__enter__()
+        self.events: list[dict[str, Any]] = []
+        self.live = live
+
+    def send(self, rid: Any, method: str, params: Any = None) -> None:
+        msg: dict[str, Any] = {"id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.c.send(orjson.dumps(msg).decode())
+
+    def recv(self) -> dict[str, Any]:
+        """The next response (private events are collected on the side)."""
+        while True:
+            m = orjson.loads(self.c.recv(timeout=5))
+            if "type" in m and "id" not in m:
+                self.events.append(m)
+                continue
+            return m
+
+    def call(self, rid: Any, method: str, params: Any = None) -> dict[str, Any]:
+        self.send(rid, method, params)
+        r = self.recv()
+        assert r["id"] == rid
+        return r
+
+    def logon(self, key: str = "trade") -> dict[str, Any]:
+        k = self.live.keys[key]
+        ts = fresh_ts()
+        return self.call("logon", "session.logon", {"apiKey": k.key_id, "timestamp": ts,
+                                                    "signature": sign(k.secret, f"{ts}session.logon".encode())})
+
+
+def is_error(r: dict[str, Any], name: str) -> None:
+    assert r["error"]["error"] == name, r
+    assert r["status"] == ERRORS[name].status and r["error"]["code"] == ERRORS[name].code
+
+
+def test_session_in_order_responses_and_private_events(live: LiveEdge) -> None:
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
+    ws = Ws(live)
+    is_error(ws.call(1, "order.place", BUY), "AUTH_MISSING")
+    r = ws.logon()
+    assert r["status"] == 200 and r["result"]["account"] == 11
+    is_error(ws.logon(), "BAD_REQUEST")  # already logged on
+    n = 20
+    for i in range(n):  # many in flight at once, then reads that must see them (read-your-writes)
+        ws.send(i if i % 2 else f"p{i}", "order.place", {**BUY, "clientOrderId": f"w{i}"})
+    ws.send("st", "order.status", {"clientOrderId": "w19"})
+    ws.send("open", "orders.open", {"symbol": "BTC-USDT"})
+    ws.send("bal", "balances.get")
+    got = [ws.recv() for _ in range(n + 3)]
+    assert [g["id"] for g in got] == [i if i % 2 else f"p{i}" for i in range(n)] + ["st", "open", "bal"]
+    assert all(g["status"] == 200 and g["result"]["status"] == "NEW" for g in got[:n])
+    assert got[n]["result"]["clientOrderId"] == "w19" and got[n]["result"]["status"] == "NEW"
+    assert len(got[n + 1]["result"]) == n
+    usdt = next(b for b in got[n + 2]["result"] if b["asset"] == "USDT")
+    assert usdt["locked"] == f"{600 * n:.6f}"
+    oid = got[0]["result"]["orderId"]
+    r = ws.call("c", "order.cancel", {"orderId": oid})
+    assert r["result"]["status"] == "CANCELED"
+    is_error(ws.call("c2", "order.cancel", {"orderId": oid}), "UNKNOWN_ORDER")
+    r = ws.call("ca", "orders.cancelAll", {"symbol": "BTC-USDT"})
+    assert len(r["result"]) == n - 1
+    assert ws.call("o2", "orders.open", {})["result"] == []
+    deadline = time.monotonic() + 5
+    while sum(1 for e in ws.events if e["type"] == "OrderUpdate" and e["status"] == "CANCELED") < n:
+        assert time.monotonic() < deadline, ws.events[-3:]
+        ws.c.send(orjson.dumps({"id": "ping", "method": "balances.get"}).decode())
+        ws.recv()
+    news = [e for e in ws.events if e["type"] == "OrderUpdate" and e["status"] == "NEW"]
+    assert len(news) == n and news[0]["orderType"] == "LIMIT" and news[0]["lastFill"] is None
+    assert any(e["type"] == "BalanceUpdate" and e["asset"] == "USDT" for e in ws.events)
+    ws.c.close()
+
+
+def test_malformed_messages_get_error_responses(live: LiveEdge) -> None:
+    ws = Ws(live)
+    for raw, rid, name in [("{nope", None, "BAD_REQUEST"), ("[1,2]", None, "BAD_REQUEST"),
+                           ('{"id":[1],"method":"order.place"}', None, "BAD_REQUEST"),
+                           ('{"id":7,"method":"order.fly"}', 7, "BAD_REQUEST"),
+                           ('{"id":8,"method":"balances.get","extra":1}', 8, "BAD_REQUEST"),
+                           ('{"id":9,"method":"session.logon","params":{"apiKey":1}}', 9, "BAD_REQUEST"),
+                           ('{"id":10,"method":"session.logon","params":{"apiKey":"x",'
+                            '"timestamp":1,"signature":"y"}}', 10, "AUTH_BAD_SIGNATURE")]:
+        ws.c.send(raw)
+        r = ws.recv()
+        assert r["id"] == rid
+        is_error(r, name)
+    ws.logon()
+    is_error(ws.call(11, "order.place", {**BUY, "price": 1}), "BAD_REQUEST")
+    is_error(ws.call(12, "order.place", {**BUY, "quantity": "0.00001"}), "INVALID_QUANTITY")
+    is_error(ws.call(13, "order.place", "notadict"), "BAD_REQUEST")
+    is_error(ws.call(14, "order.status", {"orderId": 12345}), "UNKNOWN_ORDER")
+    ws.c.send(b'{"id":15,"method":"balances.get"}')  # binary frames are accepted too
+    assert ws.recv()["status"] == 200
+    # an oversized frame closes this socket (1009); the server stays up for others
+    ws.c.send("x" * (live.cfg.edge.max_frame_bytes + 1))
+    with pytest.raises(ConnectionClosed) as ei:
+        ws.recv()
+    assert ei.value.rcvd is not None and ei.value.rcvd.code == 1009
+    ws2 = Ws(live)
+    assert ws2.logon()["status"] == 200
+    ws2.c.close()
+
+
+def test_read_key_cannot_trade_and_admin_key_cannot_read(live: LiveEdge) -> None:
+    ws = Ws(live)
+    ws.logon("read")
+    is_error(ws.call(1, "order.place", BUY), "FORBIDDEN")
+    assert ws.call(2, "balances.get")["status"] == 200
+    ws.c.close()
+    ws = Ws(live)
+    ws.logon("admin")
+    is_error(ws.call(1, "balances.get"), "FORBIDDEN")
+    ws.c.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cancel_on_disconnect(live: LiveEdge, enabled: bool) -> None:
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
+    other = Ws(live)  # another session of the same account: its order must survive
+    other.logon()
+    keep = other.call("k", "order.place", BUY)["result"]["orderId"]
+    ws = Ws(live)
+    ws.logon()
+    assert ws.call(1, "session.cancelOnDisconnect", {"enabled": enabled})["result"] == {
+        "cancelOnDisconnect": enabled}
+    for i in range(3):
+        ws.send(i, "order.place", BUY)
+    ids = [ws.recv()["result"]["orderId"] for _ in range(3)]
+    ws.send(9, "order.place", BUY)  # in flight when the socket drops
+    ws.c.close()
+    deadline = time.monotonic() + 5
+    while True:
+        open_ids = {o["orderId"] for o in signed_get(live, "read", "/v1/orders")}
+        if not enabled or not (open_ids & set(ids)) and len(open_ids) == 1:
+            break
+        assert time.monotonic() < deadline, open_ids
+        time.sleep(0.02)
+    if enabled:
+        assert open_ids == {keep}
+    else:
+        time.sleep(0.1)
+        open_ids = {o["orderId"] for o in signed_get(live, "read", "/v1/orders")}
+        assert set(ids) | {keep} <= open_ids
+    other.c.close()
+
+
+def test_message_rate_limit_and_logon_timeout(tmp_path: Path, loop_impl: str) -> None:
+    live, stop = start_live_edge(tmp_path, loop_impl, ws_messages_per_second=5, logon_timeout_s=0.5)
+    try:
+        ws = Ws(live)
+        for i in range(8):
+            ws.send(i, "balances.get")
+        got = [ws.recv() for _ in range(8)]
+        assert [g["id"] for g in got] == list(range(8))
+        assert [g["error"]["error"] for g in got] == ["AUTH_MISSING"] * 5 + ["RATE_LIMITED"] * 3
+        assert got[5]["status"] == 429 and got[5]["retryAfter"] >= 1
+        with pytest.raises(ConnectionClosed) as ei:  # never logged on: closed after 0.5 s
+            ws.recv()
+        assert ei.value.rcvd is not None and ei.value.rcvd.code == 1008
+        m = live.call(lambda: live.edge.metrics.render()).decode()
+        assert 'rate_limit_drops_total{key="-",reason="ws_messages"} 3.0' in m
+    finally:
+        stop()
