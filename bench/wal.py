@@ -9,8 +9,11 @@ Regimes (all fdatasync unless named; the WAL lives in a temp dir under ``$SPOTX_
   GroupCommitter flusher thread syncs. Value: durable records/s. p50/p99/p99.9: fdatasync-sync
   duration (one ``writer.sync()``: seal + fdatasync), µs.
 * ``commit_latency.b{...}`` — same runs: time from ``append`` to "durable" per frame, µs.
-* ``paced_1M.b256`` — offered load fixed at 1 M records/s (frames released on schedule): the
-  latency a client would see from the WAL alone at the target rate.
+* ``paced_1M.b256`` — offered load fixed at 1 M records/s (frames released on schedule, the
+  producer sleeping in between): the latency a client would see from the WAL alone at the target.
+* ``paced_1M.b256.spin.*`` — the same load from a producer that busy-waits holding the GIL, like an
+  engine loop in Python: ``seal_append`` (default) vs ``seal_flusher`` at the default 5 ms switch
+  interval, and ``seal_append`` with the interval lowered to 200 us (what the engine should set).
 * ``group_commit.msync.b256`` — the same producer with msync(MS_SYNC) instead of fdatasync.
 * peer ``fdatasync_per_record`` — plain ``write`` of one 64-byte record + ``fdatasync`` each,
   limited to a few thousand records: what durability costs without group commit.
@@ -36,7 +39,7 @@ from pipeline.wal import FrameKind, GroupCommitter, WalReader, WalWriter, verify
 DURABILITY = "fdatasync"
 RECORD_BYTES = 64
 INFLIGHT = 65536  # records the producer may run ahead of the durable watermark (4 MiB)
-SWITCH_INTERVAL_S = 0.0002  # see pipeline/wal/commit.py: a Python producer holds the GIL
+LOW_SWITCH_INTERVAL_S = 0.0002  # see pipeline/wal/commit.py: a Python producer holds the GIL
 
 
 def _bench_dir() -> str:
@@ -48,7 +51,9 @@ class _Run:
     """One producer + GroupCommitter run; collects per-frame append times and durable events."""
 
     def __init__(self, batch: int, seconds: float, sync_mode: str, paced_rps: float | None,
-                 *, seal: str = "flusher", spin: bool = False, prealloc: str = "fallocate") -> None:
+                 *, seal: str = "append", spin: bool = False, prealloc: str = "fallocate",
+                 switch_interval_s: float | None = None) -> None:
+        self.switch_interval_s = switch_interval_s
         self.prealloc = prealloc
         self.seal = seal
         self.spin = spin  # paced: busy-wait holding the GIL (an engine loop) instead of sleeping
@@ -73,6 +78,15 @@ class _Run:
         self.durable_seq.append(seq)
 
     def run(self) -> _Run:
+        old = sys.getswitchinterval()
+        if self.switch_interval_s is not None:
+            sys.setswitchinterval(self.switch_interval_s)
+        try:
+            return self._run()
+        finally:
+            sys.setswitchinterval(old)
+
+    def _run(self) -> _Run:
         b = self.batch
         recs = np.zeros((b, RECORD_BYTES // 8), dtype=np.uint64)
         base = np.arange(b, dtype=np.uint64)
@@ -113,11 +127,12 @@ class _Run:
         self.frames, self.records = i, seq - 1
         st = gc.statistics()
         self.sync_ns = st.durations_ns
-        zero_filled, cancelled = w.prealloc_stats()
+        prepared, cancelled = w.prealloc_stats()
         gc.close()
         w.close()
-        self.notes = (f"{st.syncs} syncs, {self.records / max(st.syncs, 1):,.0f} records/sync avg, "
-                      f"segments zero-filled ahead {zero_filled}, not ready in time {cancelled}")
+        self.notes = (f"seal={self.seal}, switch interval {sys.getswitchinterval() * 1e6:.0f} us, "
+                      f"{st.syncs} syncs, {self.records / max(st.syncs, 1):,.0f} records/sync avg, "
+                      f"segments prepared ahead {prepared}, not ready in time {cancelled}")
         self.correct = _check(self.dir, self.records, b)
         shutil.rmtree(self.dir, ignore_errors=True)
         return self
@@ -189,15 +204,6 @@ def _latency_result(name: str, r: _Run, value_rps: float | None = None) -> Resul
 
 
 def run(quick: bool) -> list[Result]:
-    old_si = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    try:
-        return _run(quick)
-    finally:
-        sys.setswitchinterval(old_si)
-
-
-def _run(quick: bool) -> list[Result]:
     seconds = 1.5 if quick else 5.0
     peer_rps, peer_lat, peer_ok = _peer(1500 if quick else 5000)
     peer = ("fdatasync_per_record", round(peer_rps))
@@ -208,6 +214,11 @@ def _run(quick: bool) -> list[Result]:
         out.append(_latency_result(f"wal.commit_latency.b{b}", r))
     paced = _Run(256, seconds, "fdatasync", 1e6).run()
     out.append(_latency_result("wal.paced_1M.b256", paced, rate(paced.records, paced.elapsed)))
+    for name, seal, si in (("seal_append", "append", None), ("seal_flusher", "flusher", None),
+                           ("seal_append.si200us", "append", LOW_SWITCH_INTERVAL_S)):
+        r = _Run(256, seconds, "fdatasync", 1e6, seal=seal, spin=True, switch_interval_s=si).run()
+        out.append(_latency_result(f"wal.paced_1M.b256.spin.{name}", r,
+                                   rate(r.records, r.elapsed)))
     ms = _Run(256, seconds, "msync", None).run()
     out.append(_sync_result("wal.group_commit.msync.b256", ms, peer))
     p50, p99, p999 = peer_lat.summary_us()

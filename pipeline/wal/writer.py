@@ -384,7 +384,7 @@ class WalWriter:
         return self._closed
 
     def prealloc_stats(self) -> tuple[int, int]:
-        """(segments zero-filled ahead of time, rotations that came before the fill finished)."""
+        """(segments prepared ahead of time, rotations that came before that finished)."""
         return self._prealloc.completed, self._prealloc.cancelled
 
     def _raise_unusable(self) -> None:
