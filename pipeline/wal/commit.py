@@ -2,7 +2,7 @@
 
 The appending thread appends frames and calls ``request_sync()`` (a flag set; no syscall if the
 flusher is busy). The flusher wakes, takes everything appended so far, seals and syncs it in one
-``writer.sync()`` (fdatasync releases the GIL, and so do CRC32C and blake2b), and advances the
+``writer.sync()`` (fdatasync releases the GIL; so does the chain hash on big frames), advances the
 durable watermark. While one sync runs, the next batch accumulates: under load each sync covers
 everything appended during the previous one, so throughput grows with the batch and the latency
 of a frame is at most about two syncs.

@@ -5,7 +5,7 @@ Directory::
     wal.lock                                   flock'd by the one writer (and by recover())
     durable.pos                                64 B, mmap'd: the durable watermark (see durable.py)
     wal-<segno:010d>-<first_seq:020d>.seg      preallocated segments, mmap'd
-    wal-next-<segno:010d>.tmp                  the next segment, being zero-filled ahead of time
+    wal-next-<segno:010d>.tmp                  the next segment, being preallocated ahead of time
 
 Segment = 64-byte segment header, then frames back to back, each 8-byte aligned, then zeros.
 Segment header (little-endian)::

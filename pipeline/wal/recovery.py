@@ -19,7 +19,7 @@ segment whose header was never finalized) is deleted.
 
 Scope: only the last segment is scanned frame by frame (CRC and chain) and linked to its
 predecessor's SEAL through ``prev_seal_off``; sealed segments before it are immutable and are
-checked end to end by ``verify_chain``. Cost: one pass of CRC32C + blake2b over the last segment.
+checked end to end by ``verify_chain``. Cost: one pass of CRC32C + chain hash over the last segment.
 """
 
 from __future__ import annotations
