@@ -274,7 +274,7 @@ class LedgerWriter:
     async def _retrying(self, fn: Any) -> Any:
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(initial=0.05, max=self.backoff_max_s),
+            wait=wait_exponential_jitter(multiplier=0.05, jitter=0.05, max=self.backoff_max_s),
             stop=stop_never if self.retry_max_s is None else stop_after_delay(self.retry_max_s),
             before_sleep=self._before_retry, reraise=True)
         return await retrying(fn)
