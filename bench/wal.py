@@ -6,8 +6,8 @@ Regimes (all fdatasync unless named; the WAL lives in a temp dir under ``$SPOTX_
 * ``group_commit.b{64,256,1024}`` — a producer thread appends COMMANDS frames of B 64-byte
   records as fast as it can, calls ``request_sync()`` after each, and never runs more than
   ``INFLIGHT`` records ahead of the durable watermark (the bound an engine must keep); a
-  GroupCommitter flusher thread syncs. Value: durable records/s. p50/p99/p99.9: fdatasync-sync
-  duration (one ``writer.sync()``: seal + fdatasync), µs.
+  GroupCommitter flusher thread syncs. Value: durable records/s. p50/p99/p99.9: duration of one
+  ``writer.sync()`` (fdatasync, plus sealing with ``seal="flusher"``), µs.
 * ``commit_latency.b{...}`` — same runs: time from ``append`` to "durable" per frame, µs.
 * ``paced_1M.b256`` — offered load fixed at 1 M records/s (frames released on schedule, the
   producer sleeping in between): the latency a client would see from the WAL alone at the target.
@@ -191,7 +191,7 @@ def _sync_result(name: str, r: _Run, peer: tuple[str, float]) -> Result:
     p50, p99, p999 = h.summary_us()
     return Result(name, "records/s", round(rate(r.records, r.elapsed)), p50, p99, p999,
                   correct=r.correct,
-                  notes=f"p50/p99/p99.9 = one group sync (seal + {r.sync_mode}) in us; "
+                  notes=f"p50/p99/p99.9 = one writer.sync() ({r.sync_mode}) in us; "
                         f"{r.notes}").with_peer(*peer)
 
 
