@@ -1,20 +1,41 @@
-"""Lock-free shared-memory rings: SPSC and broadcast (one writer, many readers). See README.md."""
+"""Lock-free shared-memory rings: SPSC and broadcast (one writer, many readers). See README.md.
 
-from ringbuf._segment import cleanup
-from ringbuf.broadcast import BroadcastRead, BroadcastReader, BroadcastWriter
+Python API: ``SpscRing``, ``BroadcastWriter``, ``BroadcastReader``, wait strategies, named errors,
+segment helpers. numba API (for loops like the engine's, callable only from ``@njit`` code):
+the kernels ``spsc_push``, ``spsc_pop``, ``bcast_publish``, ``bcast_read`` and the atomics
+``load_acquire``, ``store_release``, ``cas``, ``fence_acquire``, ``fence_release``.
+"""
+
+from ringbuf._atomics import cas, fence_acquire, fence_release, load_acquire, store_release
+from ringbuf._kernels import (
+    ERR_SHAPE,
+    as_words,
+    bcast_publish,
+    bcast_read,
+    spsc_pop,
+    spsc_push,
+)
+from ringbuf._segment import cleanup, segment_name
+from ringbuf.broadcast import BroadcastReader, BroadcastStats, BroadcastWriter
 from ringbuf.errors import (
+    Lapped,
+    RingBusy,
     RingClosed,
     RingEmpty,
     RingError,
     RingFull,
+    SegmentExists,
     SegmentMismatch,
     SegmentNotFound,
 )
-from ringbuf.spsc import RingStats, SpscRing, words
+from ringbuf.spsc import RingStats, SpscRing
 from ringbuf.wait import BusySpin, ParkBackoff, SpinThenYield, WaitStrategy, strategy
 
 __all__ = [
-    "BroadcastRead", "BroadcastReader", "BroadcastWriter", "BusySpin", "ParkBackoff", "RingClosed",
-    "RingEmpty", "RingError", "RingFull", "RingStats", "SegmentMismatch", "SegmentNotFound",
-    "SpinThenYield", "SpscRing", "WaitStrategy", "cleanup", "strategy", "words",
+    "ERR_SHAPE", "BroadcastReader", "BroadcastStats", "BroadcastWriter", "BusySpin", "Lapped",
+    "ParkBackoff", "RingBusy", "RingClosed", "RingEmpty", "RingError", "RingFull", "RingStats",
+    "SegmentExists", "SegmentMismatch", "SegmentNotFound", "SpinThenYield", "SpscRing",
+    "WaitStrategy", "as_words", "bcast_publish", "bcast_read", "cas", "cleanup", "fence_acquire",
+    "fence_release", "load_acquire", "segment_name", "spsc_pop", "spsc_push", "store_release",
+    "strategy",
 ]
