@@ -109,6 +109,9 @@ class HttpServerState:
     def __init__(self, handler: Handler, max_body_bytes: int = 65536, max_pipeline: int = 64,
                  keepalive_s: float = 75.0, request_timeout_s: float = 10.0) -> None:
         self.handler = handler
+        # headers for errors the transport answers itself (413, 400): the app's, if it has them
+        self.error_headers: Callable[[dict[str, str]], list[tuple[str, str]] | None] | None = \
+            getattr(handler, "error_headers", None)
         self.max_body = max_body_bytes
         self.max_pipeline = max_pipeline
         self.keepalive_s = keepalive_s
@@ -293,7 +296,8 @@ class HttpProtocol(asyncio.Protocol):
         self.discard = True
         slot = _Slot(False)
         slot.close_after = True
-        slot.resp = Response.error(err)
+        eh = self.s.error_headers
+        slot.resp = Response.error(err, eh(self.headers) if eh is not None else None)
         self.queue.append(slot)
         self._flush()
 

@@ -217,7 +217,12 @@ class RestApp:
         return Response.error(e, headers)
 
     def _peek_quota(self, req: Request) -> list[tuple[str, str]] | None:
-        kid = req.headers.get("x-api-key")
+        return self.error_headers(req.headers)
+
+    def error_headers(self, headers: dict[str, str]) -> list[tuple[str, str]] | None:
+        """Rate-limit headers for a signed request answered without charging (also used by
+        ``edge.http`` for the 413 / 400 it answers itself)."""
+        kid = headers.get("x-api-key")
         return self.limiter.peek(kid).headers() if kid else None
 
     def _params(self, req: Request) -> Params:

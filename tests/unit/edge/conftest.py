@@ -68,6 +68,9 @@ class LiveEdge:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.edge.ws_port}{self.cfg.edge.ws_trade_path}"
 
+    def __repr__(self) -> str:
+        return f"LiveEdge(rest={self.edge.rest_port}, ws={self.edge.ws_port})"
+
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop thread and return its result."""
         async def wrap() -> Any:
