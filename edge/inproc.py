@@ -106,16 +106,16 @@ class InprocGateway:
 
     def _apply(self, batch: list[tuple[bytes, bytes | None]]) -> None:
         cmds = np.frombuffer(bytearray(b"".join(raw for raw, _ in batch)), COMMAND)
-        seq0 = self.seq + 1
+        seq0 = int(self.engine.seq) + 1  # the engine numbers commands itself (contiguous seqs)
         ts = time.time_ns()
         try:
-            out = self.engine.apply(cmds, seq0, ts)
+            out = self.engine.apply(cmds, ts)
         except Exception:  # noqa: BLE001 - fail the batch loudly, never leave waiters hanging
             log.exception("in-process engine failed on a batch of %d commands", len(batch))
             self._broken = True
             self.dispatcher.fail_all(ApiError("INTERNAL", "the in-process engine failed"))
             return
-        self.seq += len(batch)
+        self.seq = int(self.engine.seq)
         self.batches += 1
         self.commands += len(batch)
         for i, (_, note) in enumerate(batch):

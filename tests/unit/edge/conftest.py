@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -38,18 +36,6 @@ def aio(loop_impl: str) -> Runner:
 
 TEST_OVERRIDES = {"engine.max_orders": 1 << 14, "engine.max_accounts": 256,
                   "engine.max_levels": 1 << 10}
-
-
-def engine_class() -> Any:
-    spec = os.environ.get("SPOTX_TEST_ENGINE")  # dev aid before engine.Engine exists: "mod:Class"
-    if spec:
-        mod, _, cls = spec.partition(":")
-        return getattr(importlib.import_module(mod), cls)
-    try:
-        from engine import Engine
-    except ImportError as e:
-        pytest.skip(f"engine.Engine is not built yet: {e}")
-    return Engine
 
 
 @dataclass
@@ -92,7 +78,8 @@ def start_live_edge(tmp_path: Path, loop_impl: str, overrides: dict[str, Any] | 
     store = KeyStore(cfg.edge.key_store)
     keys = {"trade": store.create(11, "trade"), "trade2": store.create(12, "trade"),
             "read": store.create(11, "read"), "admin": store.create(1, "admin")}
-    Engine = engine_class()
+    from engine import Engine
+
     loop: asyncio.AbstractEventLoop
     if loop_impl == "uvloop":
         import uvloop

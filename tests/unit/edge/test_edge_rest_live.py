@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -93,7 +94,8 @@ def test_order_lifecycle(rest: Rest) -> None:
     assert rest.signed("trade", "GET", "/v1/orders", {"clientOrderId": "c-1"}).json()["orderId"] == oid
     assert [x["orderId"] for x in rest.signed("read", "GET", "/v1/orders", {"status": "open"}).json()] == [oid]
     bal = {b["asset"]: b for b in rest.signed("read", "GET", "/v1/balances").json()}
-    assert bal["USDT"]["locked"] == "30000.000000" and bal["USDT"]["available"] == "70000.000000"
+    locked, avail = Decimal(bal["USDT"]["locked"]), Decimal(bal["USDT"]["available"])
+    assert locked + avail == 100000 and 30000 <= locked <= 30000 * Decimal("1.001")  # + fee hold
     err(rest.signed("trade", "POST", "/v1/orders", {**BUY, "clientOrderId": "c-1"}),
         "DUPLICATE_CLIENT_ORDER_ID")
     c = rest.signed("trade", "DELETE", f"/v1/orders/{oid}")
@@ -230,7 +232,8 @@ def test_rate_limits(tmp_path: Path, loop_impl: str) -> None:
         err(r, "RATE_LIMITED")
         assert r.headers["X-RateLimit-Remaining"] == "3"
         m = live.call(lambda: live.edge.metrics.render()).decode()
-        assert 'rate_limit_drops_total{key="%s",reason="orders"}' % live.keys["trade"].key_id in m
+        kid = live.keys["trade"].key_id
+        assert f'rate_limit_drops_total{{key="{kid}",reason="orders"}}' in m
         assert 'reason="weight"' in m
     finally:
         rest.c.close()
@@ -247,3 +250,44 @@ def test_oversized_body_and_garbage_json(rest: Rest) -> None:
                     headers=signed_headers(rest.live.keys["trade"], "POST", "/v1/orders", body))
     err(r, "BAD_REQUEST")
     assert rest.get("/healthz").status_code == 200
+
+
+def test_matching_fills_fees_and_order_types(rest: Rest) -> None:
+    fund(rest)
+    sell = rest.signed("trade2", "POST", "/v1/orders", {**BUY, "side": "SELL", "quantity": "0.5"}).json()
+    assert sell["status"] == "NEW"
+    r = rest.signed("trade", "POST", "/v1/orders", {**BUY, "price": "61000.00", "quantity": "0.2",
+                                                    "clientOrderId": "taker-1"}).json()
+    assert r["status"] == "FILLED" and r["executedQty"] == "0.2000"
+    assert r["cumQuoteQty"] == "12000.000000"
+    assert r["fills"] == [{"tradeId": r["fills"][0]["tradeId"], "price": "60000.00", "qty": "0.2000",
+                           "quoteQty": "12000.000000", "fee": "6.000000", "feeAsset": "USDT",
+                           "liquidity": "TAKER"}]  # 5 bps taker fee
+    maker = rest.signed("trade2", "GET", f"/v1/orders/{sell['orderId']}").json()
+    assert maker["status"] == "PARTIALLY_FILLED" and maker["executedQty"] == "0.2000"
+    mf = rest.signed("trade2", "GET", "/v1/fills", {"symbol": "BTC-USDT"}).json()
+    assert [(f["liquidity"], f["fee"], f["side"], f["orderId"]) for f in mf] == [
+        ("MAKER", "2.400000", "SELL", sell["orderId"])]  # 2 bps maker fee
+    assert rest.signed("trade", "GET", "/v1/fills").json()[0]["liquidity"] == "TAKER"
+    # MARKET by quantity takes what is there and expires the rest
+    m = rest.signed("trade", "POST", "/v1/orders", {"symbol": "BTC-USDT", "side": "BUY",
+                                                    "type": "MARKET", "quantity": "0.5"}).json()
+    assert (m["status"], m["executedQty"], m["price"]) == ("EXPIRED", "0.3000", None)
+    assert rest.signed("trade2", "GET", f"/v1/orders/{sell['orderId']}").json()["status"] == "FILLED"
+    # MARKET by quote budget on an empty ask side
+    q = rest.signed("trade", "POST", "/v1/orders", {"symbol": "BTC-USDT", "side": "BUY",
+                                                    "type": "MARKET", "quoteQuantity": "100"}).json()
+    assert (q["status"], q["quantity"], q["quoteQuantity"]) == ("EXPIRED", None, "100.000000")
+    # post-only that would cross is refused; FOK that cannot fill completely expires
+    bid = rest.signed("trade", "POST", "/v1/orders", {**BUY, "price": "70000.00", "quantity": "0.01",
+                                                      "postOnly": True}).json()
+    assert bid["status"] == "NEW" and bid["postOnly"] is True
+    err(rest.signed("trade2", "POST", "/v1/orders", {**BUY, "side": "SELL", "price": "65000.00",
+                                                     "postOnly": True}), "WOULD_TAKE")
+    fok = rest.signed("trade2", "POST", "/v1/orders", {**BUY, "side": "SELL", "price": "69000.00",
+                                                       "quantity": "1", "timeInForce": "FOK"}).json()
+    assert fok["status"] == "EXPIRED" and fok["executedQty"] == "0.0000" and fok["fills"] == []
+    ioc = rest.signed("trade2", "POST", "/v1/orders", {**BUY, "side": "SELL", "price": "69000.00",
+                                                       "quantity": "1", "timeInForce": "IOC"}).json()
+    assert (ioc["status"], ioc["executedQty"]) == ("EXPIRED", "0.0100")
+    assert ioc["fills"][0]["price"] == "70000.00" and ioc["fills"][0]["liquidity"] == "TAKER"

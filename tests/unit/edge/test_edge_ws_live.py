@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def test_session_in_order_responses_and_private_events(live: LiveEdge) -> None:
     assert got[n]["result"]["clientOrderId"] == "w19" and got[n]["result"]["status"] == "NEW"
     assert len(got[n + 1]["result"]) == n
     usdt = next(b for b in got[n + 2]["result"] if b["asset"] == "USDT")
-    assert usdt["locked"] == f"{600 * n:.6f}"
+    assert 600 * n <= Decimal(usdt["locked"]) <= 600 * n * Decimal("1.001")  # notional + fee hold
     oid = got[0]["result"]["orderId"]
     r = ws.call("c", "order.cancel", {"orderId": oid})
     assert r["result"]["status"] == "CANCELED"
@@ -205,3 +206,26 @@ def test_message_rate_limit_and_logon_timeout(tmp_path: Path, loop_impl: str) ->
         assert 'rate_limit_drops_total{key="-",reason="ws_messages"} 3.0' in m
     finally:
         stop()
+
+
+def test_maker_gets_order_update_with_last_fill(live: LiveEdge) -> None:
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
+    admin(live, "/v1/admin/deposits", {"account": 12, "asset": "BTC", "amount": "1"})
+    ws = Ws(live)
+    ws.logon()
+    oid = ws.call(1, "order.place", {**BUY, "quantity": "0.5"})["result"]["orderId"]
+    body = orjson.dumps({**BUY, "side": "SELL", "quantity": "0.2"})
+    r = httpx.post(live.base + "/v1/orders", content=body, timeout=10,
+                   headers=signed_headers(live.keys["trade2"], "POST", "/v1/orders", body))
+    assert r.json()["status"] == "FILLED"
+    deadline = time.monotonic() + 5
+    while not any(e.get("lastFill") for e in ws.events):
+        assert time.monotonic() < deadline
+        ws.call("b", "balances.get")
+    upd = next(e for e in ws.events if e.get("lastFill"))
+    assert upd["orderId"] == oid and upd["status"] == "PARTIALLY_FILLED"
+    assert upd["executedQty"] == "0.2000" and upd["lastFill"]["liquidity"] == "MAKER"
+    assert upd["lastFill"]["fee"] == "2.400000" and upd["lastFill"]["qty"] == "0.2000"
+    assert any(e["type"] == "BalanceUpdate" and e["asset"] == "BTC" and e["available"] == "0.20000000"
+               for e in ws.events)
+    ws.c.close()
