@@ -104,6 +104,7 @@ class EdgeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MarketConfig:
+    enabled: bool = True  # publisher + fan-out processes
     host: str = "127.0.0.1"
     port: int = 8082
     path: str = "/v1/ws/market"

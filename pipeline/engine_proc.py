@@ -70,14 +70,16 @@ class EngineHost:
     """Engine state + WAL + rings for one engine process (also used by tests and the bench)."""
 
     def __init__(self, cfg: Config, *, attach_rings: bool = True, wal_sync: str | None = None) -> None:
-        from engine import Engine, newest_snapshot
+        from engine.engine import Engine
+        from engine.snapshot import manifests
         from pipeline.wal import GroupCommitter, WalWriter
 
         self.cfg = cfg
         self.fencing = fencing_token(cfg)
-        snap = newest_snapshot(snap_path(cfg), cfg)
-        self.engine = Engine.restore(snap.path, cfg) if snap else Engine(cfg)
-        self.snap_seq = snap.seq if snap else 0
+        sdir = snap_path(cfg)
+        has_snap = sdir.is_dir() and bool(manifests(sdir))
+        self.engine = Engine.restore(sdir, cfg) if has_snap else Engine(cfg)  # newest loadable
+        self.snap_seq = self.engine.seq
         self.writer = WalWriter(wal_path(cfg), segment_bytes=cfg.engine.wal_segment_bytes,
                                 fencing_token=self.fencing,
                                 sync_mode=wal_sync or _sync_mode(cfg.engine.durability))
@@ -89,7 +91,7 @@ class EngineHost:
         self.batch_max = cfg.engine.batch_max
         self.cmds = np.zeros(self.batch_max, COMMAND)
         self.admin = np.zeros(16, ADMIN)
-        self.events = np.zeros(self.batch_max * self.engine.max_events_per_command, EVENT)
+        self.events = np.zeros(self.engine.events_capacity(self.batch_max), EVENT)
         self.cmd_rings: list[Any] = []
         self.adm_rings: list[Any] = []
         if attach_rings:
@@ -120,7 +122,10 @@ class EngineHost:
                     if f.first_seq <= self.snap_seq:
                         raise EngineSev1(f"snapshot at seq {self.snap_seq} splits the batch at "
                                          f"{f.first_seq}")
-                    out = self.engine.apply(cmds.copy(), f.first_seq, f.ts_ns)
+                    if f.first_seq != self.engine.seq + 1:
+                        raise EngineSev1(f"WAL batch at seq {f.first_seq} does not follow the "
+                                         f"engine state at seq {self.engine.seq}")
+                    out = self.engine.apply(cmds.copy(), f.ts_ns)
                     pending = (f.first_seq, f.ts_ns, out)
                     n += len(cmds)
                 elif f.kind == FrameKind.EVENTS and pending is not None:
@@ -134,7 +139,7 @@ class EngineHost:
         finally:
             reader.close()
         if pending is not None:  # crash between the COMMANDS and EVENTS appends
-            self.writer.append(2, pending[0], len(pending[2]), pending[2], pending[1])
+            self.writer.append(2, pending[0], len(pending[2]), pending[2].view(np.uint8), pending[1])
             self.writer.sync()
         return n
 
@@ -173,18 +178,34 @@ class EngineHost:
         seq0 = self.next_seq
         ts = time.time_ns()
         w = self.writer
-        w.append(1, seq0, len(cmds), cmds, ts)
+        w.append(1, seq0, len(cmds), cmds.view(np.uint8), ts)
         for i, note in notes:
             w.append(3, seq0 + i, 1, note, ts)
-        ne = self.engine.apply_into(cmds, seq0, ts, self.events)
-        w.append(2, seq0, ne, self.events[:ne], ts)
+        events = self._apply(cmds, seq0, ts)
+        w.append(2, seq0, len(events), events.view(np.uint8), ts)
         self.committer.request_sync()
         self.next_seq = seq0 + len(cmds)
         self.since_snapshot += len(cmds)
         if any(int(c["kind"]) == Cmd.SNAPSHOT for c in cmds) or \
                 self.since_snapshot >= self.cfg.engine.snapshot_every:
             self.snapshot()
-        return ne
+        return len(events)
+
+    def _apply(self, cmds: np.ndarray, seq0: int, ts: int) -> np.ndarray:
+        """All events of the batch; one kernel call unless the batch outgrew the buffer (FULL)."""
+        from engine.layout import FULL
+
+        n = len(cmds)
+        ne, done, status = self.engine.apply_into(cmds, n, seq0, ts, self.events)
+        if status != FULL:
+            return self.events[:ne]
+        pieces = [self.events[:ne].copy()]  # rare: a deep sweep or a big cancel-all
+        while status == FULL:
+            ne, d, status = self.engine.apply_into(cmds[done:], n - done, seq0 + done, ts,
+                                                   self.events)
+            pieces.append(self.events[:ne].copy())
+            done += d
+        return np.concatenate(pieces)
 
     def snapshot(self) -> Path:
         """Write a snapshot at the current seq (batch boundary) and return its path."""
@@ -224,7 +245,9 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
         ready.send({"error": str(e)})
         sys.exit(EXIT_SEV1)
     host.ringer = Ringer(run_dir(cfg))
-    host.engine.warm()
+    from engine.warm import warm
+
+    warm()
     stats = Stats(run_dir(cfg), "engine")
     s_seq = stats.slot("engine_seq", "gauge", "last sequenced command")
     s_depth = stats.slot("engine_queue_depth", "gauge", "commands waiting in inbound rings")
@@ -265,7 +288,9 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
             observe(data, s_loop, time.perf_counter_ns() - t0)
             data[s_seq] = host.next_seq - 1
             data[s_batch] += n
-            syms = host.cmds["symbol"][:n]
+            kinds = host.cmds["kind"][:n]
+            syms = host.cmds["symbol"][:n][(kinds == Cmd.NEW_ORDER) | (kinds == Cmd.CANCEL) |
+                                           (kinds == Cmd.CANCEL_ALL)]
             for sid, cnt in zip(*np.unique(syms, return_counts=True), strict=True):
                 off = sym_slots.get(int(sid))
                 if off is not None:

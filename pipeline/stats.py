@@ -114,7 +114,10 @@ class Stats:
         # Keep the file: the exporter and forensic bundles read a stopped process's last numbers.
         self.data = np.zeros(1, dtype=np.int64)
         if self._mm is not None:
-            self._mm.close()
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # a caller still holds the slot view; the map goes with it
             self._mm = None
 
 

@@ -72,19 +72,23 @@ def run_dir(cfg: Config) -> Path:
 def roles_for(cfg: Config) -> list[Role]:
     roles = [Role("engine", "pipeline.engine_proc:main", 0, 1)]
     roles += [Role(f"edge-{i}", "pipeline.edge_proc:main", i, 0) for i in range(1, cfg.edge.processes + 1)]
-    if _exists("pipeline.publisher"):
+    if cfg.market.enabled and _exists("pipeline.publisher:main"):
         roles.append(Role("publisher", "pipeline.publisher:main", 0, 2))
-    if _exists("edge.fanout"):
+    if cfg.market.enabled and _exists("edge.fanout:main"):
         roles += [Role(f"fanout-{i}", "edge.fanout:main", i, 0) for i in range(1, cfg.market.processes + 1)]
-    if cfg.settle.enabled and _exists("settle.process"):
+    if cfg.settle.enabled and _exists("settle.process:main"):
         roles.append(Role("settle", "settle.process:main", 0, 3))
     return roles
 
 
-def _exists(module: str) -> bool:
+def _exists(target: str) -> bool:
+    """Whether ``module:function`` exists (roles of packages still being built are skipped)."""
+    module, fn = target.split(":")
     try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
+        if importlib.util.find_spec(module) is None:
+            return False
+        return callable(getattr(importlib.import_module(module), fn, None))
+    except ImportError:
         return False
 
 
