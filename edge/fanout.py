@@ -12,7 +12,8 @@ in between. Wake-ups: a doorbell FIFO (``<run_dir>/md/doorbells/fanout-<index>.f
 publisher rings after each publish, plus a ``poll_s`` timer as a safety net.
 
 Lapped (the publisher overwrote records this process had not read): the cursor moves to the
-newest half of the ring, the partial message is dropped and the hub marks every book channel
+oldest record still held (or to the head if that is overwritten too), the partial message is
+dropped and the hub marks every book channel
 stale until its next snapshot (subscribers then get a fresh BookSnapshot; trade subscribers get a
 ``Resync`` notice) — nothing out of order or wrong is ever sent. A ring replaced by a restarted
 publisher (new inode) is re-attached the same way.
@@ -39,7 +40,7 @@ from pipeline.config import Config
 from pipeline.doorbell import Doorbell
 from pipeline.publisher.process import md_doorbell_dir
 from pipeline.publisher.record import MD, MdAssembler
-from ringbuf import BroadcastReader, SegmentNotFound
+from ringbuf import BroadcastReader, Lapped, SegmentNotFound
 
 log = logging.getLogger("spotx.fanout")
 SHM = Path("/dev/shm")
@@ -66,7 +67,7 @@ class Fanout:
     # -- ring ---------------------------------------------------------------------------------------
     def attach(self) -> bool:
         try:
-            r = BroadcastReader.attach(self.ring_name, MD, from_latest=False)
+            r = BroadcastReader.attach(self.ring_name, MD, start="oldest")
         except SegmentNotFound:
             return False
         try:
@@ -103,16 +104,18 @@ class Fanout:
         r = self.reader
         if r is None or self.paused:
             return 0
-        res = r.read(self.buf)
-        if res.missed:
-            r.cursor = max(r.cursor, r.published() - r.capacity // 2)
+        try:
+            n = r.try_read(self.buf)
+        except Lapped:
             self.asm.reset()
             self.hub.lapped()
             self.server.metrics.laps.inc()
-            res = r.read(self.buf)
-            if res.missed:
-                return 0
-        n = res.n
+            r.resync_to_oldest()
+            try:
+                n = r.try_read(self.buf)
+            except Lapped:
+                r.resync_to_latest()
+                n = 0
         if n:
             msgs = self.asm.feed(self.buf, n)
             if msgs:

@@ -64,7 +64,7 @@ class FanoutLimits:
 
     @classmethod
     def from_config(cls, m: MarketConfig, **over: Any) -> FanoutLimits:
-        base = {"max_subscriptions": m.max_subscriptions, "ping_interval_s": float(m.ping_interval_s),
+        base: dict[str, Any] = {"max_subscriptions": m.max_subscriptions, "ping_interval_s": float(m.ping_interval_s),
                 "ping_timeout_s": float(m.ping_timeout_s)}
         base.update(over)
         return cls(**base)

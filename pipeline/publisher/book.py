@@ -1,0 +1,217 @@
+"""L2 book derivation: aggregated price levels per symbol, rebuilt from durable engine events.
+
+Event contract used (pipeline/records.py; the engine's semantics, proven against
+``engine.book()`` by tests/property/test_book_feed.py):
+
+* ``ACCEPTED`` opens a *taker*: the new order (id, symbol, side, limit price, lots) of the command.
+* ``TRADE`` fills the resting maker ``maker_order_id`` at ``price`` for ``qty`` lots (its level on
+  the side opposite the taker's ``side`` shrinks) and leaves it ``maker_leaves``; ``leaves`` is the
+  taker's remainder.
+* ``CANCELED`` / ``EXPIRED`` remove ``qty`` lots (the remainder) of a resting order (user / admin
+  cancel, STP expiring a maker), or mark the taker as removed (IOC / FOK / MARKET / STP taker /
+  price band): a removed taker never rests.
+* The command's final event (``last = 1``) ends it: a LIMIT taker with lots left that was not
+  removed now rests at its price.
+
+State: ``orders`` maps every resting order id to ``[symbol, side, price_ticks, lots]``; each side
+of each symbol keeps ``qty`` (price -> total lots) and ``prices`` (sorted ascending; bids are read
+from the end). A level is created by its first resting lot and deleted when it reaches 0. Costs:
+O(1) dict work per event plus O(levels) list insert/delete when a level appears or disappears.
+
+Batch tracking (``track=True``): the first time a level is touched in a batch its old quantity is
+kept in ``before`` and the side's old top ``TRACK_DEPTH`` prices in ``old_top``, so the caller can
+compute net deltas for the full book and every depth view after the batch (views.py), then
+``end_batch()``. An event that does not fit the book raises BookInconsistency (never a silent
+wrong book).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+import numpy as np
+
+from pipeline.publisher.channels import FULL_DEPTH
+from pipeline.publisher.errors import BookInconsistency
+from pipeline.records import Ev, OrdType, Side
+
+TRACK_DEPTH = FULL_DEPTH
+_ACC, _TRADE, _CXL, _EXP = int(Ev.ACCEPTED), int(Ev.TRADE), int(Ev.CANCELED), int(Ev.EXPIRED)
+_BUY, _SELL, _LIMIT = int(Side.BUY), int(Side.SELL), int(OrdType.LIMIT)
+
+
+class SideBook:
+    __slots__ = ("bid", "qty", "prices", "before", "old_top")
+
+    def __init__(self, bid: bool) -> None:
+        self.bid = bid
+        self.qty: dict[int, int] = {}
+        self.prices: list[int] = []
+        self.before: dict[int, int] = {}
+        self.old_top: list[int] | None = None
+
+    def top(self, n: int) -> list[int]:
+        """The best ``n`` prices, best first."""
+        p = self.prices
+        return p[-1:-n - 1:-1] if self.bid else p[:n]
+
+    def levels(self, n: int) -> list[tuple[int, int]]:
+        q = self.qty
+        return [(p, q[p]) for p in self.top(n)]
+
+    def best(self) -> int:
+        p = self.prices
+        return (p[-1] if self.bid else p[0]) if p else 0
+
+    def add(self, price: int, dq: int, track: bool) -> int:
+        """Change the level at ``price`` by ``dq`` lots; returns the new quantity (< 0: caller
+        raises)."""
+        q = self.qty
+        old = q.get(price, 0)
+        if track and price not in self.before:
+            if self.old_top is None:
+                self.old_top = self.top(TRACK_DEPTH)
+            self.before[price] = old
+        new = old + dq
+        if new > 0:
+            q[price] = new
+            if old == 0:
+                insort(self.prices, price)
+        elif new == 0 and old:
+            del q[price]
+            p = self.prices
+            del p[bisect_left(p, price)]
+        return new
+
+    def net_changes(self) -> dict[int, int]:
+        """price -> new lots (0 = gone) for levels whose quantity differs from before the batch."""
+        q = self.qty
+        return {p: q.get(p, 0) for p, old in self.before.items() if q.get(p, 0) != old}
+
+    def end_batch(self) -> None:
+        if self.before:
+            self.before = {}
+        self.old_top = None
+
+
+class SymbolBook:
+    __slots__ = ("symbol", "bids", "asks", "seq", "ts_ns")
+
+    def __init__(self, symbol: int) -> None:
+        self.symbol = symbol
+        self.bids = SideBook(True)
+        self.asks = SideBook(False)
+        self.seq = 0  # engine seq of the last command that changed this book
+        self.ts_ns = 0
+
+    def side(self, side: int) -> SideBook:
+        return self.bids if side == _BUY else self.asks
+
+
+class BookDeriver:
+    def __init__(self, symbols: list[int] | tuple[int, ...] = ()) -> None:
+        self.books: dict[int, SymbolBook] = {s: SymbolBook(s) for s in symbols}
+        self.orders: dict[int, list[int]] = {}
+        self.touched: dict[int, SymbolBook] = {}
+        self.last_seq = 0
+        # the open command's new order: [oid, symbol, side, price, lots, may_rest, seq]
+        self._taker: list[int] | None = None
+
+    def book(self, symbol: int) -> SymbolBook:
+        b = self.books.get(symbol)
+        if b is None:
+            b = self.books[symbol] = SymbolBook(symbol)
+        return b
+
+    def _bad(self, symbol: int, seq: int, why: str) -> BookInconsistency:
+        return BookInconsistency(symbol, seq, why)
+
+    def _finish_taker(self, track: bool) -> None:
+        t = self._taker
+        self._taker = None
+        if t is None or not t[5] or t[4] <= 0:
+            return
+        oid, sym, side, price, lots, _, seq = t
+        b = self.book(sym)
+        if oid in self.orders:
+            raise self._bad(sym, seq, f"order {oid} rests twice")
+        self.orders[oid] = [sym, side, price, lots]
+        b.side(side).add(price, lots, track)
+        b.seq = seq
+        self.touched[sym] = b
+
+    def apply(self, ev: np.ndarray, track: bool = True) -> None:
+        """Apply EVENT records in order (a whole number of commands, e.g. one WAL EVENTS frame)."""
+        if len(ev) == 0:
+            return
+        k = ev["kind"]
+        sub = ev[(k == _ACC) | (k == _TRADE) | (k == _CXL) | (k == _EXP) | (ev["last"] != 0)]
+        if len(sub) == 0:
+            self.last_seq = max(self.last_seq, int(ev["seq"][-1]))
+            return
+        orders = self.orders
+        touched = self.touched
+        cols = zip(sub["kind"].tolist(), sub["seq"].tolist(), sub["ts_ns"].tolist(),
+                   sub["order_id"].tolist(), sub["price"].tolist(), sub["qty"].tolist(),
+                   sub["maker_order_id"].tolist(), sub["symbol"].tolist(), sub["side"].tolist(),
+                   sub["otype"].tolist(), sub["last"].tolist(), sub["maker_leaves"].tolist(),
+                   sub["leaves"].tolist(), strict=True)
+        for kind, seq, ts, oid, price, qty, moid, sym, side, otype, last, mleaves, leaves in cols:
+            if kind == _TRADE:
+                b = self.book(sym)
+                o = orders.get(moid)
+                if o is None:
+                    raise self._bad(sym, seq, f"trade {oid}x{moid}: maker is not resting")
+                if o[2] != price or o[1] == side:
+                    raise self._bad(sym, seq, f"maker {moid} rests at {o[2]} side {o[1]}, trade at "
+                                              f"{price} with taker side {side}")
+                if o[3] - qty != mleaves or mleaves < 0:
+                    raise self._bad(sym, seq, f"maker {moid}: {o[3]} - {qty} != leaves {mleaves}")
+                if b.side(o[1]).add(price, -qty, track) < 0:
+                    raise self._bad(sym, seq, f"level {price} below zero")
+                if mleaves == 0:
+                    del orders[moid]
+                else:
+                    o[3] = mleaves
+                t = self._taker
+                if t is not None and t[0] == oid:
+                    t[4] = leaves
+                b.seq = seq
+                b.ts_ns = ts
+                touched[sym] = b
+            elif kind == _ACC:
+                if self._taker is not None:
+                    self._finish_taker(track)
+                lots = leaves if leaves > 0 else qty
+                self._taker = [oid, sym, side, price, lots, int(otype == _LIMIT), seq]
+            elif kind == _CXL or kind == _EXP:
+                o = orders.get(oid)
+                if o is not None:
+                    removed = qty if 0 < qty < o[3] else o[3]
+                    b = self.book(o[0])
+                    if b.side(o[1]).add(o[2], -removed, track) < 0:
+                        raise self._bad(o[0], seq, f"level {o[2]} below zero")
+                    if removed == o[3]:
+                        del orders[oid]
+                    else:
+                        o[3] -= removed
+                    b.seq = seq
+                    b.ts_ns = ts
+                    touched[o[0]] = b
+                else:
+                    t = self._taker
+                    if t is not None and t[0] == oid:
+                        t[5] = 0
+            if last:
+                t = self._taker
+                if t is not None:
+                    if t[6] == seq:
+                        self.book(t[1]).ts_ns = ts
+                    self._finish_taker(track)
+        self.last_seq = max(self.last_seq, int(ev["seq"][-1]))
+
+    def end_batch(self) -> None:
+        for b in self.touched.values():
+            b.bids.end_batch()
+            b.asks.end_batch()
+        self.touched = {}

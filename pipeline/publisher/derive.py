@@ -1,0 +1,208 @@
+"""MarketDeriver: everything market data derives from durable events, for one config's symbols.
+
+``apply(events, emit)`` folds a batch (one WAL EVENTS frame: whole commands) into the L2 books
+(book.py), the trade logs, the candles of every interval (candles.py) and the 24 h tickers
+(ticker.py). With ``emit=True`` it returns the batch's messages, each serialised once (orjson) as
+``(Msg kind, channel id, seq, prev_seq, JSON bytes)``: every TradeExecuted in engine order, then
+one BookUpdated per depth view that changed, then the CandleUpdated of every candle the batch
+touched or closed. Tickers are not per batch: ``tickers()`` gives the ones changed since the
+last call (the publisher sends them at most every ``ticker_interval_ms``).
+
+``emit=False`` is the silent path used to catch up from the WAL on start and by the REST state:
+no tracking, no JSON. After a silent catch-up ``align_views()`` starts every view chain at the
+book's seq.
+
+Memory (bounded): resting orders (bounded by the engine's ``max_orders``), book levels, the last
+``trade_history`` trades and ``candle_history`` closed candles per interval per symbol, <= 1440
+minute buckets per ticker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import orjson
+
+from pipeline.config import Config
+from pipeline.publisher.book import BookDeriver
+from pipeline.publisher.candles import Candle, CandleSeries
+from pipeline.publisher.channels import DEPTHS, INTERVAL_MS, INTERVALS, Ctype, chan_id
+from pipeline.publisher.record import Msg
+from pipeline.publisher.ticker import Ticker
+from pipeline.publisher.units import SymbolFormat
+from pipeline.publisher.views import SymbolViews
+from pipeline.records import Ev, Side
+
+Out = tuple[int, int, int, int, bytes]
+_TRADE = int(Ev.TRADE)
+SIDE_NAME = {int(Side.BUY): "BUY", int(Side.SELL): "SELL"}
+# (trade_id, price ticks, lots, quote minor, taker side, ts_ns, engine seq)
+TradeRow = tuple[int, int, int, int, int, int, int]
+
+
+class SymbolMarket:
+    __slots__ = ("sid", "fmt", "views", "trades", "candles", "ticker", "ticker_dirty",
+                 "best", "trade_chan", "ticker_chan", "candle_chans", "candle_names")
+
+    def __init__(self, fmt: SymbolFormat, sid: int, trade_history: int, candle_history: int) -> None:
+        self.sid = sid
+        self.fmt = fmt
+        self.views = SymbolViews(fmt, sid)
+        self.trades: deque[TradeRow] = deque(maxlen=max(1, trade_history))
+        self.candles = [CandleSeries(iv, candle_history) for iv in INTERVAL_MS]
+        self.ticker = Ticker()
+        self.ticker_dirty = False
+        self.best = (0, 0)
+        self.trade_chan = chan_id(Ctype.TRADES, sid)
+        self.ticker_chan = chan_id(Ctype.TICKER, sid)
+        self.candle_chans = [chan_id(Ctype.CANDLES, sid, i) for i in range(len(INTERVALS))]
+        self.candle_names = [f"candles:{fmt.name}@{iv}" for iv in INTERVALS]
+
+
+class MarketDeriver:
+    def __init__(self, cfg: Config, trade_history: int | None = None,
+                 candle_history: int | None = None) -> None:
+        th = cfg.market.trade_history if trade_history is None else trade_history
+        ch = cfg.market.candle_history if candle_history is None else candle_history
+        self.cfg = cfg
+        self.syms: dict[int, SymbolMarket] = {
+            s.symbol_id: SymbolMarket(SymbolFormat(s), s.symbol_id, th, ch) for s in cfg.symbols}
+        self.by_name = {m.fmt.name: m for m in self.syms.values()}
+        self.books = BookDeriver(list(self.syms))
+        self.seq = 0  # last engine seq applied
+        self.time_ms = 0  # latest event time seen
+
+    # -- feeding ----------------------------------------------------------------------------------
+    def apply(self, ev: np.ndarray, emit: bool = True) -> list[Out]:
+        out: list[Out] = []
+        if len(ev) == 0:
+            return out
+        books = self.books
+        books.apply(ev, track=emit)
+        tr = ev[ev["kind"] == _TRADE]
+        touched_candles: dict[int, SymbolMarket] = {}
+        if len(tr):
+            cols = zip(tr["symbol"].tolist(), tr["trade_id"].tolist(), tr["price"].tolist(),
+                       tr["qty"].tolist(), tr["quote_qty"].tolist(), tr["side"].tolist(),
+                       tr["ts_ns"].tolist(), tr["seq"].tolist(), strict=True)
+            for sid, tid, price, lots, quote, side, ts, seq in cols:
+                m = self.syms.get(sid)
+                if m is None:
+                    continue
+                ms = ts // 1_000_000
+                m.trades.append((tid, price, lots, quote, side, ts, seq))
+                for cs in m.candles:
+                    cs.trade(ms, price, lots, quote, seq)
+                m.ticker.trade(ms, price, lots, quote, seq)
+                m.ticker_dirty = True
+                touched_candles[sid] = m
+                if emit:
+                    f = m.fmt
+                    out.append((Msg.TRADE, m.trade_chan, seq, 0, orjson.dumps({
+                        "type": "TradeExecuted", "symbol": f.name, "tradeId": tid,
+                        "price": f.price(price), "qty": f.qty(lots), "quoteQty": f.quote(quote),
+                        "takerSide": SIDE_NAME.get(side, "?"), "time": ms, "timeUs": ts // 1000,
+                        "seq": seq})))
+        last_ts = int(ev["ts_ns"].max())
+        if last_ts // 1_000_000 > self.time_ms:
+            self.time_ms = last_ts // 1_000_000
+        for sid, b in books.touched.items():
+            m = self.syms.get(sid)
+            if m is None:
+                continue
+            best = (b.bids.best(), b.asks.best())
+            if best != m.best:
+                m.best = best
+                m.ticker_dirty = True
+            if emit:
+                for chan, seq, prev, js in m.views.deltas(b):
+                    out.append((Msg.BOOK_DELTA, chan, seq, prev, js))
+        books.end_batch()
+        self.seq = max(self.seq, books.last_seq)
+        out.extend(self.roll(self.time_ms, emit, touched_candles))
+        return out
+
+    def roll(self, now_ms: int, emit: bool = True,
+             extra: dict[int, SymbolMarket] | None = None) -> list[Out]:
+        """Close candles whose interval ended before ``now_ms``; messages of every candle changed."""
+        out: list[Out] = []
+        for m in self.syms.values():
+            for cs in m.candles:
+                cs.roll(now_ms)
+            if extra is None or m.sid in extra or any(cs.changed for cs in m.candles):
+                for i, cs in enumerate(m.candles):
+                    changed = cs.take()
+                    if emit:
+                        for c in changed:
+                            out.append((Msg.CANDLE, m.candle_chans[i], c.seq, 0,
+                                        self.candle_json(m, i, c)))
+        return out
+
+    # -- messages ---------------------------------------------------------------------------------
+    def candle_json(self, m: SymbolMarket, i: int, c: Candle) -> bytes:
+        f = m.fmt
+        iv = INTERVAL_MS[i]
+        return orjson.dumps({
+            "type": "CandleUpdated", "channel": m.candle_names[i], "symbol": f.name,
+            "interval": INTERVALS[i], "openTime": c.open_ms, "closeTime": c.open_ms + iv - 1,
+            "open": f.price(c.o), "high": f.price(c.h), "low": f.price(c.l), "close": f.price(c.c),
+            "volume": f.qty(c.vol), "quoteVolume": f.quote(c.qvol), "trades": c.n,
+            "closed": c.closed})
+
+    def ticker_fields(self, m: SymbolMarket, now_ms: int) -> dict[str, object]:
+        f = m.fmt
+        w = m.ticker.window(now_ms)
+        b = self.books.book(m.sid)
+        bb, ba = b.bids.best(), b.asks.best()
+
+        def px(v: int | None) -> str | None:
+            return f.price(v) if v else None
+
+        return {"symbol": f.name, "open": px(w["open"]), "high": px(w["high"]),
+                "low": px(w["low"]), "last": px(w["last"]), "volume": f.qty(w["volume"] or 0),
+                "quoteVolume": f.quote(w["quoteVolume"] or 0), "trades": w["trades"],
+                "bestBid": px(bb), "bestBidQty": f.qty(b.bids.qty[bb]) if bb else None,
+                "bestAsk": px(ba), "bestAskQty": f.qty(b.asks.qty[ba]) if ba else None,
+                "openTime": w["openTime"], "closeTime": now_ms, "seq": max(b.seq, m.ticker.last_seq)}
+
+    def tickers(self, now_ms: int, everything: bool = False) -> list[Out]:
+        """Ticker messages of symbols changed since the last call (or of every symbol); a ticker
+        whose window lost a minute counts as changed."""
+        out: list[Out] = []
+        for m in self.syms.values():
+            if m.ticker.expire(now_ms):
+                m.ticker_dirty = True
+            if not (m.ticker_dirty or everything):
+                continue
+            m.ticker_dirty = False
+            d = self.ticker_fields(m, now_ms)
+            seq = int(d["seq"])  # type: ignore[call-overload]
+            d = {"type": "Ticker", "channel": f"ticker:{m.fmt.name}", **d}
+            out.append((Msg.TICKER, m.ticker_chan, seq, 0, orjson.dumps(d)))
+        return out
+
+    def snapshots(self, sids: list[int] | None = None) -> list[Out]:
+        """BookSnapshot of every depth view of ``sids`` (default: all symbols)."""
+        out: list[Out] = []
+        for sid in (sids if sids is not None else list(self.syms)):
+            m = self.syms[sid]
+            b = self.books.book(sid)
+            for i in range(len(DEPTHS)):
+                chan, seq, js = m.views.snapshot(b, i)
+                out.append((Msg.BOOK_SNAPSHOT, chan, seq, 0, js))
+        return out
+
+    def current_candles(self) -> list[Out]:
+        """The open candle of every (symbol, interval): sent once after start."""
+        out: list[Out] = []
+        for m in self.syms.values():
+            for i, cs in enumerate(m.candles):
+                if cs.cur is not None:
+                    out.append((Msg.CANDLE, m.candle_chans[i], cs.cur.seq, 0,
+                                self.candle_json(m, i, cs.cur)))
+        return out
+
+    def align_views(self) -> None:
+        for sid, m in self.syms.items():
+            m.views.align(self.books.book(sid))

@@ -1,0 +1,274 @@
+"""The publisher process loop: WAL EVENTS frames -> MarketDeriver -> md broadcast ring.
+
+Start: take ``<run_dir>/publisher.lock`` (one publisher per instance, checked with flock), read the
+whole WAL silently (``emit=False``: no JSON) to rebuild books, trades, candles and tickers, then
+attach the md ring ``spotx-<instance>-md`` if it exists with our layout (a restarted publisher
+continues the cursor, readers see no gap) or create it (``replace_stale``), and publish HELLO,
+every BookSnapshot, the open candles and every ticker. Then ``ready``.
+
+Loop (``step``): poll at most ``poll_frames`` durable frames; per EVENTS frame, derive and encode
+its messages (each serialised once); then the timers — tickers at most every
+``ticker_interval_ms``, candle closing by wall clock (``candle_grace_ms`` after the end, for quiet
+markets), and BookSnapshots of each symbol every ``snapshot_interval_ms`` (staggered) so a new or
+lapped fan-out can resync; publish the batch in one ring call and ring the fan-outs' doorbells
+(``<run_dir>/md/doorbells``). Idle: sleep on our WAL doorbell (``<run_dir>/doorbells/publisher``,
+rung by the engine's flusher) with a bounded timeout.
+
+Ownership: the publisher is the md ring's single writer (the lock); it unlinks the ring on a clean
+stop (fan-outs keep their mapping and re-attach when a new one appears), the supervisor removes
+leftovers. Limits: rebuild reads the WAL from its first segment (history survives restarts as long
+as the WAL does); a WAL that starts after seq 1 is refused (WalGapError) since books need every
+event.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import select
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import shm_layout
+from pipeline.config import Config
+from pipeline.doorbell import Doorbell, Ringer
+from pipeline.publisher.derive import MarketDeriver, Out
+from pipeline.publisher.errors import PublisherError
+from pipeline.publisher.record import MD, MdEncoder, Msg
+from pipeline.records import EVENT
+from pipeline.stats import Stats
+from pipeline.wal import FrameKind, WalReader, WalTail
+from ringbuf import BroadcastWriter, SegmentMismatch, SegmentNotFound
+
+log = logging.getLogger("spotx.publisher")
+_EVENTS = int(FrameKind.EVENTS)
+
+
+def md_doorbell_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Where fan-outs put their doorbells (pipeline.doorbell layout under ``<run_dir>/md``)."""
+    return Path(run_dir) / "md"
+
+
+class Publisher:
+    def __init__(self, cfg: Config, *, wal_dir: str | os.PathLike[str] | None = None,
+                 run_dir: str | os.PathLike[str] | None = None, ring_name: str | None = None,
+                 capacity: int | None = None, snapshot_interval_ms: int = 1000,
+                 ticker_interval_ms: int = 100, candle_grace_ms: int = 200,
+                 poll_frames: int = 256, stats: bool = True) -> None:
+        self.cfg = cfg
+        self.wal_dir = Path(wal_dir) if wal_dir else Path(cfg.data_dir) / "wal"
+        self.run_dir = Path(run_dir) if run_dir else Path(cfg.data_dir) / "run"
+        self.ring_name = ring_name or shm_layout.md_ring(cfg)
+        self.capacity = capacity or cfg.market.broadcast_capacity
+        self.snapshot_interval_ms = snapshot_interval_ms
+        self.ticker_interval_ms = ticker_interval_ms
+        self.candle_grace_ms = candle_grace_ms
+        self.poll_frames = poll_frames
+        self.deriver = MarketDeriver(cfg)
+        self.epoch = random.getrandbits(32)
+        self.writer: BroadcastWriter | None = None
+        self.encoder = MdEncoder(self._publish, epoch=self.epoch)
+        self._reader: WalReader | None = None
+        self._tail: WalTail | None = None
+        self._lock_fd: int | None = None
+        self._bell: Doorbell | None = None
+        self._ringer = Ringer(md_doorbell_dir(self.run_dir))
+        self._next_ticker = 0
+        self._next_roll = 0
+        self._snap_due: dict[int, int] = {}
+        self.frames = 0
+        self.events = 0
+        self._stats: Stats | None = None
+        self._s: dict[str, int] = {}
+        self._use_stats = stats
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / "publisher.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PublisherError(f"another publisher holds {self.run_dir / 'publisher.lock'}") from None
+        self._lock_fd = fd
+
+    def _open_stats(self) -> None:
+        if not self._use_stats:
+            return
+        st = Stats(self.run_dir, "publisher")
+        s = self._s
+        s["events"] = st.slot("md_events_total", help="engine events read by the publisher")
+        s["frames"] = st.slot("md_wal_frames_total", help="WAL EVENTS frames read by the publisher")
+        s["records"] = st.slot("md_records_published_total", help="md ring records published")
+        for k in Msg:
+            s[f"msg{int(k)}"] = st.slot("md_messages_published_total", kind=k.name,
+                                        help="market-data messages published, by kind")
+        s["seq"] = st.slot("md_publisher_seq", "gauge", help="last engine seq the publisher applied")
+        s["lag"] = st.slot("md_event_to_publish_seconds", "histogram",
+                           help="engine sequencing time to md publish")
+        self._stats = st
+        st.freeze()
+
+    def _tail_now(self) -> WalTail | None:
+        if self._tail is None and self.wal_dir.is_dir():
+            self._reader = WalReader(self.wal_dir)
+            self._tail = self._reader.tail(0)
+        return self._tail
+
+    def _open_ring(self) -> BroadcastWriter:
+        try:
+            w = BroadcastWriter.attach(self.ring_name, MD)
+            if w.capacity != self.capacity:
+                w.close()
+                raise SegmentMismatch(self.ring_name, "capacity differs")
+            log.info("md ring %s attached at cursor %d", self.ring_name, w.published())
+            return w
+        except (SegmentNotFound, SegmentMismatch):
+            return BroadcastWriter.create(self.ring_name, MD, self.capacity, replace_stale=True)
+
+    def start(self) -> None:
+        """Lock, rebuild from the WAL, open the ring, publish the initial state."""
+        self._lock()
+        self._open_stats()
+        t0 = time.monotonic()
+        while self._poll(emit=False):
+            pass
+        self.deriver.align_views()
+        log.info("publisher rebuilt %d events (%d frames) to seq %d in %.2f s", self.events,
+                 self.frames, self.deriver.seq, time.monotonic() - t0)
+        self.writer = self._open_ring()
+        self._bell = Doorbell(self.run_dir, "publisher")
+        now_ns = time.time_ns()
+        now_ms = now_ns // 1_000_000
+        d = self.deriver
+        import orjson
+
+        self.encoder.add(Msg.HELLO, 0, d.seq, 0,
+                         orjson.dumps({"type": "Hello", "epoch": self.epoch, "seq": d.seq}), now_ns)
+        self._emit(d.snapshots(), now_ns)
+        self._emit(d.current_candles(), now_ns)
+        self._emit(d.tickers(now_ms, everything=True), now_ns)
+        n = len(d.syms) or 1
+        for i, sid in enumerate(d.syms):
+            self._snap_due[sid] = now_ms + self.snapshot_interval_ms * (i + 1) // n
+        self._flush()
+
+    # -- loop -------------------------------------------------------------------------------------
+    def _publish(self, recs: np.ndarray) -> None:
+        if self.writer is None:
+            raise PublisherError("md ring is not open")
+        self.writer.publish(recs)
+        if self._stats is not None:
+            self._stats.data[self._s["records"]] += len(recs)
+
+    def _emit(self, out: list[Out], now_ns: int) -> None:
+        add = self.encoder.add
+        st = self._stats
+        for kind, chan, seq, prev, js in out:
+            add(kind, chan, seq, prev, js, now_ns)
+            if st is not None:
+                st.data[self._s[f"msg{int(kind)}"]] += 1
+
+    def _flush(self) -> None:
+        if self.encoder.flush():
+            self._ringer.ring()
+
+    def _poll(self, emit: bool) -> int:
+        tail = self._tail_now()
+        if tail is None:
+            return 0
+        frames = tail.poll(self.poll_frames)
+        d = self.deriver
+        st = self._stats
+        n = 0
+        for f in frames:
+            if f.kind != _EVENTS:
+                continue
+            if len(f.payload) % EVENT.itemsize:
+                raise PublisherError(f"EVENTS frame at seq {f.first_seq}: {len(f.payload)} B is not "
+                                     f"a whole number of {EVENT.itemsize} B events")
+            ev = np.frombuffer(f.payload, dtype=EVENT)
+            out = d.apply(ev, emit)
+            n += 1
+            self.events += len(ev)
+            if emit and out:
+                now_ns = time.time_ns()
+                self._emit(out, now_ns)
+                if st is not None and len(ev):
+                    st.observe_ns(self._s["lag"], max(0, now_ns - int(ev["ts_ns"][-1])))
+            if st is not None:
+                st.data[self._s["events"]] += len(ev)
+        self.frames += n
+        if st is not None and n:
+            st.data[self._s["frames"]] += n
+            st.data[self._s["seq"]] = d.seq
+        return len(frames)
+
+    def _timers(self, now_ns: int) -> None:
+        now_ms = now_ns // 1_000_000
+        d = self.deriver
+        if now_ms >= self._next_roll:
+            self._next_roll = now_ms + 50
+            self._emit(d.roll(now_ms - self.candle_grace_ms), now_ns)
+        if now_ms >= self._next_ticker:
+            self._next_ticker = now_ms + self.ticker_interval_ms
+            self._emit(d.tickers(now_ms), now_ns)
+        due = [sid for sid, t in self._snap_due.items() if t <= now_ms]
+        if due:
+            for sid in due:
+                self._snap_due[sid] = now_ms + self.snapshot_interval_ms
+            self._emit(d.snapshots(due), now_ns)
+
+    def step(self) -> int:
+        """One round: new frames, timers, publish. Returns the WAL frames read."""
+        n = self._poll(emit=True)
+        self._timers(time.time_ns())
+        self._flush()
+        return n
+
+    def run(self, stop: Callable[[], bool], max_idle_s: float = 0.005) -> None:
+        idle = 0
+        bell = self._bell
+        while not stop():
+            if self.step():
+                idle = 0
+                continue
+            idle += 1
+            timeout = min(max_idle_s, 0.0002 * idle)
+            if bell is not None:
+                r, _, _ = select.select([bell], [], [], timeout)
+                if r:
+                    bell.drain()
+            else:
+                time.sleep(timeout)
+
+    def close(self, unlink: bool = True) -> None:
+        if self.writer is not None:
+            if unlink:
+                self.writer.unlink()
+            self.writer.close()
+            self.writer = None
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
+        self._ringer.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._stats is not None:
+            self._stats.close()
+            self._stats = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def info(self) -> dict[str, Any]:
+        return {"seq": self.deriver.seq, "ring": self.ring_name, "events": self.events,
+                "epoch": self.epoch}
