@@ -84,6 +84,7 @@ class KeyStore:
         self._macs: dict[str, Any] = {}
         self._stamp: tuple[int, int] | None = None
         self._next_check = 0.0
+        self._next_miss_check = 0.0
         self._load()
 
     # -- reading ------------------------------------------------------------------------------
@@ -121,7 +122,16 @@ class KeyStore:
             self._load()
 
     def get(self, key_id: str) -> ApiKey | None:
-        return self._keys.get(key_id)
+        k = self._keys.get(key_id)
+        if k is None:
+            # a key created a moment ago (``spotx keys create``) should work at once; re-read the
+            # store on a miss, at most every 50 ms so unknown-key floods cost one stat per 50 ms
+            now = time.monotonic()
+            if now >= self._next_miss_check:
+                self._next_miss_check = now + 0.05
+                self._load()
+                k = self._keys.get(key_id)
+        return k
 
     def mac(self, key_id: str) -> Any:
         """A fresh HMAC-SHA256 object keyed with the key's secret (a copy of a cached one)."""

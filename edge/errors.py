@@ -127,3 +127,11 @@ def from_reject(reason: int, message: str | None = None) -> ApiError:
     except (ValueError, KeyError):
         return ApiError("INTERNAL", f"engine rejected with unmapped reason {reason}")
     return ApiError(spec.name, message)
+
+
+def markdown_table() -> str:
+    """The error table as it appears in docs/API.md (a test keeps the two identical)."""
+    rows = ["| code | error | HTTP | default message |", "|---:|---|---:|---|"]
+    rows += [f"| {e.code} | `{e.name}` | {e.status} | {e.message} |"
+             for e in sorted(ERRORS.values(), key=lambda e: e.code)]
+    return "\n".join(rows)
