@@ -55,6 +55,7 @@ class Stack:
             "SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(8 << 20),
             "SPOTX_ENGINE_RING_CAPACITY": "4096",
             "SPOTX_SETTLE_ENABLED": "false",
+            "SPOTX_MARKET_ENABLED": "false",
         }
         self.cfg = config.load(env=env)
         self.sup = Supervisor(self.cfg)
@@ -70,6 +71,7 @@ class Stack:
 
     def client(self, account: int, role: str = "trade") -> Client:
         k = self.store.create(account, role)
+        time.sleep(0.06)  # the edge re-reads the key store on a miss at most every 50 ms
         return Client(self.base, k.key_id, k.secret)
 
     def admin(self) -> Client:

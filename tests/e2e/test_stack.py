@@ -99,16 +99,16 @@ def test_admin_modes_refuse_orders_then_lift(stack: Stack) -> None:
     r = adm.call("POST", f"/v1/admin/symbols/{SYM}/mode", {"mode": "CANCEL_ONLY", "reason": "drill",
                                                             "ticket": "T-2"})
     assert r.status_code == 200, r.text
-    r = c.call("POST", "/v1/orders", order("BUY", "10.00", "0.01"))
+    r = c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01"))
     assert r.status_code == 403 and r.json()["error"] == "SYMBOL_CANCEL_ONLY"
     r = adm.call("POST", "/v1/admin/mode", {"mode": "SOFT_HALT", "reason": "drill", "ticket": "T-3"})
     assert r.status_code == 200, r.text
-    r = c.call("POST", "/v1/orders", {**order("BUY", "10.00", "0.01"), "symbol": "ETH-USDT"})
+    r = c.call("POST", "/v1/orders", {**order("BUY", "100.00", "0.01"), "symbol": "ETH-USDT"})
     assert r.status_code == 403 and r.json()["error"] == "MARKET_HALTED"
     for path, body in ((f"/v1/admin/symbols/{SYM}/mode", {"mode": "NORMAL"}),
                        ("/v1/admin/mode", {"mode": "NORMAL"})):
         assert adm.call("POST", path, {**body, "reason": "drill over", "ticket": "T-4"}).status_code == 200
-    r = c.call("POST", "/v1/orders", order("BUY", "10.00", "0.01"))
+    r = c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01"))
     assert r.status_code == 200, r.text
     audit = adm.call("GET", "/v1/admin/audit?limit=10").json()
     assert any(a.get("ticket") == "T-2" and a.get("reason") == "drill" for a in audit)
@@ -118,6 +118,7 @@ def test_admin_modes_refuse_orders_then_lift(stack: Stack) -> None:
 
 async def _ws_session(stack: Stack, account: int) -> Any:
     key = stack.store.create(account, "trade")
+    await asyncio.sleep(0.06)  # the edge re-reads the key store on a miss at most every 50 ms
     ws = await websockets.connect(stack.ws_url, open_timeout=10)
     ts = int(time.time() * 1000)
     await ws.send(json.dumps({"id": "logon", "method": "session.logon", "params": {
@@ -174,7 +175,7 @@ def test_ws_cancel_on_disconnect(stack: Stack) -> None:
         ws = await _ws_session(stack, 2011)
         r = await _request(ws, 1, "session.cancelOnDisconnect", {"enabled": True})
         assert r["status"] == 200, r
-        r = await _request(ws, 2, "order.place", order("BUY", "5.00", "0.01"))
+        r = await _request(ws, 2, "order.place", order("BUY", "500.00", "0.01"))
         assert r["status"] == 200, r
         await ws.close()
         return int(r["result"]["orderId"])
@@ -195,10 +196,10 @@ def test_bad_input_gets_precise_errors(stack: Stack) -> None:
     stack.fund(2012, "USDT", "1000")
     c = stack.client(2012)
     cases = [
-        (order("BUY", "10.001", "0.01"), "INVALID_PRICE"),
-        (order("BUY", "10.00", "0.00001"), "INVALID_QUANTITY"),
-        ({**order("BUY", "10.00", "0.01"), "symbol": "NOPE-USDT"}, "UNKNOWN_SYMBOL"),
-        ({**order("BUY", "10.00", "0.01"), "colour": "red"}, "BAD_REQUEST"),
+        (order("BUY", "100.001", "0.01"), "INVALID_PRICE"),
+        (order("BUY", "100.00", "0.00001"), "INVALID_QUANTITY"),
+        ({**order("BUY", "100.00", "0.01"), "symbol": "NOPE-USDT"}, "UNKNOWN_SYMBOL"),
+        ({**order("BUY", "100.00", "0.01"), "colour": "red"}, "BAD_REQUEST"),
         (order("BUY", "100000.00", "1"), "INSUFFICIENT_BALANCE"),
     ]
     for body, want in cases:
@@ -212,7 +213,7 @@ def test_bad_input_gets_precise_errors(stack: Stack) -> None:
 def test_ack_survives_engine_kill_9(stack: Stack) -> None:
     stack.fund(2020, "USDT", "1000")
     c = stack.client(2020)
-    r = c.call("POST", "/v1/orders", order("BUY", "7.00", "0.01", clientOrderId="durable-1"))
+    r = c.call("POST", "/v1/orders", order("BUY", "700.00", "0.01", clientOrderId="durable-1"))
     assert r.status_code == 200, r.text
     oid = r.json()["orderId"]
     eng = stack.sup.child("engine")
