@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -36,13 +37,21 @@ log = logging.getLogger(__name__)
 AUDIT_KEEP = 10_000
 
 
+class EngineLike(Protocol):
+    """What the gateway needs of ``engine.Engine``."""
+
+    @property
+    def seq(self) -> int: ...  # last applied seq
+    def apply(self, cmds: np.ndarray, ts_ns: int | None = None) -> np.ndarray: ...
+    def state_hash(self) -> int: ...
+
+
 class InprocGateway:
-    def __init__(self, cfg: Config, edge_id: int = 1, engine: Any = None,
+    def __init__(self, cfg: Config, edge_id: int = 1, engine: EngineLike | None = None,
                  readmodel: ReadModel | None = None, timeout_s: float = 5.0) -> None:
         if engine is None:
-            from engine import Engine
-
-            engine = Engine(cfg)
+            # imported by name: edge depends on the engine's behaviour (EngineLike), not its code
+            engine = importlib.import_module("engine").Engine(cfg)
         if readmodel is None:
             from edge.orders import Validator
 
