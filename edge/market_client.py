@@ -1,7 +1,9 @@
 """Reference client of the book channels: applies BookSnapshot + BookUpdated exactly as
 docs/MARKET_DATA.md tells clients to, and checks seq chains and checksums.
 
-Rules: a ``BookSnapshot`` replaces the book and sets ``seq``; a ``BookUpdated`` applies only if its
+Rules: a ``BookSnapshot`` replaces the book and sets ``seq``; a ``BookUpdated`` whose ``seq`` is
+not above the client's is already contained in its snapshot and is ignored (only possible when the
+snapshot came from elsewhere, e.g. REST ``/v1/depth``); otherwise it applies only if its
 ``prevSeq`` equals the client's ``seq`` (else ``BookGap``: the client must resubscribe, which
 brings a fresh snapshot); each level sets the quantity at its price, ``"0"`` deletes it; after each
 message the book's checksum (checksum.py format, over the top ``min(depth, 10)`` levels) must equal
@@ -33,6 +35,7 @@ class BookClient:
         self.seq: int | None = None
         self.snapshots = 0
         self.deltas = 0
+        self.stale = 0
 
     def top(self) -> tuple[list[list[str]], list[list[str]]]:
         b = sorted(self.bids, key=price_key, reverse=True)
@@ -46,6 +49,9 @@ class BookClient:
             self.asks = {p: q for p, q in msg["asks"]}
             self.snapshots += 1
         elif t == "BookUpdated":
+            if self.seq is not None and msg["seq"] <= self.seq:
+                self.stale += 1
+                return  # already in the snapshot this client started from
             if self.seq is None or msg["prevSeq"] != self.seq:
                 raise BookGap(f"prevSeq {msg['prevSeq']} after seq {self.seq}")
             for side, levels in ((self.bids, msg["bids"]), (self.asks, msg["asks"])):

@@ -12,6 +12,7 @@ tested and benched without the numba engine; the property test also runs against
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from pipeline.records import (
     COMMAND,
     EVENT,
     CancelReason,
+    CancelScope,
     Cmd,
     CmdFlag,
     Ev,
@@ -47,7 +49,6 @@ class RefEngine:
         self.levels: dict[tuple[int, int], dict[int, deque[_Order]]] = {}
         self.orders: dict[int, _Order] = {}
         self.seq = 0
-        self.next_oid = 1
         self.trade_id = 0
         self.now = t0_ns
         self.step_ns = step_ns
@@ -69,6 +70,10 @@ class RefEngine:
             for k, v in d.items():
                 ev[i][k] = v
         return ev
+
+    def open_orders(self) -> list[tuple[int, int]]:
+        """(order id, account) of every resting order."""
+        return [(o.oid, o.account) for o in self.orders.values()]
 
     def book(self, symbol: int, depth: int = 1 << 30) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(bids best first, asks best first) as (price ticks, total lots)."""
@@ -92,7 +97,7 @@ class RefEngine:
             self._new(c)
         elif kind == Cmd.CANCEL:
             o = self.orders.get(int(c["order_id"]))
-            if o is None or o.symbol != int(c["symbol"]):
+            if o is None or o.account != int(c["account"]) or int(c["symbol"]) not in (0, o.symbol):
                 self._ev(c, Ev.REJECTED, reason=RejectReason.UNKNOWN_ORDER)
                 return
             self._remove(o)
@@ -133,12 +138,12 @@ class RefEngine:
         if flags & CmdFlag.POST_ONLY and cross:
             self._ev(c, Ev.REJECTED, reason=RejectReason.WOULD_TAKE, price=price, qty=qty, **base)
             return
-        if tif == Tif.FOK and sum(o.leaves for p in cross for o in opp[p]) < qty:
-            self._ev(c, Ev.REJECTED, reason=RejectReason.FOK_UNFILLABLE, price=price, qty=qty, **base)
-            return
-        oid = self.next_oid
-        self.next_oid += 1
+        oid = self.seq  # as the engine: an order's id is its command's seq
         self._ev(c, Ev.ACCEPTED, order_id=oid, price=price, qty=qty, leaves=qty, **base)
+        if tif == Tif.FOK and sum(o.leaves for p in cross for o in opp[p]) < qty:
+            self._ev(c, Ev.EXPIRED, order_id=oid, price=price, qty=qty, leaves=0,
+                     reason=ExpireReason.FOK, **base)
+            return
         leaves = qty
         traded = False
         done = False
@@ -184,42 +189,58 @@ class RefEngine:
             self._ev(c, Ev.BALANCE, available=0, locked=0, asset=1)
 
 
-def random_commands(rng: np.random.Generator, n: int, symbols: list[int], *, mid: int = 10_000,
-                    spread: int = 20, accounts: int = 5, max_lots: int = 20,
-                    open_ids: list[int] | None = None) -> np.ndarray:
-    """``n`` random commands: mostly limit orders around ``mid``, some IOC / FOK / MARKET /
-    post-only, cancels of ids in ``open_ids`` (guesses; unknown ids are rejected) and rare
-    cancel-alls. Every STP mode appears."""
+def random_commands(rng: np.random.Generator, n: int, symbols: Sequence[int], *,
+                    accounts: Sequence[int] = (3, 4, 5, 6, 7), mid: int = 10_000,
+                    spread: int = 20, lots: tuple[int, int] = (1, 20),
+                    open_orders: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    """``n`` random commands: mostly limit orders within ``spread`` ticks of ``mid`` (so books
+    build up and cross), some IOC / FOK / MARKET / post-only, every STP mode, cancels of orders in
+    ``open_orders`` ((order id, account) pairs; stale ones are refused by the engine) and rare
+    cancel-alls of a symbol."""
     c = np.zeros(n, COMMAND)
-    ids = open_ids or []
     for i in range(n):
         r = rng.random()
-        c[i]["symbol"] = symbols[int(rng.integers(len(symbols)))]
-        c[i]["account"] = 100 + int(rng.integers(accounts))
-        c[i]["conn"], c[i]["req"] = 1, i + 1
-        if r < 0.2 and ids:
-            c[i]["kind"] = Cmd.CANCEL
-            c[i]["order_id"] = ids[int(rng.integers(len(ids)))]
+        rec = c[i]
+        rec["symbol"] = symbols[int(rng.integers(len(symbols)))]
+        rec["account"] = accounts[int(rng.integers(len(accounts)))]
+        rec["conn"], rec["req"] = 1, i + 1
+        if r < 0.2 and open_orders:
+            oid, acct = open_orders[int(rng.integers(len(open_orders)))]
+            rec["kind"] = Cmd.CANCEL
+            rec["order_id"] = oid
+            rec["account"] = acct
+            rec["symbol"] = 0
             continue
         if r < 0.203:
-            c[i]["kind"] = Cmd.CANCEL_ALL
-            c[i]["scope"] = 1
+            rec["kind"] = Cmd.CANCEL_ALL
+            rec["scope"] = CancelScope.SYMBOL
             continue
-        c[i]["kind"] = Cmd.NEW_ORDER
+        rec["kind"] = Cmd.NEW_ORDER
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
-        c[i]["side"] = side
+        rec["side"] = side
         off = int(rng.integers(-spread, spread + 1))
-        c[i]["price"] = max(1, mid + (off if side == Side.BUY else -off))
-        c[i]["qty"] = int(rng.integers(1, max_lots + 1))
-        c[i]["stp"] = (Stp.EXPIRE_TAKER, Stp.EXPIRE_MAKER, Stp.EXPIRE_BOTH, Stp.NONE)[int(rng.integers(4))]
+        rec["price"] = max(1, mid + (off if side == Side.BUY else -off))
+        rec["qty"] = int(rng.integers(lots[0], lots[1] + 1))
+        rec["stp"] = (Stp.EXPIRE_TAKER, Stp.EXPIRE_MAKER, Stp.EXPIRE_BOTH, Stp.NONE)[int(rng.integers(4))]
         x = rng.random()
-        c[i]["otype"], c[i]["tif"] = OrdType.LIMIT, Tif.GTC
+        rec["otype"], rec["tif"] = OrdType.LIMIT, Tif.GTC
         if x < 0.08:
-            c[i]["tif"] = Tif.IOC
+            rec["tif"] = Tif.IOC
         elif x < 0.12:
-            c[i]["tif"] = Tif.FOK
+            rec["tif"] = Tif.FOK
         elif x < 0.16:
-            c[i]["otype"], c[i]["tif"], c[i]["price"] = OrdType.MARKET, Tif.IOC, 0
+            rec["otype"], rec["tif"], rec["price"] = OrdType.MARKET, Tif.IOC, 0
         elif x < 0.22:
-            c[i]["flags"] = CmdFlag.POST_ONLY
+            rec["flags"] = CmdFlag.POST_ONLY
+    return c
+
+
+def deposits(accounts: Sequence[int], assets: Sequence[int], amount: int) -> np.ndarray:
+    """One DEPOSIT per (account, asset)."""
+    c = np.zeros(len(accounts) * len(assets), COMMAND)
+    for i, (a, s) in enumerate((a, s) for a in accounts for s in assets):
+        c[i]["kind"] = Cmd.DEPOSIT
+        c[i]["account"] = a
+        c[i]["asset"] = s
+        c[i]["amount"] = amount
     return c
