@@ -214,7 +214,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     cfg = Config(
         data_dir=str(data_dir),
         instance=str((overrides or {}).get("instance") or env.get("SPOTX_INSTANCE") or raw.get("instance", "main")),
-        shard=int(raw.get("shard", 0)),
+        shard=_shard(env.get("SPOTX_SHARD", raw.get("shard", 0))),
         engine=raw["engine"], edge=raw["edge"], market=raw["market"], metrics=raw["metrics"],
         settle=raw["settle"], assets=assets, symbols=symbols,
         smoke_symbol=str(raw.get("smoke_symbol", symbols[0].name if symbols else "")),
@@ -224,6 +224,16 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     if cfg.smoke_symbol and cfg.smoke_symbol not in {s.name for s in symbols}:
         raise ConfigError(f"smoke_symbol {cfg.smoke_symbol!r} is not a configured symbol")
     return cfg
+
+
+def _shard(v: Any) -> int:
+    try:
+        shard = int(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shard must be an integer, got {v!r}") from None
+    if not 0 <= shard <= 32767:
+        raise ConfigError(f"shard must be 0..32767, got {shard}")
+    return shard
 
 
 def _smoke_accounts(v: Any) -> tuple[int, int]:

@@ -30,6 +30,16 @@ else
   echo "smoke: no Docker engine here; using the no-Docker stack (data in $SPOTX_DATA_DIR)"
   bash infra/postgres/start.sh >/dev/null || { echo "smoke_g0_success=false reason=postgres start failed"; exit 1; }
   "$root/.venv/bin/spotx" db migrate >/dev/null || { echo "smoke_g0_success=false reason=migrations failed"; exit 1; }
+  # The smoke stack settles into its own ledger shard: a shard is bound to one WAL (shard_wal), and
+  # a fresh smoke data dir is a new WAL. Allocate a new shard (>= 100) for a new data dir.
+  mkdir -p "$SPOTX_DATA_DIR"
+  if [ ! -s "$SPOTX_DATA_DIR/shard" ]; then
+    PGPASSWORD=exchange psql -h 127.0.0.1 -U exchange -d exchange -tAX \
+      -c "SELECT GREATEST(100, COALESCE(max(shard), 99) + 1) FROM shard_wal" > "$SPOTX_DATA_DIR/shard" \
+      || { echo "smoke_g0_success=false reason=could not allocate a ledger shard"; exit 1; }
+  fi
+  export SPOTX_SHARD=$(cat "$SPOTX_DATA_DIR/shard")
+  echo "smoke: ledger shard $SPOTX_SHARD"
   "$root/.venv/bin/spotx" up >"$log" 2>&1 &
   started=$!
 fi

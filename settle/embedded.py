@@ -29,6 +29,7 @@ from pipeline.doorbell import Doorbell
 from pipeline.wal import WalReader, WalTail
 from settle import metrics
 from settle.catalog import Catalog
+from settle.errors import SettleError
 from settle.ledger import AuditRow, Batch, LedgerWriter, WriteResult
 from settle.postings import concat_events as concat
 from settle.postings import postings
@@ -82,11 +83,28 @@ class EmbeddedSettler:
     async def start(self) -> int:
         """Find where to resume; returns the seq the WAL tail starts from."""
         await self.writer.connect()
+        await self._bind_wal()
         prog = await self.writer.progress(self.consumer, self.catalog.shard)
         self.from_seq = prog.last_seq if prog else 0
         self.settled_seq = prog.last_seq if prog else 0
         self._tail = self.reader.tail(self.from_seq)
         return self.from_seq
+
+    async def _bind_wal(self) -> None:
+        """Refuse to settle a WAL other than the one this shard's ledger was built from."""
+        d = self.reader.durable()
+        if d is None:
+            return  # nothing durable yet: bind on the next start
+        conn = await self.writer._retrying(self.writer._ensure_conn)
+        bound = await conn.fetchval(
+            "INSERT INTO shard_wal (shard, wal_id) VALUES ($1, $2) "
+            "ON CONFLICT (shard) DO UPDATE SET shard = EXCLUDED.shard RETURNING wal_id",
+            self.catalog.shard, int(d.wal_id))
+        if int(bound) != int(d.wal_id):
+            raise SettleError(
+                f"ledger shard {self.catalog.shard} is bound to WAL id {bound}, but this WAL is "
+                f"{d.wal_id}: settling it would skip postings as duplicates. Use another shard "
+                f"(config `shard`) or database, or restore the matching WAL")
 
     @property
     def oldest_pending_ts_ns(self) -> int | None:

@@ -206,3 +206,51 @@ def test_settler_outlives_a_postgres_restart(throwaway_pg: Any, tmp_path: Path) 
         await w.close()
 
     asyncio.run(go())
+
+
+def test_a_different_wal_is_refused_for_a_bound_shard(pg_database: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A fresh data dir (new WAL, seqs from 1) against a ledger shard built from another WAL would
+    have its postings skipped as duplicates: the settler refuses it loudly instead."""
+    import asyncio
+
+    import pytest
+
+    from engine.engine import Engine
+    from engine.testing import small_config
+    from pipeline.records import Cmd
+    from pipeline.wal import WalWriter
+    from settle.catalog import Catalog
+    from settle.embedded import EmbeddedSettler
+    from settle.errors import SettleError
+    from settle.ledger import LedgerWriter
+    from settle.migrate import migrate
+
+    cfg = small_config()
+    asyncio.run(migrate(pg_database))
+
+    def make_wal(d) -> None:  # type: ignore[no-untyped-def]
+        from engine.testing import command
+
+        eng = Engine(cfg)
+        cmds = command(Cmd.DEPOSIT, account=5, asset=1, amount=1000)
+        ev = eng.apply(cmds, 1)
+        with WalWriter(d, segment_bytes=1 << 20) as w:
+            w.append(1, 1, 1, cmds.view("u1"), 1)
+            w.append(2, 1, len(ev), ev.view("u1"), 1)
+            w.sync()
+
+    async def settle_once(d) -> None:  # type: ignore[no-untyped-def]
+        writer = LedgerWriter(pg_database)
+        s = EmbeddedSettler(d, writer, Catalog.from_config(cfg))
+        try:
+            await s.start()
+        finally:
+            await s.close()
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_wal(a)
+    make_wal(b)
+    asyncio.run(settle_once(a))
+    asyncio.run(settle_once(a))  # the same WAL again: fine
+    with pytest.raises(SettleError, match="bound to WAL id"):
+        asyncio.run(settle_once(b))

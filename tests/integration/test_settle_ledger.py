@@ -74,9 +74,9 @@ async def scalar(dsn: str, sql: str, *args: Any) -> Any:
 def test_migrations_are_idempotent_serialised_and_checksummed(pg_database: str) -> None:
     async def go() -> None:
         a, b = await asyncio.gather(migrate(pg_database), migrate(pg_database))
-        assert sorted([a, b], key=len) == [[], ["0001_ledger", "0002_fencing", "0003_views"]]
+        assert sorted([a, b], key=len) == [[], ["0001_ledger", "0002_fencing", "0003_views", "0004_wal_identity"]]
         assert await migrate(pg_database) == []
-        assert await scalar(pg_database, "SELECT count(*) FROM schema_migrations") == 3
+        assert await scalar(pg_database, "SELECT count(*) FROM schema_migrations") == 4
         await scalar(pg_database, "UPDATE schema_migrations SET checksum = 'x' WHERE version = 2")
         with pytest.raises(MigrationError, match="0002_fencing was edited"):
             await migrate(pg_database)
