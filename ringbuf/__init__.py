@@ -12,6 +12,7 @@ from ringbuf._kernels import (
     as_words,
     bcast_publish,
     bcast_read,
+    spsc_depth,
     spsc_pop,
     spsc_push,
 )
@@ -36,6 +37,6 @@ __all__ = [
     "ParkBackoff", "RingBusy", "RingClosed", "RingEmpty", "RingError", "RingFull", "RingStats",
     "SegmentExists", "SegmentMismatch", "SegmentNotFound", "SpinThenYield", "SpscRing",
     "WaitStrategy", "as_words", "bcast_publish", "bcast_read", "cas", "cleanup", "fence_acquire",
-    "fence_release", "load_acquire", "segment_name", "spsc_pop", "spsc_push", "store_release",
+    "fence_release", "load_acquire", "segment_name", "spsc_depth", "spsc_pop", "spsc_push", "store_release",
     "strategy",
 ]

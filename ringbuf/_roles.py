@@ -22,6 +22,19 @@ from ringbuf.errors import RingBusy
 
 _PID_BITS = 22  # Linux PID_MAX_LIMIT is 2**22
 _PID_MASK = (1 << _PID_BITS) - 1
+_pid = os.getpid()  # cached: os.getpid() is a syscall, and try_push asks on every call
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def current_pid() -> int:
+    return _pid
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -36,7 +49,7 @@ def _stat(pid: int) -> tuple[str, int] | None:
 
 
 def token(pid: int | None = None) -> int:
-    pid = os.getpid() if pid is None else pid
+    pid = _pid if pid is None else pid
     st = _stat(pid)
     if st is None:
         raise ProcessLookupError(f"no process {pid}")

@@ -31,13 +31,12 @@ from ringbuf._kernels import (
     H_PRODUCER,
     I_PUBLISHED,
     KIND_BROADCAST,
-    as_words,
     bcast_publish,
     bcast_read,
     load_word,
 )
 from ringbuf.errors import Lapped, RingClosed, RingEmpty
-from ringbuf.spsc import _Roles, coerce
+from ringbuf.spsc import _Roles, dst_words, src_words
 from ringbuf.wait import SpinThenYield, WaitStrategy
 
 
@@ -119,7 +118,7 @@ class BroadcastWriter(_Base):
         """Append records (never waits); returns the new published count."""
         self.claim_writer()
         m = self._mapped()
-        src = as_words(coerce(records, self.dtype, self.name))
+        src = src_words(records, self.dtype, self.name)
         return int(bcast_publish(m.ctrl, m.stamps, m.slots, src, src.shape[0]))
 
     def close(self) -> None:
@@ -164,9 +163,7 @@ class BroadcastReader(_Base):
         Raises ``Lapped`` (cursor unchanged) when records were lost to this reader.
         """
         m = self._mapped()
-        if out.dtype != self.dtype:
-            raise TypeError(f"ring {self.name!r} carries {self.dtype}, got {out.dtype}")
-        dst = as_words(out)
+        dst = dst_words(out, self.dtype, self.name)
         n = int(bcast_read(m.ctrl, m.stamps, m.slots, self.cursor, dst, dst.shape[0]))
         if n < 0:
             if self._lost_to <= self.cursor:  # a new lapping, not a repeat of the last report

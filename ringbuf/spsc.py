@@ -29,14 +29,12 @@ Status codes from the kernels: k >= 0 records moved; ``ERR_SHAPE`` for an array 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import numpy as np
 
 from ringbuf import _layout, _roles, _segment
 from ringbuf._kernels import (
-    ERR_SHAPE,
     H_CONSUMER,
     H_PRODUCER,
     I_EMPTY_WAITS,
@@ -46,7 +44,6 @@ from ringbuf._kernels import (
     I_PEAK_PROD,
     I_TAIL,
     KIND_SPSC,
-    as_words,
     spsc_depth,
     spsc_pop,
     spsc_push,
@@ -74,28 +71,40 @@ class _Roles:
     """This process's claims on a ring's role words (re-claimed after a fork)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
+        self.pid = _roles.current_pid()
         self.held: dict[int, int] = {}
 
     def ensure(self, ctrl: np.ndarray, idx: int, name: str, role: str) -> None:
-        if self.pid != os.getpid():
-            self.pid, self.held = os.getpid(), {}
+        if self.pid != _roles.current_pid():
+            self.pid, self.held = _roles.current_pid(), {}
         if idx not in self.held:
             self.held[idx] = _roles.claim(ctrl, idx, name, role)
 
     def release_all(self, ctrl: np.ndarray) -> None:
-        if self.pid == os.getpid():
+        if self.pid == _roles.current_pid():
             for idx, tok in self.held.items():
                 _roles.release(ctrl, idx, tok)
         self.held = {}
 
 
-def coerce(records: np.ndarray | np.void, dtype: np.dtype, name: str) -> np.ndarray:
-    """One record or an array of records of ``dtype``, as a 1-D contiguous array (may copy)."""
-    arr = np.asarray(records)
+def src_words(records: np.ndarray | np.void, dtype: np.dtype, name: str) -> np.ndarray:
+    """One record or an array of ``dtype`` records as ``[n, words]`` int64 rows (copies only
+    when the input is not already a 1-D contiguous array)."""
+    arr = records if isinstance(records, np.ndarray) else np.asarray(records)
     if arr.dtype != dtype:
         raise TypeError(f"ring {name!r} carries {dtype}, got {arr.dtype}")
-    return np.ascontiguousarray(arr.reshape(-1))
+    if arr.ndim != 1 or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr.reshape(-1))
+    return arr.view((np.int64, dtype.itemsize // 8))
+
+
+def dst_words(out: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """``out`` as ``[n, words]`` int64 rows; never a copy (a pop into a copy would be lost)."""
+    if not isinstance(out, np.ndarray) or out.dtype != dtype:
+        raise TypeError(f"ring {name!r} carries {dtype}, got {getattr(out, 'dtype', type(out))}")
+    if out.ndim != 1 or not out.flags.c_contiguous:
+        raise ValueError("out must be a 1-D C-contiguous array (use np.ascontiguousarray)")
+    return out.view((np.int64, dtype.itemsize // 8))
 
 
 class SpscRing:
@@ -154,7 +163,7 @@ class SpscRing:
         """Push as many of ``records`` (one record or an array) as fit; returns how many."""
         self.claim_producer()
         m = self._mapped()
-        src = as_words(coerce(records, self.dtype, self.name))
+        src = src_words(records, self.dtype, self.name)
         return int(spsc_push(m.ctrl, m.slots, src, src.shape[0]))
 
     def try_pop(self, out: np.ndarray, max_n: int | None = None) -> int:
@@ -164,18 +173,13 @@ class SpscRing:
         """
         self.claim_consumer()
         m = self._mapped()
-        if out.dtype != self.dtype:
-            raise TypeError(f"ring {self.name!r} carries {self.dtype}, got {out.dtype}")
-        dst = as_words(out)
+        dst = dst_words(out, self.dtype, self.name)
         n = dst.shape[0] if max_n is None else max(0, min(max_n, dst.shape[0]))
-        k = int(spsc_pop(m.ctrl, m.slots, dst, n))
-        if k == ERR_SHAPE:  # unreachable after the dtype check; kept as the kernel's contract
-            raise TypeError(f"ring {self.name!r}: record width mismatch")
-        return k
+        return int(spsc_pop(m.ctrl, m.slots, dst, n))
 
     def push(self, records: np.ndarray | np.void, timeout_s: float | None = None) -> None:
         """Push every record, waiting while full; ``RingFull`` (with ``.pushed``) on timeout."""
-        recs = coerce(records, self.dtype, self.name)
+        recs = src_words(records, self.dtype, self.name).view(self.dtype).reshape(-1)
         done, attempt = 0, 0
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while done < recs.shape[0]:
