@@ -43,9 +43,17 @@ else
   "$root/.venv/bin/spotx" up >"$log" 2>&1 &
   started=$!
 fi
-if ! "$root/.venv/bin/spotx" admin audit --limit 1 >/dev/null 2>&1; then
-  "$root/.venv/bin/spotx" keys create --account 1000 --role admin >/dev/null
-fi
+# an admin key for the signed smoke call (the smoke route is admin-only)
+"$py" - <<'PY' || { echo "smoke_g0_success=false reason=could not create an admin key"; exit 1; }
+import os
+from pathlib import Path
+from edge.auth import KeyStore
+from pipeline import config
+cfg = config.load(os.environ.get("SPOTX_CONFIG") or None)
+store = KeyStore(cfg.edge.key_store or str(Path(cfg.data_dir) / "keys.json"))
+if not any(k.role == "admin" for k in store.keys()):
+    store.create(1000, "admin")
+PY
 "$py" scripts/smoke_g0.py
 rc=$?
 [ $rc -ne 0 ] && echo "smoke: edge log tail:" && tail -20 "$log" 2>/dev/null
