@@ -67,7 +67,7 @@ def _rdtsc(typingctx: Any) -> Any:  # noqa: ARG001
 
 @numba.njit(cache=True)
 def rdtsc() -> int:
-    return _rdtsc()
+    return _rdtsc()  # type: ignore[call-arg]  # numba supplies typingctx
 
 
 @numba.njit(cache=True)

@@ -1,4 +1,5 @@
-"""Mapping a ring segment and checking its header (shared by the SPSC and broadcast wrappers).
+"""Mapping a ring segment, checking its header, and viewing caller records as kernel words
+(shared by the SPSC and broadcast wrappers).
 
 The byte layout itself is documented in ``_kernels.py``. The header is written by the creator
 with the magic word last, so an attacher never accepts a half-written header; an attacher checks
@@ -141,3 +142,23 @@ def attach(name: str, kind: int, dtype: np.dtype) -> Mapped:
         mm.close()
         raise SegmentMismatch(name, why)
     return Mapped(name, mm, inode, kind, dtype)
+
+
+def src_words(records: np.ndarray | np.void, dtype: np.dtype, name: str) -> np.ndarray:
+    """One record or an array of ``dtype`` records as ``[n, words]`` int64 rows (copies only
+    when the input is not already a 1-D contiguous array)."""
+    arr = records if isinstance(records, np.ndarray) else np.asarray(records)
+    if arr.dtype != dtype:
+        raise TypeError(f"ring {name!r} carries {dtype}, got {arr.dtype}")
+    if arr.ndim != 1 or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr.reshape(-1))
+    return arr.view((np.int64, dtype.itemsize // 8))
+
+
+def dst_words(out: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """``out`` as ``[n, words]`` int64 rows; never a copy (a pop into a copy would be lost)."""
+    if not isinstance(out, np.ndarray) or out.dtype != dtype:
+        raise TypeError(f"ring {name!r} carries {dtype}, got {getattr(out, 'dtype', type(out))}")
+    if out.ndim != 1 or not out.flags.c_contiguous:
+        raise ValueError("out must be a 1-D C-contiguous array (use np.ascontiguousarray)")
+    return out.view((np.int64, dtype.itemsize // 8))

@@ -87,3 +87,23 @@ def holder(ctrl: np.ndarray, idx: int) -> int | None:
     """The pid holding the role, None when free or stale."""
     cur = int(load_word(ctrl, idx))
     return pid_of(cur) if cur and alive(cur) else None
+
+
+class Claims:
+    """This process's claims on a ring's role words (re-claimed after a fork)."""
+
+    def __init__(self) -> None:
+        self.pid = current_pid()
+        self.held: dict[int, int] = {}
+
+    def ensure(self, ctrl: np.ndarray, idx: int, name: str, role: str) -> None:
+        if self.pid != current_pid():
+            self.pid, self.held = current_pid(), {}
+        if idx not in self.held:
+            self.held[idx] = claim(ctrl, idx, name, role)
+
+    def release_all(self, ctrl: np.ndarray) -> None:
+        if self.pid == current_pid():
+            for idx, tok in self.held.items():
+                release(ctrl, idx, tok)
+        self.held = {}

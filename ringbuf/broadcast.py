@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ringbuf import _layout, _segment
+from ringbuf import _layout, _roles, _segment
 from ringbuf._kernels import (
     H_PRODUCER,
     I_PUBLISHED,
@@ -36,7 +36,6 @@ from ringbuf._kernels import (
     load_word,
 )
 from ringbuf.errors import Lapped, RingClosed, RingEmpty
-from ringbuf.spsc import _Roles, dst_words, src_words
 from ringbuf.wait import SpinThenYield, WaitStrategy
 
 
@@ -97,7 +96,7 @@ class _Base:
 class BroadcastWriter(_Base):
     def __init__(self, mapped: _layout.Mapped, dtype: np.dtype) -> None:
         super().__init__(mapped, dtype)
-        self._roles = _Roles()
+        self._roles = _roles.Claims()
 
     @classmethod
     def create(cls, name: str, dtype: np.dtype, capacity: int, *,
@@ -118,7 +117,7 @@ class BroadcastWriter(_Base):
         """Append records (never waits); returns the new published count."""
         self.claim_writer()
         m = self._mapped()
-        src = src_words(records, self.dtype, self.name)
+        src = _layout.src_words(records, self.dtype, self.name)
         return int(bcast_publish(m.ctrl, m.stamps, m.slots, src, src.shape[0]))
 
     def close(self) -> None:
@@ -163,7 +162,7 @@ class BroadcastReader(_Base):
         Raises ``Lapped`` (cursor unchanged) when records were lost to this reader.
         """
         m = self._mapped()
-        dst = dst_words(out, self.dtype, self.name)
+        dst = _layout.dst_words(out, self.dtype, self.name)
         n = int(bcast_read(m.ctrl, m.stamps, m.slots, self.cursor, dst, dst.shape[0]))
         if n < 0:
             if self._lost_to <= self.cursor:  # a new lapping, not a repeat of the last report

@@ -67,50 +67,10 @@ class RingStats:
     popped: int
 
 
-class _Roles:
-    """This process's claims on a ring's role words (re-claimed after a fork)."""
-
-    def __init__(self) -> None:
-        self.pid = _roles.current_pid()
-        self.held: dict[int, int] = {}
-
-    def ensure(self, ctrl: np.ndarray, idx: int, name: str, role: str) -> None:
-        if self.pid != _roles.current_pid():
-            self.pid, self.held = _roles.current_pid(), {}
-        if idx not in self.held:
-            self.held[idx] = _roles.claim(ctrl, idx, name, role)
-
-    def release_all(self, ctrl: np.ndarray) -> None:
-        if self.pid == _roles.current_pid():
-            for idx, tok in self.held.items():
-                _roles.release(ctrl, idx, tok)
-        self.held = {}
-
-
-def src_words(records: np.ndarray | np.void, dtype: np.dtype, name: str) -> np.ndarray:
-    """One record or an array of ``dtype`` records as ``[n, words]`` int64 rows (copies only
-    when the input is not already a 1-D contiguous array)."""
-    arr = records if isinstance(records, np.ndarray) else np.asarray(records)
-    if arr.dtype != dtype:
-        raise TypeError(f"ring {name!r} carries {dtype}, got {arr.dtype}")
-    if arr.ndim != 1 or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr.reshape(-1))
-    return arr.view((np.int64, dtype.itemsize // 8))
-
-
-def dst_words(out: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """``out`` as ``[n, words]`` int64 rows; never a copy (a pop into a copy would be lost)."""
-    if not isinstance(out, np.ndarray) or out.dtype != dtype:
-        raise TypeError(f"ring {name!r} carries {dtype}, got {getattr(out, 'dtype', type(out))}")
-    if out.ndim != 1 or not out.flags.c_contiguous:
-        raise ValueError("out must be a 1-D C-contiguous array (use np.ascontiguousarray)")
-    return out.view((np.int64, dtype.itemsize // 8))
-
-
 class SpscRing:
     def __init__(self, mapped: _layout.Mapped, dtype: np.dtype, wait: WaitStrategy | None) -> None:
         self._m: _layout.Mapped | None = mapped
-        self._roles = _Roles()
+        self._roles = _roles.Claims()
         self.name = mapped.name
         self.dtype = dtype
         self.wait: WaitStrategy = wait or SpinThenYield()
@@ -163,7 +123,7 @@ class SpscRing:
         """Push as many of ``records`` (one record or an array) as fit; returns how many."""
         self.claim_producer()
         m = self._mapped()
-        src = src_words(records, self.dtype, self.name)
+        src = _layout.src_words(records, self.dtype, self.name)
         return int(spsc_push(m.ctrl, m.slots, src, src.shape[0]))
 
     def try_pop(self, out: np.ndarray, max_n: int | None = None) -> int:
@@ -173,13 +133,13 @@ class SpscRing:
         """
         self.claim_consumer()
         m = self._mapped()
-        dst = dst_words(out, self.dtype, self.name)
+        dst = _layout.dst_words(out, self.dtype, self.name)
         n = dst.shape[0] if max_n is None else max(0, min(max_n, dst.shape[0]))
         return int(spsc_pop(m.ctrl, m.slots, dst, n))
 
     def push(self, records: np.ndarray | np.void, timeout_s: float | None = None) -> None:
         """Push every record, waiting while full; ``RingFull`` (with ``.pushed``) on timeout."""
-        recs = src_words(records, self.dtype, self.name).view(self.dtype).reshape(-1)
+        recs = _layout.src_words(records, self.dtype, self.name).view(self.dtype).reshape(-1)
         done, attempt = 0, 0
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while done < recs.shape[0]:
