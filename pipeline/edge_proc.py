@@ -54,11 +54,15 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
 
 
 def _market(cfg: Config) -> Any:
+    """The market-data provider for /v1/depth|trades|candles|ticker (None: those answer 503)."""
+    import importlib
+
     try:
-        from edge.market_rest import MarketRest
+        mod = importlib.import_module("edge.market_state")
     except ImportError:
         return None
-    return MarketRest(cfg)
+    factory = getattr(mod, "rest_provider", None)
+    return factory(cfg) if callable(factory) and cfg.market.enabled else None
 
 
 async def serve(cfg: Config, edge_id: int, ready: Connection | None,

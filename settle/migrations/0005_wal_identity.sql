@@ -3,7 +3,7 @@
 -- from a seq, so a *different* WAL (a fresh data directory) against the same shard would have its
 -- postings silently skipped as "already posted". The settler binds the shard to its WAL id on first
 -- use and refuses any other WAL for that shard with a clear error.
-CREATE TABLE shard_wal (
+CREATE TABLE IF NOT EXISTS shard_wal (
     shard       smallint    PRIMARY KEY,
     wal_id      bigint      NOT NULL,
     bound_at    timestamptz NOT NULL DEFAULT now()
