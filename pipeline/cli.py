@@ -123,15 +123,16 @@ def cmd_settle(args: argparse.Namespace) -> int:
     if args.cmd == "reconcile":
         snap = args.snapshot
         if snap is None and args.engine_balances is None:
-            from engine import newest_snapshot
+            from engine.snapshot import manifests
 
             cfg = _load(args)
-            found = newest_snapshot(Path(cfg.data_dir) / "snapshots", cfg)
-            if found is None:
+            sdir = Path(cfg.data_dir) / "snapshots"
+            found = manifests(sdir) if sdir.is_dir() else []
+            if not found:
                 _out("spotx reconcile: no engine snapshot yet (the engine writes one every "
                      "snapshot_every commands, on SNAPSHOT and at shutdown)", file=sys.stderr)
                 return 2
-            snap = str(found.path)
+            snap = str(found[0])  # the newest
         argv += ["reconcile"] + (["--snapshot", snap] if snap else
                                  ["--engine-balances", args.engine_balances])
     else:

@@ -32,8 +32,10 @@ PRICE_TICKS_FROM_TOP = 1  # the smoke trade price, in ticks
 class SmokeRestApp(RestApp):
     """RestApp plus the G0 smoke route."""
 
-    def __init__(self, *args: Any, cfg: Config, **kwargs: Any) -> None:
-        super().__init__(*args, routes=(*ROUTES, SMOKE_ROUTE), **kwargs)
+    def __init__(self, service: Any, auth: Any, limiter: Any, metrics: Any, *, cfg: Config,
+                 market: Any = None) -> None:
+        super().__init__(service, auth, limiter, metrics, market=market,
+                         routes=(*ROUTES, SMOKE_ROUTE))
         self.cfg = cfg
         self._pool: Any = None
         self._lock = asyncio.Lock()
