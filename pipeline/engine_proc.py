@@ -186,8 +186,8 @@ class EngineHost:
         self.committer.request_sync()
         self.next_seq = seq0 + len(cmds)
         self.since_snapshot += len(cmds)
-        if any(int(c["kind"]) == Cmd.SNAPSHOT for c in cmds) or \
-                self.since_snapshot >= self.cfg.engine.snapshot_every:
+        if self.since_snapshot >= self.cfg.engine.snapshot_every or \
+                bool((cmds["kind"] == Cmd.SNAPSHOT).any()):
             self.snapshot()
         return len(events)
 
