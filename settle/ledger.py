@@ -1,20 +1,20 @@
 """The ledger writer: one batch of postings + its progress row, in ONE Postgres transaction.
 
-Transaction (asyncpg, one connection, one writer per shard)::
+Transaction (asyncpg, one connection, one writer per shard), three round trips + one for audit::
 
-    BEGIN
-      SELECT settle_fence(shard, min token, max token)      -- FENCING_TOKEN check, row lock
-      SAVEPOINT; COPY ledger_entries FROM STDIN (binary)   -- fast path: a batch never seen
-        on unique violation: ROLLBACK TO SAVEPOINT, then    -- replay path
-        COPY into a temp stage, INSERT .. SELECT .. ON CONFLICT (shard, seq, leg) DO NOTHING,
-        and compare the conflicting rows with the stored ones (a difference: LedgerConflictError)
-      INSERT new accounts; INSERT audit rows ON CONFLICT DO NOTHING
-      INSERT settled_batches ON CONFLICT DO NOTHING; UPSERT settlement_progress
+    BEGIN; SELECT settle_commit(...)        -- fence (FENCING_TOKEN, row lock), new accounts,
+                                            -- settled_batches, settlement_progress (0004_commit_fn)
+    COPY ledger_entries FROM STDIN (binary) -- fast path: rows never posted
+    [INSERT audit rows ON CONFLICT DO NOTHING]
     COMMIT
 
-So a retry, a replay, or a consumer that crashed between this COMMIT and its Kafka offset commit
-posts nothing twice. The fast path (binary COPY straight into the table) was measured against the
-always-staged path and executemany (bench/settle.py); the savepoint costs one round trip.
+A unique violation on (shard, seq, leg) means the batch (or part of it) was posted before — a
+replay. The transaction is rolled back and redone on the replay path: COPY into a temp stage,
+INSERT .. SELECT .. ON CONFLICT DO NOTHING, and compare the conflicting rows with the stored ones
+(any difference: ``LedgerConflictError``). So a retry, a replay, or a consumer that crashed
+between this COMMIT and its Kafka offset commit posts nothing twice. Binary COPY was measured
+against executemany (bench/settle.py: ~10x faster); round trips are few because on a busy 2-core
+host each one waits for the scheduler.
 
 Fencing: ``settle_fence`` (and a statement trigger on ledger_entries for every other insert path)
 refuse a token lower than the shard's high-water mark; the writer also keeps the mark it last saw
@@ -70,9 +70,6 @@ _CONFLICTS = """
     FROM ledger_stage s JOIN ledger_entries l USING (shard, seq, leg)
     WHERE (s.account, s.asset, s.amount, s.kind) IS DISTINCT FROM (l.account, l.asset, l.amount, l.kind)
     ORDER BY s.seq, s.leg LIMIT 20"""
-_ACCOUNTS = """INSERT INTO accounts (account, first_shard, first_seq)
-    SELECT a, $1, s FROM unnest($2::bigint[], $3::bigint[]) AS t(a, s)
-    ON CONFLICT (account) DO NOTHING"""
 _AUDIT = """INSERT INTO audit_log (shard, seq, actor, action, symbol, reason, ticket, note,
         fencing_token, time)
     SELECT $1, t.seq, t.actor, t.action, t.symbol, t.reason, t.ticket, t.note::jsonb, t.fencing,
@@ -81,21 +78,15 @@ _AUDIT = """INSERT INTO audit_log (shard, seq, actor, action, symbol, reason, ti
                 $8::text[], $9::bigint[], $10::bigint[])
          AS t(seq, actor, action, symbol, reason, ticket, note, fencing, ts_ns)
     ON CONFLICT (shard, seq) DO NOTHING"""
-_PROGRESS = """
-    WITH b AS (
-        INSERT INTO settled_batches (shard, first_seq, last_seq, legs, fencing_token, consumer)
-        SELECT $1, f, l, g, $4, $2 FROM unnest($5::bigint[], $6::bigint[], $7::integer[]) AS t(f, l, g)
-        ON CONFLICT (shard, first_seq) DO NOTHING RETURNING 1)
-    INSERT INTO settlement_progress AS p
-        (consumer, shard, last_seq, kafka_offsets, fencing_token, events, postings, updated_at)
-    VALUES ($2, $1, $3, $8::jsonb, $4, $9, $10, now())
-    ON CONFLICT (consumer, shard) DO UPDATE SET
-        last_seq = greatest(p.last_seq, EXCLUDED.last_seq),
-        kafka_offsets = p.kafka_offsets || EXCLUDED.kafka_offsets,
-        fencing_token = greatest(p.fencing_token, EXCLUDED.fencing_token),
-        events = p.events + EXCLUDED.events,
-        postings = p.postings + EXCLUDED.postings,
-        updated_at = now()"""
+def _text(v: str) -> str:
+    """A SQL string literal (standard_conforming_strings is on: only quotes need doubling)."""
+    if "\x00" in v:
+        raise SettleError("NUL in a text value sent to the ledger")
+    return "'" + v.replace("'", "''") + "'"
+
+
+def _ints(vals: list[int], typ: str) -> str:
+    return "'{" + ",".join(str(int(v)) for v in vals) + "}'::" + typ + "[]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,29 +280,25 @@ class LedgerWriter:
         self.tx_errors += 1
         metrics.DB_TX_ERRORS.labels(type(exc).__name__ if exc else "unknown").inc()
 
+    def _commit_sql(self, b: Batch, postings: int) -> str:
+        """``SELECT settle_commit(...)`` with literal arguments (ints, int arrays, the consumer
+        name and the offsets JSON as quoted literals), so it can ride on the BEGIN round trip."""
+        new = self._new_accounts(b.postings)
+        accts, seqs = new if new is not None else ([], [])
+        return (f"SELECT settle_commit({int(b.shard)}::smallint, {_text(b.consumer)}, "
+                f"{int(b.last_seq)}, {int(b.fencing_min)}, {int(b.fencing_max)}, "
+                f"{_ints([r[0] for r in b.ranges], 'bigint')}, {_ints([r[1] for r in b.ranges], 'bigint')}, "
+                f"{_ints([r[2] for r in b.ranges], 'integer')}, {_text(json.dumps(b.kafka_offsets))}::jsonb, "
+                f"{len(b.event_ts_ns)}, {int(postings)}, {_ints(accts, 'bigint')}, {_ints(seqs, 'bigint')})")
+
     async def _write_once(self, conn: asyncpg.Connection, b: Batch, attempt: int) -> WriteResult:
         p = b.postings
         try:
-            async with conn.transaction():
-                await conn.fetchval("SELECT settle_fence($1::smallint, $2, $3)",
-                                    b.shard, b.fencing_min, b.fencing_max)
-                inserted, path = 0, "none"
-                if len(p):
-                    inserted, path = await self._insert_postings(conn, b)
-                new = self._new_accounts(p)
-                if new is not None:
-                    await conn.execute(_ACCOUNTS, b.shard, new[0], new[1])
-                if b.audit:
-                    a = b.audit
-                    await conn.execute(
-                        _AUDIT, b.shard, [r.seq for r in a], [r.actor for r in a],
-                        [r.action for r in a], [r.symbol for r in a], [r.reason for r in a],
-                        [r.ticket for r in a], [r.note for r in a], [r.fencing for r in a],
-                        [r.ts_ns for r in a])
-                await conn.execute(
-                    _PROGRESS, b.shard, b.consumer, b.last_seq, b.fencing_max,
-                    [r[0] for r in b.ranges], [r[1] for r in b.ranges], [r[2] for r in b.ranges],
-                    json.dumps(b.kafka_offsets), len(b.event_ts_ns), inserted)
+            try:
+                inserted, path = await self._tx(conn, b, upsert=False)
+            except asyncpg.UniqueViolationError:
+                # rows of this batch are already posted (a replay): again, keeping the old rows
+                inserted, path = await self._tx(conn, b, upsert=True)
         except LedgerConflictError as e:
             await self._record_conflict(e)
             raise
@@ -326,25 +313,49 @@ class LedgerWriter:
             raise
         return WriteResult(inserted, len(p) - inserted, path, time.time_ns(), attempt)
 
-    async def _insert_postings(self, conn: asyncpg.Connection, b: Batch) -> tuple[int, str]:
-        data = copybin.encode(b.postings)
+    async def _tx(self, conn: asyncpg.Connection, b: Batch, upsert: bool) -> tuple[int, str]:
+        """One transaction; rolled back on any error (the connection is dropped if that fails)."""
+        p = b.postings
         try:
-            async with conn.transaction():  # savepoint: a unique violation only undoes the COPY
-                await conn.copy_to_table("ledger_entries", source=io.BytesIO(data),
-                                         columns=copybin.COLUMNS, format="binary")
-            return len(b.postings), "copy"
-        except asyncpg.UniqueViolationError:
-            pass
+            if not len(p) or not upsert:
+                await conn.execute("BEGIN; " + self._commit_sql(b, len(p)))
+                if len(p):
+                    await conn.copy_to_table("ledger_entries", source=io.BytesIO(copybin.encode(p)),
+                                             columns=copybin.COLUMNS, format="binary")
+                inserted, path = len(p), ("copy" if len(p) else "none")
+            else:
+                await conn.execute("BEGIN")
+                inserted = await self._upsert(conn, b)
+                await conn.execute(self._commit_sql(b, inserted))
+                path = "upsert"
+            if b.audit:
+                a = b.audit
+                await conn.execute(
+                    _AUDIT, b.shard, [r.seq for r in a], [r.actor for r in a],
+                    [r.action for r in a], [r.symbol for r in a], [r.reason for r in a],
+                    [r.ticket for r in a], [r.note for r in a], [r.fencing for r in a],
+                    [r.ts_ns for r in a])
+            await conn.execute("COMMIT")
+            return inserted, path
+        except BaseException:
+            try:
+                if not conn.is_closed():
+                    await asyncio.wait_for(conn.execute("ROLLBACK"), 5)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                self._drop_conn()
+            raise
+
+    async def _upsert(self, conn: asyncpg.Connection, b: Batch) -> int:
         await conn.execute(_STAGE)
-        await conn.copy_to_table("ledger_stage", source=io.BytesIO(data), columns=copybin.COLUMNS,
-                                 format="binary")
+        await conn.copy_to_table("ledger_stage", source=io.BytesIO(copybin.encode(b.postings)),
+                                 columns=copybin.COLUMNS, format="binary")
         status = await conn.execute(_UPSERT)
         inserted = int(status.split()[-1])
         if inserted < len(b.postings):
             bad = await conn.fetch(_CONFLICTS)
             if bad:
                 raise LedgerConflictError(b.shard, [dict(r) for r in bad])
-        return inserted, "upsert"
+        return inserted
 
     def _new_accounts(self, p: np.ndarray) -> tuple[list[int], list[int]] | None:
         if not len(p):

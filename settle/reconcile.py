@@ -3,16 +3,17 @@
 Engine side (``EngineBalances``: (account, asset id) -> total minor units, total = available +
 locked, at ``seq``) comes from one of:
 
-* an engine snapshot: ``engine_balances_from_snapshot(path, cfg)`` calls
-  ``engine.Engine.restore(path, cfg)`` and ``balances(account)`` (the engine's API; until it
-  exists this raises ``ReconcileError`` saying so — that is the hook);
+* an engine snapshot: ``engine_balances_from_snapshot(path, cfg, accounts)`` calls
+  ``engine.Engine.restore(path, cfg)``, ``seq`` and ``balances(account)`` -> {asset id:
+  (available, locked)} for every account the ledger knows;
 * a JSON file (``load_engine_balances_json``): ``{"seq": N, "balances": [{"account": A,
   "asset": "BTC" | 2, "total": T} | {"account", "asset", "available", "locked"}, ...]}``;
 * any mapping a caller builds.
 
-Ledger side: ``SUM(amount)`` of the shard's postings with ``seq <= N`` per (account, asset). The
-external account is the other side of every deposit and withdrawal and is not an engine balance,
-so it is left out; every other account present on either side is compared, zeros included.
+Ledger side: ``SUM(amount)`` of the shard's postings with ``seq <= N`` per (account, asset). Every
+(account, asset) present on either side is compared, the fee account and the external account
+(the engine keeps it as the negative of everything deposited) included; ``skip`` leaves accounts
+out (an engine that does not track the external account).
 
 ``python -m settle reconcile --seq N (--snapshot PATH | --engine-balances FILE)`` prints the report
 and exits 1 on any difference (RUNBOOK 3.1 / 3.6 "run reconciliation").
@@ -81,9 +82,9 @@ async def ledger_balances(conn: asyncpg.Connection, shard: int, seq: int) -> dic
 
 
 def compare(engine: EngineBalances, ledger: Mapping[tuple[int, int], int], *, shard: int, seq: int,
-            catalog: Catalog) -> ReconcileReport:
-    skip = catalog.external_account
-    keys = sorted(k for k in set(engine) | set(ledger) if k[0] != skip)
+            catalog: Catalog, skip: Iterable[int] = ()) -> ReconcileReport:
+    left_out = set(skip)
+    keys = sorted(k for k in set(engine) | set(ledger) if k[0] not in left_out)
     diffs = [Difference(a, s, int(engine.get((a, s), 0)), int(ledger.get((a, s), 0)))
              for a, s in keys if int(engine.get((a, s), 0)) != int(ledger.get((a, s), 0))]
     return ReconcileReport(shard, seq, len(keys), diffs,
@@ -91,7 +92,7 @@ def compare(engine: EngineBalances, ledger: Mapping[tuple[int, int], int], *, sh
 
 
 async def reconcile(conn: asyncpg.Connection, engine: EngineBalances, *, seq: int,
-                    catalog: Catalog) -> ReconcileReport:
+                    catalog: Catalog, skip: Iterable[int] = ()) -> ReconcileReport:
     """Compare ``engine`` balances (taken at ``seq``) with the ledger at ``seq``."""
     settled = await conn.fetchval(
         "SELECT coalesce(max(last_seq), 0) FROM settlement_progress WHERE shard = $1", catalog.shard)
@@ -99,7 +100,7 @@ async def reconcile(conn: asyncpg.Connection, engine: EngineBalances, *, seq: in
         raise ReconcileError(f"the ledger has settled shard {catalog.shard} only up to seq {settled} "
                              f"< {seq}: wait for settlement to catch up (or reconcile at a lower seq)")
     return compare(engine, await ledger_balances(conn, catalog.shard, seq), shard=catalog.shard,
-                   seq=seq, catalog=catalog)
+                   seq=seq, catalog=catalog, skip=skip)
 
 
 def _asset_id(v: Any, catalog: Catalog) -> int:
@@ -137,12 +138,14 @@ def load_engine_balances_json(path: str | Path, catalog: Catalog) -> tuple[int, 
 def engine_balances_from_snapshot(path: str | Path, cfg: Config,
                                   accounts: Iterable[int]) -> tuple[int, dict[tuple[int, int], int]]:
     """Restore the engine from a snapshot and read every account's balances (the engine hook)."""
-    try:
-        from engine import Engine  # type: ignore[attr-defined]
-    except ImportError:
-        raise ReconcileError("engine.Engine is not available yet: pass --engine-balances FILE.json "
+    import importlib
+
+    try:  # by name: settle does not type-depend on the engine package
+        engine_cls = importlib.import_module("engine").Engine
+    except (ImportError, AttributeError):
+        raise ReconcileError("engine.Engine is not available: pass --engine-balances FILE.json "
                              "(see settle/reconcile.py for the format)") from None
-    eng = Engine.restore(str(path), cfg)
+    eng = engine_cls.restore(str(path), cfg)
     catalog = Catalog.from_config(cfg)
     listed = getattr(eng, "accounts", None)
     accts = sorted(set(accounts) | (set(listed()) if callable(listed) else set()))

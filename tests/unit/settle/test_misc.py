@@ -41,10 +41,12 @@ def test_reconcile_compare_reports_every_difference(catalog: Catalog) -> None:
     ledger = {(10, 1): 100, (10, 2): 6, (12, 1): 0, (ext, 1): -999, (13, 4): 1}
     rep = compare(engine, ledger, shard=0, seq=42, catalog=catalog)
     assert [(d.account, d.asset, d.engine, d.ledger) for d in rep.differences] == [
-        (10, 2, 5, 6), (12, 1, 7, 0), (13, 4, 0, 1)]
-    assert not rep.ok and rep.compared == 5  # the external account is not an engine balance
+        (ext, 1, 0, -999), (10, 2, 5, 6), (12, 1, 7, 0), (13, 4, 0, 1)]
+    assert not rep.ok and rep.compared == 6
+    skipped = compare(engine, ledger, shard=0, seq=42, catalog=catalog, skip=[ext])
+    assert len(skipped.differences) == 3 and skipped.compared == 5
     text = rep.text()
-    assert "3 differ" in text and "BTC" in text and "SMK" in text
+    assert "4 differ" in text and "BTC" in text and "SMK" in text
     assert compare(engine, dict(engine), shard=0, seq=1, catalog=catalog).ok
 
 
