@@ -8,6 +8,7 @@ the kernels ``spsc_push``, ``spsc_pop``, ``bcast_publish``, ``bcast_read`` and t
 
 from ringbuf._atomics import cas, fence_acquire, fence_release, load_acquire, store_release
 from ringbuf._kernels import (
+    ERR_LAYOUT,
     ERR_SHAPE,
     as_words,
     bcast_publish,
@@ -33,10 +34,10 @@ from ringbuf.spsc import RingStats, SpscRing
 from ringbuf.wait import BusySpin, ParkBackoff, SpinThenYield, WaitStrategy, strategy
 
 __all__ = [
-    "ERR_SHAPE", "BroadcastReader", "BroadcastStats", "BroadcastWriter", "BusySpin", "Lapped",
-    "ParkBackoff", "RingBusy", "RingClosed", "RingEmpty", "RingError", "RingFull", "RingStats",
-    "SegmentExists", "SegmentMismatch", "SegmentNotFound", "SpinThenYield", "SpscRing",
-    "WaitStrategy", "as_words", "bcast_publish", "bcast_read", "cas", "cleanup", "fence_acquire",
-    "fence_release", "load_acquire", "segment_name", "spsc_depth", "spsc_pop", "spsc_push", "store_release",
-    "strategy",
+    "ERR_LAYOUT", "ERR_SHAPE", "BroadcastReader", "BroadcastStats", "BroadcastWriter", "BusySpin",
+    "Lapped", "ParkBackoff", "RingBusy", "RingClosed", "RingEmpty", "RingError", "RingFull",
+    "RingStats", "SegmentExists", "SegmentMismatch", "SegmentNotFound", "SpinThenYield",
+    "SpscRing", "WaitStrategy", "as_words", "bcast_publish", "bcast_read", "cas", "cleanup",
+    "fence_acquire", "fence_release", "load_acquire", "segment_name", "spsc_depth", "spsc_pop",
+    "spsc_push", "store_release", "strategy",
 ]

@@ -62,12 +62,17 @@ I_TAIL_CACHE, I_EMPTY_WAITS, I_PEAK_CONS = 4 * GROUP_WORDS, 4 * GROUP_WORDS + 1,
 
 # Status codes. Kernels return counts >= 0; bcast_read returns -missed (< 0) when lapped.
 ERR_SHAPE = -(1 << 62)  # the caller's array does not have the ring's record width
+# The segment's layout version is not the one compiled into this kernel. Seen when a caller's
+# numba cache still holds an older inlined copy of these kernels (README: numba cache caveat).
+ERR_LAYOUT = ERR_SHAPE + 1
 
 
 @numba.njit(**NJIT)
 def spsc_push(ctrl, slots, src, n):
     """Producer: copy up to ``n`` rows of ``src`` into the ring. Returns how many fit (0 = full),
-    or ERR_SHAPE when ``src`` is not ``[*, record_words]``."""
+    ERR_SHAPE when ``src`` is not ``[*, record_words]``, ERR_LAYOUT (see above)."""
+    if ctrl[H_VERSION] != VERSION:  # header word: written once, stays cached
+        return ERR_LAYOUT
     words = slots.shape[1]
     if src.shape[1] != words:
         return ERR_SHAPE
@@ -103,8 +108,10 @@ def spsc_push(ctrl, slots, src, n):
 
 @numba.njit(**NJIT)
 def spsc_pop(ctrl, slots, dst, max_n):
-    """Consumer: copy up to ``max_n`` records into ``dst[:k]``. Returns k (0 = empty), or
-    ERR_SHAPE when ``dst`` is not ``[*, record_words]``."""
+    """Consumer: copy up to ``max_n`` records into ``dst[:k]``. Returns k (0 = empty),
+    ERR_SHAPE when ``dst`` is not ``[*, record_words]``, ERR_LAYOUT (see above)."""
+    if ctrl[H_VERSION] != VERSION:  # header word: written once, stays cached
+        return ERR_LAYOUT
     words = slots.shape[1]
     if dst.shape[1] != words:
         return ERR_SHAPE
@@ -143,7 +150,9 @@ def spsc_depth(ctrl):
 @numba.njit(**NJIT)
 def bcast_publish(ctrl, stamps, slots, src, n):
     """Writer: append ``n`` rows of ``src``; never waits for readers (it overwrites the oldest).
-    Returns the new published cursor, or ERR_SHAPE."""
+    Returns the new published cursor, ERR_SHAPE or ERR_LAYOUT."""
+    if ctrl[H_VERSION] != VERSION:  # header word: written once, stays cached
+        return ERR_LAYOUT
     words = slots.shape[1]
     if src.shape[1] != words:
         return ERR_SHAPE
@@ -172,8 +181,10 @@ def bcast_read(ctrl, stamps, slots, cursor, dst, max_n):
     Returns k >= 0: ``dst[:k]`` hold positions ``cursor .. cursor+k-1``, each verified untorn;
     the caller advances its cursor by k. Returns -m < 0: the reader was lapped and positions
     ``cursor .. cursor+m-1`` are lost (exactly: their slots were rewritten); nothing usable was
-    copied. Returns ERR_SHAPE for a ``dst`` of the wrong width.
+    copied. Returns ERR_SHAPE for a ``dst`` of the wrong width, ERR_LAYOUT (see above).
     """
+    if ctrl[H_VERSION] != VERSION:  # header word: written once, stays cached
+        return ERR_LAYOUT
     words = slots.shape[1]
     if dst.shape[1] != words:
         return ERR_SHAPE

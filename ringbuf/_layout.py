@@ -20,6 +20,8 @@ from ringbuf import _segment
 from ringbuf._kernels import (
     CTRL_BYTES,
     CTRL_WORDS,
+    ERR_LAYOUT,
+    ERR_SHAPE,
     H_CAP,
     H_CREATED_NS,
     H_CREATOR_PID,
@@ -162,3 +164,13 @@ def dst_words(out: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     if out.ndim != 1 or not out.flags.c_contiguous:
         raise ValueError("out must be a 1-D C-contiguous array (use np.ascontiguousarray)")
     return out.view((np.int64, dtype.itemsize // 8))
+
+
+def checked(status: int, name: str) -> int:
+    """A kernel's return value, with its error codes turned into exceptions."""
+    if status == ERR_LAYOUT:
+        raise SegmentMismatch(name, f"layout version {VERSION} compiled into the ring kernels "
+                              "differs from the segment's: a stale numba cache? (ringbuf/README.md)")
+    if status == ERR_SHAPE:
+        raise TypeError(f"ring {name!r}: record width differs from the ring's")
+    return status

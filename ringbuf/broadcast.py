@@ -118,7 +118,8 @@ class BroadcastWriter(_Base):
         self.claim_writer()
         m = self._mapped()
         src = _layout.src_words(records, self.dtype, self.name)
-        return int(bcast_publish(m.ctrl, m.stamps, m.slots, src, src.shape[0]))
+        return _layout.checked(int(bcast_publish(m.ctrl, m.stamps, m.slots, src, src.shape[0])),
+                               self.name)
 
     def close(self) -> None:
         if self._m is not None:
@@ -163,7 +164,8 @@ class BroadcastReader(_Base):
         """
         m = self._mapped()
         dst = _layout.dst_words(out, self.dtype, self.name)
-        n = int(bcast_read(m.ctrl, m.stamps, m.slots, self.cursor, dst, dst.shape[0]))
+        n = _layout.checked(int(bcast_read(m.ctrl, m.stamps, m.slots, self.cursor, dst,
+                                           dst.shape[0])), self.name)
         if n < 0:
             if self._lost_to <= self.cursor:  # a new lapping, not a repeat of the last report
                 self._laps += 1

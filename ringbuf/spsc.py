@@ -124,7 +124,7 @@ class SpscRing:
         self.claim_producer()
         m = self._mapped()
         src = _layout.src_words(records, self.dtype, self.name)
-        return int(spsc_push(m.ctrl, m.slots, src, src.shape[0]))
+        return _layout.checked(int(spsc_push(m.ctrl, m.slots, src, src.shape[0])), self.name)
 
     def try_pop(self, out: np.ndarray, max_n: int | None = None) -> int:
         """Pop up to ``len(out)`` (or ``max_n``) records into ``out[:k]``; returns k (0 = empty).
@@ -135,7 +135,7 @@ class SpscRing:
         m = self._mapped()
         dst = _layout.dst_words(out, self.dtype, self.name)
         n = dst.shape[0] if max_n is None else max(0, min(max_n, dst.shape[0]))
-        return int(spsc_pop(m.ctrl, m.slots, dst, n))
+        return _layout.checked(int(spsc_pop(m.ctrl, m.slots, dst, n)), self.name)
 
     def push(self, records: np.ndarray | np.void, timeout_s: float | None = None) -> None:
         """Push every record, waiting while full; ``RingFull`` (with ``.pushed``) on timeout."""

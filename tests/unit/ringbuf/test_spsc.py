@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.records import COMMAND, EVENT
 from ringbuf import (
+    ERR_LAYOUT,
     ERR_SHAPE,
     BroadcastWriter,
     ParkBackoff,
@@ -30,6 +31,7 @@ from ringbuf import (
     spsc_pop,
     spsc_push,
 )
+from ringbuf._kernels import H_VERSION
 
 Name = Callable[[], str]
 
@@ -102,6 +104,20 @@ def test_wrong_record_type_is_refused(ring: SpscRing) -> None:
 def test_kernels_refuse_wrong_width(ring: SpscRing) -> None:
     assert spsc_push(ring.ctrl, ring.slots, np.zeros((1, 3), np.int64), 1) == ERR_SHAPE
     assert spsc_pop(ring.ctrl, ring.slots, np.zeros((1, 9), np.int64), 1) == ERR_SHAPE
+
+
+def test_kernels_refuse_a_segment_of_another_layout_version(ring: SpscRing) -> None:
+    """What a stale numba cache (kernels of an older layout inlined in a caller) would meet."""
+    ring.ctrl[H_VERSION] += 1
+    try:
+        assert spsc_push(ring.ctrl, ring.slots, as_words(recs(0, 1)), 1) == ERR_LAYOUT
+        with pytest.raises(SegmentMismatch, match="stale numba cache"):
+            ring.try_push(recs(0, 1))
+        with pytest.raises(SegmentMismatch, match="stale numba cache"):
+            ring.try_pop(np.zeros(1, COMMAND))
+        assert ring.statistics().pushed == 0
+    finally:
+        ring.ctrl[H_VERSION] -= 1
 
 
 def test_blocking_calls_time_out_with_named_errors(ring: SpscRing) -> None:
