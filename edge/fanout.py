@@ -48,7 +48,8 @@ SHM = Path("/dev/shm")
 
 class Fanout:
     def __init__(self, server: MarketServer, ring_name: str, *, batch: int = 1024,
-                 doorbell: Doorbell | None = None, poll_s: float = 0.05) -> None:
+                 doorbell: Doorbell | None = None, poll_s: float = 0.05,
+                 tick_s: float = 1.0) -> None:
         self.server = server
         self.hub = server.hub
         self.ring_name = ring_name
@@ -58,6 +59,7 @@ class Fanout:
         self.inode = 0
         self.doorbell = doorbell
         self.poll_s = poll_s
+        self.tick_s = tick_s
         self.rounds = 0
         self._scheduled = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -139,7 +141,7 @@ class Fanout:
         if self.doorbell is not None:
             loop.add_reader(self.doorbell.fileno(), self._on_bell)
         self._every(self.poll_s, self.pump)
-        self._every(1.0, self._second)
+        self._every(self.tick_s, self._second)
 
     def _on_bell(self) -> None:
         if self.doorbell is not None:

@@ -210,7 +210,7 @@ class MarketHub:
             frames = ch.frames
             n = len(frames)
             chunk = frames[0] if n == 1 else b"".join(frames)
-            for c in ch.subs:
+            for c in tuple(ch.subs):  # a slow consumer may be closed (and detached) on the way
                 if c.backlogged:
                     c.conflate(ch, ch.evs)
                     continue

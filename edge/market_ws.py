@@ -20,7 +20,8 @@ aborted after ``close_grace_s`` if the peer never drains).
 Limits per connection: ``max_subscriptions`` channels, ``messages_per_second`` requests (token
 bucket, burst ``burst``; a refusal is answered 429 ``RATE_LIMITED``; ``max_refusals`` refusals in a
 row close the socket with 1008), frames up to ``max_frame_bytes`` (picows closes bigger ones with
-1009). Liveness: the server pings every ``ping_interval_s`` and closes (1001 ``PING_TIMEOUT``) a
+1009). ``sndbuf_bytes`` caps the kernel's share of a socket's backlog (SO_SNDBUF), so a stalled
+peer reaches the high-water mark after a bounded amount of data. Liveness: the server pings every ``ping_interval_s`` and closes (1001 ``PING_TIMEOUT``) a
 socket from which nothing (no pong, no request) arrived for ``ping_timeout_s``.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from typing import Any
 
@@ -61,6 +63,7 @@ class FanoutLimits:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 60.0
     close_grace_s: float = 5.0
+    sndbuf_bytes: int = 0  # SO_SNDBUF of each socket (0: kernel autotuning)
 
     @classmethod
     def from_config(cls, m: MarketConfig, **over: Any) -> FanoutLimits:
@@ -146,6 +149,7 @@ class MarketConn(WSListener):
         self.pend_other: dict[tuple[int, int], bytes] = {}
         self.closing = False
         self.reason = ""
+        self.counted = False  # the close reason went into ws_close_total
         now = time.monotonic()
         self.last_rx = now
         self.last_ping = now
@@ -158,6 +162,10 @@ class MarketConn(WSListener):
         self.t = transport
         self.ut = transport.underlying_transport
         self.ut.set_write_buffer_limits(high=self.lim.high_water_bytes, low=self.lim.low_water_bytes)
+        if self.lim.sndbuf_bytes:
+            sock = self.ut.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.lim.sndbuf_bytes)
         self.srv.conns.add(self)
         self.srv.metrics.clients.inc()
 
@@ -169,7 +177,9 @@ class MarketConn(WSListener):
         if self.backlogged:
             self.backlogged = False
             self.srv.metrics.backlogged.dec()
-        self.srv.closed(self.reason or "DISCONNECT")
+        if not self.counted:
+            self.counted = True
+            self.srv.closed(self.reason or "DISCONNECT")
         self.closing = True
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -291,6 +301,8 @@ class MarketConn(WSListener):
             return
         self.closing = True
         self.reason = reason
+        self.counted = True
+        self.srv.closed(reason)
         self._detach()
         t = self.t
         t.send_close(code, reason.encode())  # type: ignore[arg-type]  # picows takes any int code

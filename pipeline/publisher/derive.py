@@ -3,7 +3,8 @@
 ``apply(events, emit)`` folds a batch (one WAL EVENTS frame: whole commands) into the L2 books
 (book.py), the trade logs, the candles of every interval (candles.py) and the 24 h tickers
 (ticker.py). With ``emit=True`` it returns the batch's messages, each serialised once (orjson) as
-``(Msg kind, channel id, seq, prev_seq, JSON bytes)``: every TradeExecuted in engine order, then
+``(Msg kind, channel id, seq, prev_seq, JSON bytes)`` (for candles ``prev_seq`` carries the
+candle's openTime, the fan-out's conflation key): every TradeExecuted in engine order, then
 one BookUpdated per depth view that changed, then the CandleUpdated of every candle the batch
 touched or closed. Tickers are not per batch: ``tickers()`` gives the ones changed since the
 last call (the publisher sends them at most every ``ticker_interval_ms``).
@@ -135,7 +136,7 @@ class MarketDeriver:
                     changed = cs.take()
                     if emit:
                         for c in changed:
-                            out.append((Msg.CANDLE, m.candle_chans[i], c.seq, 0,
+                            out.append((Msg.CANDLE, m.candle_chans[i], c.seq, c.open_ms,
                                         self.candle_json(m, i, c)))
         return out
 
@@ -199,7 +200,7 @@ class MarketDeriver:
         for m in self.syms.values():
             for i, cs in enumerate(m.candles):
                 if cs.cur is not None:
-                    out.append((Msg.CANDLE, m.candle_chans[i], cs.cur.seq, 0,
+                    out.append((Msg.CANDLE, m.candle_chans[i], cs.cur.seq, cs.cur.open_ms,
                                 self.candle_json(m, i, cs.cur)))
         return out
 
