@@ -187,6 +187,7 @@ class ExpireReason(enum.IntEnum):
     STP_TAKER = 5
     STP_MAKER = 6
     QUOTE_BUDGET = 7
+    MATCH_LIMIT = 8  # the taker touched engine max_makers_per_order makers; remainder expired
 
 
 EVENT = _dtype(
@@ -201,10 +202,10 @@ EVENT = _dtype(
         ("available", "<i8", 40),  # alias — BALANCE
         ("maker_order_id", "<i8", 48),  # TRADE
         ("locked", "<i8", 48),  # alias — BALANCE
-        ("quote_qty", "<i8", 56),  # TRADE: notional in quote minor units; ACCEPTED: quote budget
+        ("quote_qty", "<i8", 56),  # TRADE: notional in quote minor units (QUOTE_QTY budget: `qty`)
         ("taker_fee", "<i8", 64),  # TRADE (quote minor units)
         ("maker_fee", "<i8", 72),  # TRADE (quote minor units)
-        ("cid", ("u1", CID_BYTES), 40),  # alias over 40..68 — ACCEPTED / REJECTED
+        ("cid", ("u1", CID_BYTES), 40),  # alias over 40..68 — ACCEPTED / REJECTED / CANCELED / EXPIRED
         ("account", "<u4", 80),
         ("maker_account", "<u4", 84),  # TRADE
         ("asset", "<u4", 84),  # alias — BALANCE

@@ -1,0 +1,127 @@
+"""Engine snapshots: the persisted state arrays plus a manifest (DESIGN.md §5).
+
+Files in the snapshot directory, for last applied seq S:
+
+    snapshot-<S:020d>.npz    the arrays of ``layout.PERSISTED`` (scratch arrays are rebuilt)
+    snapshot-<S:020d>.json   {"seq", "state_hash", "fencing_token", "config_hash",
+                              "max_makers_per_order", "layout", "npz", "npz_sha256"}
+
+Each file is written to a ``.tmp`` name, fsynced, renamed, and the directory fsynced; the manifest
+goes last, so a manifest only ever names a complete npz. ``load`` checks the config hash, the npz
+digest, every array's dtype and shape against a fresh allocation, and recomputes the state hash
+from scratch; any mismatch is a SnapshotError. Cost O(state) both ways.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine._batch import recompute_terms, state_hash
+from engine.errors import SnapshotError
+from engine.layout import C_RESUME_SEQ, LAYOUT_VERSION, PERSISTED, State
+from engine.state import allocate, config_hash
+from pipeline.config import Config
+
+PREFIX = "snapshot-"
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(st: State, directory: Path, seq: int, shash: int, fencing: int, cfg_hash: str,
+         max_makers: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{PREFIX}{seq:020d}"
+    npz = directory / f"{stem}.npz"
+    arrays = {name: getattr(st, name) for name in PERSISTED}
+    _write_atomic(npz, lambda f: np.savez(f, **arrays))
+    manifest = {
+        "seq": int(seq), "state_hash": int(shash), "fencing_token": int(fencing),
+        "config_hash": cfg_hash, "max_makers_per_order": int(max_makers),
+        "layout": LAYOUT_VERSION, "npz": npz.name, "npz_sha256": _sha256(npz),
+    }
+    path = directory / f"{stem}.json"
+    _write_atomic(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    return path
+
+
+def manifests(directory: Path) -> list[Path]:
+    """Manifest files in ``directory``, newest seq first."""
+    return sorted(directory.glob(f"{PREFIX}*.json"), reverse=True)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"unreadable manifest: {e}", str(path)) from e
+    for key in ("seq", "state_hash", "fencing_token", "config_hash", "max_makers_per_order", "npz"):
+        if key not in doc:
+            raise SnapshotError(f"manifest lacks {key!r}", str(path))
+    return dict(doc)
+
+
+def load(path: Path, cfg: Config) -> tuple[State, dict[str, Any]]:
+    """(state, manifest) from a manifest path, or from a directory's newest loadable snapshot."""
+    if path.is_dir():
+        errors = []
+        for m in manifests(path):
+            try:
+                return load(m, cfg)
+            except SnapshotError as e:
+                errors.append(f"{m.name}: {e}")
+        raise SnapshotError("no loadable snapshot" + ("; " + "; ".join(errors) if errors else ""),
+                            str(path))
+    doc = read_manifest(path)
+    want = config_hash(cfg, int(doc["max_makers_per_order"]))
+    if doc["config_hash"] != want:
+        raise SnapshotError(f"snapshot is for config {doc['config_hash']}, this config is {want}",
+                            str(path))
+    npz = path.parent / str(doc["npz"])
+    if "npz_sha256" in doc and (not npz.exists() or _sha256(npz) != doc["npz_sha256"]):
+        raise SnapshotError("npz missing or its digest differs from the manifest", str(npz))
+    fresh = allocate(cfg, int(doc["max_makers_per_order"]))
+    arrays: dict[str, np.ndarray] = {}
+    with np.load(npz, allow_pickle=False) as z:
+        for name in PERSISTED:
+            a = z[name]
+            ref = getattr(fresh, name)
+            if a.dtype != ref.dtype or a.shape != ref.shape:
+                raise SnapshotError(f"array {name}: {a.dtype}{a.shape}, expected "
+                                    f"{ref.dtype}{ref.shape}", str(npz))
+            arrays[name] = np.ascontiguousarray(a)
+    st = fresh._replace(**arrays)
+    if int(st.ctl[C_RESUME_SEQ]) != 0:
+        raise SnapshotError("snapshot taken inside a split CANCEL_ALL", str(npz))
+    if int(recompute_terms(st)) != int(st.hs[0]) or int(state_hash(st)) != int(doc["state_hash"]):
+        raise SnapshotError("state hash does not verify", str(npz))
+    return st, doc
