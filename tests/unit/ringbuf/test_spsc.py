@@ -257,8 +257,9 @@ def _slow_consumer(name: str) -> None:
 
 def test_killed_consumer_is_replaced_and_nothing_is_lost_or_repeated(shm_name: Name,
                                                                       procs: Any) -> None:
-    r = SpscRing.create(shm_name(), COMMAND, 1024)
-    r.push(recs(0, 1000), timeout_s=5)
+    total = 100_000  # the slow consumer would need ~15 s for all of them: it is killed midway
+    r = SpscRing.create(shm_name(), COMMAND, 1 << 17)
+    r.push(recs(0, total), timeout_s=5)
     c = procs(_slow_consumer, r.name)
     deadline = time.monotonic() + 10
     while r.statistics().popped < 30 and time.monotonic() < deadline:
@@ -266,10 +267,10 @@ def test_killed_consumer_is_replaced_and_nothing_is_lost_or_repeated(shm_name: N
     os.kill(c.pid, signal.SIGKILL)
     c.join(10)
     popped = r.statistics().popped
-    assert 30 <= popped < 1000
-    out = np.zeros(1024, COMMAND)
-    rest = _drain(r, out, 1000 - popped)  # this process becomes the consumer
-    assert rest == list(range(popped, 1000))
+    assert 30 <= popped < total
+    out = np.zeros(4096, COMMAND)
+    rest = _drain(r, out, total - popped)  # this process becomes the consumer
+    assert rest == list(range(popped, total))
     r.close()
 
 
