@@ -180,8 +180,12 @@ class EmbeddedSettler:
         idle = self.idle_min_s
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        if self.doorbell is not None:
-            loop.add_reader(self.doorbell.fileno(), wake.set)
+        bell = self.doorbell
+        if bell is not None:
+            def rung() -> None:  # drain at once: a readable FIFO left full would spin the loop
+                bell.drain()
+                wake.set()
+            loop.add_reader(bell.fileno(), rung)
         try:
             while not stop.is_set():
                 if await self.step():
@@ -192,9 +196,7 @@ class EmbeddedSettler:
                     waiters.append(self._inflight)
                 t0 = time.monotonic()
                 await _wait_any(waiters, wake, stop, idle)
-                if self.doorbell is not None and wake.is_set():
-                    self.doorbell.drain()
-                    wake.clear()
+                wake.clear()
                 if time.monotonic() - t0 >= idle * 0.9:
                     idle = min(self.idle_max_s, idle * 2)
             await self._finish()
