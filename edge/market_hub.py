@@ -77,7 +77,7 @@ class Channel:
         self.ready = False  # book: the copy is valid (has a snapshot and an unbroken chain)
         self.snap: bytes | None = None  # cached BookSnapshot frame of the copy
         self.last: bytes | None = None  # candles / ticker: the latest frame
-        self.last_key = 0
+        self.last_key = 0  # candles: openTime of ``last``; trades: the last trade id sent
 
     def snapshot_payload(self) -> bytes:
         b = sorted(self.bids, key=price_key, reverse=True)
@@ -141,6 +141,9 @@ class MarketHub:
                     continue  # a symbol this config does not know
             k = m.kind
             if k == _TRADE:
+                if m.prev_seq <= ch.last_key:
+                    continue  # already sent: a restarted publisher re-published it
+                ch.last_key = m.prev_seq
                 if ch.subs:
                     f = ws_frame(m.payload)
                     if not ch.frames:

@@ -4,7 +4,7 @@
 (book.py), the trade logs, the candles of every interval (candles.py) and the 24 h tickers
 (ticker.py). With ``emit=True`` it returns the batch's messages, each serialised once (orjson) as
 ``(Msg kind, channel id, seq, prev_seq, JSON bytes)`` (for candles ``prev_seq`` carries the
-candle's openTime, the fan-out's conflation key): every TradeExecuted in engine order, then
+candle's openTime, the fan-out's conflation key; for trades the trade id, its dedupe key): every TradeExecuted in engine order, then
 one BookUpdated per depth view that changed, then the CandleUpdated of every candle the batch
 touched or closed. Tickers are not per batch: ``tickers()`` gives the ones changed since the
 last call (the publisher sends them at most every ``ticker_interval_ms``).
@@ -100,7 +100,7 @@ class MarketDeriver:
                 touched_candles[sid] = m
                 if emit:
                     f = m.fmt
-                    out.append((Msg.TRADE, m.trade_chan, seq, 0, orjson.dumps({
+                    out.append((Msg.TRADE, m.trade_chan, seq, tid, orjson.dumps({
                         "type": "TradeExecuted", "symbol": f.name, "tradeId": tid,
                         "price": f.price(price), "qty": f.qty(lots), "quoteQty": f.quote(quote),
                         "takerSide": SIDE_NAME.get(side, "?"), "time": ms, "timeUs": ts // 1000,

@@ -1,10 +1,11 @@
 """The publisher process loop: WAL EVENTS frames -> MarketDeriver -> md broadcast ring.
 
-Start: take ``<run_dir>/publisher.lock`` (one publisher per instance, checked with flock), read the
-whole WAL silently (``emit=False``: no JSON) to rebuild books, trades, candles and tickers, then
-attach the md ring ``spotx-<instance>-md`` if it exists with our layout (a restarted publisher
-continues the cursor, readers see no gap) or create it (``replace_stale``), and publish HELLO,
-every BookSnapshot, the open candles and every ticker. Then ``ready``.
+Start: take ``<run_dir>/publisher.lock`` (one publisher per instance, checked with flock), attach
+the md ring ``spotx-<instance>-md`` if it exists with our layout (a publisher restarted after a
+crash continues the cursor, readers see no gap) or create it (``replace_stale``), read the whole
+WAL to rebuild books, trades, candles and tickers — silently (no JSON), except the frames after
+``publisher.pos`` on a continued ring — and publish HELLO, every BookSnapshot, the open candles and
+every ticker. Then ``ready``.
 
 Loop (``step``): poll at most ``poll_frames`` durable frames; per EVENTS frame, derive and encode
 its messages (each serialised once); then the timers — tickers at most every
@@ -25,15 +26,18 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import mmap
 import os
 import random
 import select
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from pipeline import shm_layout
 from pipeline.config import Config
@@ -48,6 +52,30 @@ from ringbuf import BroadcastWriter, SegmentMismatch, SegmentNotFound
 
 log = logging.getLogger("spotx.publisher")
 _EVENTS = int(FrameKind.EVENTS)
+_U64 = struct.Struct("<Q")
+
+
+class PosFile:
+    """``<run_dir>/publisher.pos``: the last engine seq whose messages are on the ring (8 bytes,
+    mmap'd, updated after each publish without a syscall; a hint for a restart, never fsynced)."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._mm = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+
+    def get(self) -> int:
+        return int(_U64.unpack_from(self._mm, 0)[0])
+
+    def set(self, seq: int) -> None:
+        _U64.pack_into(self._mm, 0, seq)
+
+    def close(self) -> None:
+        self._mm.close()
 
 
 def md_doorbell_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -85,6 +113,7 @@ class Publisher:
         self.frames = 0
         self.events = 0
         self._stats: Stats | None = None
+        self._pos: PosFile | None = None
         self._s: dict[str, int] = {}
         self._use_stats = stats
 
@@ -122,34 +151,43 @@ class Publisher:
             self._tail = self._reader.tail(0)
         return self._tail
 
-    def _open_ring(self) -> BroadcastWriter:
+    def _open_ring(self) -> tuple[BroadcastWriter, bool]:
+        """(writer, attached): continue an existing ring of our layout, else create one."""
         try:
             w = BroadcastWriter.attach(self.ring_name, MD)
             if w.capacity != self.capacity:
                 w.close()
                 raise SegmentMismatch(self.ring_name, "capacity differs")
+            w.claim_writer()  # RingBusy if another publisher still writes it
             log.info("md ring %s attached at cursor %d", self.ring_name, w.published())
-            return w
+            return w, True
         except (SegmentNotFound, SegmentMismatch):
-            return BroadcastWriter.create(self.ring_name, MD, self.capacity, replace_stale=True)
+            return BroadcastWriter.create(self.ring_name, MD, self.capacity, replace_stale=True), False
 
     def start(self) -> None:
-        """Lock, rebuild from the WAL, open the ring, publish the initial state."""
+        """Lock, open the ring, rebuild from the WAL, publish the initial state.
+
+        A ring that survived us (we crashed; fan-outs still read it) is continued: frames after
+        ``publisher.pos`` (the last engine seq whose messages were published) are published
+        during the rebuild, so subscribers miss no trade (the fan-out drops trade ids it already
+        sent). A new ring starts from the current state: fan-outs re-attach and resync."""
         self._lock()
         self._open_stats()
+        self.writer, attached = self._open_ring()
+        self._pos = PosFile(self.run_dir / "publisher.pos")
+        resume = self._pos.get() if attached else None
         t0 = time.monotonic()
-        while self._poll(emit=False):
+        while self._poll(emit_after=resume):
             pass
-        self.deriver.align_views()
-        log.info("publisher rebuilt %d events (%d frames) to seq %d in %.2f s", self.events,
-                 self.frames, self.deriver.seq, time.monotonic() - t0)
-        self.writer = self._open_ring()
+        if resume is None:
+            self.deriver.align_views()
+        log.info("publisher rebuilt %d events (%d frames) to seq %d in %.2f s (ring %s, resumed "
+                 "after %s)", self.events, self.frames, self.deriver.seq, time.monotonic() - t0,
+                 "attached" if attached else "created", resume)
         self._bell = Doorbell(self.run_dir, "publisher")
         now_ns = time.time_ns()
         now_ms = now_ns // 1_000_000
         d = self.deriver
-        import orjson
-
         self.encoder.add(Msg.HELLO, 0, d.seq, 0,
                          orjson.dumps({"type": "Hello", "epoch": self.epoch, "seq": d.seq}), now_ns)
         self._emit(d.snapshots(), now_ns)
@@ -179,8 +217,12 @@ class Publisher:
     def _flush(self) -> None:
         if self.encoder.flush():
             self._ringer.ring()
+        if self._pos is not None:
+            self._pos.set(self.deriver.seq)
 
-    def _poll(self, emit: bool) -> int:
+    def _poll(self, emit_after: int | None = 0) -> int:
+        """Apply the next durable frames; publish the messages of frames after ``emit_after``
+        (None: publish nothing — the silent rebuild)."""
         tail = self._tail_now()
         if tail is None:
             return 0
@@ -195,6 +237,7 @@ class Publisher:
                 raise PublisherError(f"EVENTS frame at seq {f.first_seq}: {len(f.payload)} B is not "
                                      f"a whole number of {EVENT.itemsize} B events")
             ev = np.frombuffer(f.payload, dtype=EVENT)
+            emit = emit_after is not None and f.first_seq > emit_after
             out = d.apply(ev, emit)
             n += 1
             self.events += len(ev)
@@ -206,6 +249,8 @@ class Publisher:
             if st is not None:
                 st.data[self._s["events"]] += len(ev)
         self.frames += n
+        if emit_after is not None and n:
+            self._flush()
         if st is not None and n:
             st.data[self._s["frames"]] += n
             st.data[self._s["seq"]] = d.seq
@@ -228,7 +273,7 @@ class Publisher:
 
     def step(self) -> int:
         """One round: new frames, timers, publish. Returns the WAL frames read."""
-        n = self._poll(emit=True)
+        n = self._poll(emit_after=0)
         self._timers(time.time_ns())
         self._flush()
         return n
@@ -265,6 +310,9 @@ class Publisher:
         if self._stats is not None:
             self._stats.close()
             self._stats = None
+        if self._pos is not None:
+            self._pos.close()
+            self._pos = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

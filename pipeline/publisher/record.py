@@ -6,7 +6,9 @@ Layout (512 bytes, little-endian, one definition used by the writer, every reade
      8 seq      u8   book: the symbol's book seq after this message; trades, candles, ticker:
                      the engine seq of the command that produced it
     16 prev_seq u8   BookUpdated: seq of the previous book message on the same channel;
-                     CandleUpdated: the candle's openTime (ms); else 0
+                     CandleUpdated: the candle's openTime (ms); TradeExecuted: the tradeId
+                     (the fan-out drops a trade id it already sent: publisher restarts are
+                     idempotent); else 0
     24 chan     u4   channel id (channels.chan_id)
     28 total    u4   bytes of the whole message
     32 off      u4   offset of this slot's chunk in the message

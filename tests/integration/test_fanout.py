@@ -135,8 +135,8 @@ async def connect(port: int, rcvbuf: int = 0, **kw: Any) -> Client:
     return c  # type: ignore[return-value]
 
 
-async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(pred: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
     while not pred():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -379,7 +379,7 @@ def test_pings_and_a_silent_socket_is_closed(arun: Callable[..., Any]) -> None:
         try:
             alive = await connect(rig.port)
             mute = await connect(rig.port, enable_auto_pong=False)
-            await until(lambda: mute.closed is not None, timeout=3)
+            await until(lambda: mute.closed is not None, within_s=3)
             assert mute.closed == (1001, b"PING_TIMEOUT") and mute.pings >= 3
             assert alive.closed is None and len(rig.server.conns) == 1  # it answers (auto pong)
             assert rig.server.closes.get("PING_TIMEOUT") == 1

@@ -29,7 +29,7 @@ def payloads(rng: np.random.Generator, n: int) -> list[bytes]:
 
 def test_layout_is_512_bytes() -> None:
     assert MD.itemsize == MD_RECORD_BYTES == 512
-    assert MD.fields["data"][1] == 48
+    assert MD.fields is not None and MD.fields["data"][1] == 48
 
 
 def test_round_trip_through_a_broadcast_ring() -> None:
