@@ -43,7 +43,16 @@ async def record_ws(url: str, symbol: str, stop: asyncio.Event, ready: asyncio.E
                     seen: list[dict]) -> None:
     import websockets
 
-    async with websockets.connect(url, open_timeout=10) as ws:
+    deadline = time.monotonic() + 30  # /readyz is the edge's; the fan-out may start a moment later
+    while True:
+        try:
+            ws_conn = await websockets.connect(url, open_timeout=10)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    async with ws_conn as ws:
         await ws.send(json.dumps({"op": "subscribe", "id": 1,
                                   "channels": [f"trades:{symbol}", f"candles:{symbol}@1m"]}))
         with open(WS_LOG, "w") as log:
