@@ -43,7 +43,7 @@ def _kernel_digest() -> bytes:
 KERNEL_DIGEST = _kernel_digest()
 
 
-class _EngineCacheLocator(caching.InTreeCacheLocator):  # type: ignore[misc]
+class _EngineCacheLocator(caching.InTreeCacheLocator):
     """In-tree cache for engine kernels, stamped with the digest of every kernel source."""
 
     def get_source_stamp(self) -> Any:
