@@ -50,8 +50,12 @@ class InprocGateway:
     def __init__(self, cfg: Config, edge_id: int = 1, engine: EngineLike | None = None,
                  readmodel: ReadModel | None = None, timeout_s: float = 5.0) -> None:
         if engine is None:
-            # imported by name: edge depends on the engine's behaviour (EngineLike), not its code
-            engine = importlib.import_module("engine").Engine(cfg)
+            # imported by name: edge depends on the engine's behaviour (EngineLike), not its code;
+            # warmed (kernels compiled or loaded from numba's cache) before the first command, so
+            # the first order does not pay for the compiler or time out
+            mod = importlib.import_module("engine")
+            mod.warm()
+            engine = mod.Engine(cfg)
         if readmodel is None:
             from edge.orders import Validator
 

@@ -164,7 +164,8 @@ class TradeSession(WSListener):
         self.queue: deque[_Slot] = deque()
         self.bucket = TokenBucket(server.messages_per_second, NS, time.monotonic_ns())
         self.cancel_on_disconnect = False
-        self.placed: set[int] = set()
+        self.placed: set[int] = set()  # open orders placed by this session (cancel-on-disconnect)
+        self.prune_at = 4096
         self.unsubscribe: Callable[[], None] | None = None
         self.frag: list[bytes] = []
         self.frag_size = 0
@@ -325,10 +326,11 @@ class TradeSession(WSListener):
     def _remember(self, key: ApiKey, oid: int) -> None:
         placed = self.placed
         placed.add(oid)
-        if len(placed) > 4096:  # prune orders closed since (amortised O(1))
+        if len(placed) > self.prune_at:  # drop orders closed since; amortised O(1) per order
             rm = self.srv.svc.rm
             for o in [o for o in placed if (st := rm.order(key.account, o)) is None or not st.is_open]:
                 placed.discard(o)
+            self.prune_at = max(4096, 2 * len(placed))
 
     async def _run(self, slot: _Slot, coro: Awaitable[Any]) -> None:
         try:
@@ -371,7 +373,7 @@ class TradeSession(WSListener):
 
     def _send(self, data: bytes) -> None:
         t = self.t
-        if t is None or self.closed:
+        if t is None or self.closed or t.is_disconnected:
             return
         t.send(WSMsgType.TEXT, data)
         if t.underlying_transport.get_write_buffer_size() > self.srv.max_backlog_bytes:
