@@ -6,7 +6,8 @@ frame per subscriber.
     ws_messages_sent_total{server="market"}     outbound frames (data + responses)
     ws_sent_bytes_total{server="market"}        outbound bytes (frames, headers included)
     ws_close_total{reason}                      closes: SLOW_CONSUMER | PING_TIMEOUT | RATE_LIMITED |
-                                                CLIENT_CLOSE | DISCONNECT | PROTOCOL | SERVER_SHUTDOWN
+                                                CLIENT_CLOSE | DISCONNECT (peer vanished, or picows
+                                                closed it: bad or oversize frame) | SERVER_SHUTDOWN
     ws_backlog_bytes                            per-connection unsent bytes (transport buffer +
                                                 conflation queues), sampled every second (histogram)
     ws_backlogged_connections                   connections currently in conflation mode (gauge)
@@ -27,7 +28,7 @@ LAG_BUCKETS_S = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 
                  100e-3, 250e-3, 1.0, 10.0)
 BACKLOG_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
 CLOSE_REASONS = ("SLOW_CONSUMER", "PING_TIMEOUT", "RATE_LIMITED", "CLIENT_CLOSE", "DISCONNECT",
-                 "PROTOCOL", "SERVER_SHUTDOWN")
+                 "SERVER_SHUTDOWN")
 
 
 class FanoutMetrics:

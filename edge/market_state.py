@@ -124,6 +124,7 @@ class MarketFollower:
         self.wal_dir = Path(wal_dir) if wal_dir else Path(state.cfg.data_dir) / "wal"
         self._reader: WalReader | None = None
         self._tail: WalTail | None = None
+        self._checked = False
 
     def poll(self, max_frames: int = 256) -> int:
         """Apply what became durable since the last call; returns the frames read."""
@@ -134,6 +135,11 @@ class MarketFollower:
             self._tail = self._reader.tail(0)
         frames = self._tail.poll(max_frames)
         for fr in frames:
+            if not self._checked:
+                if fr.first_seq != 1:
+                    raise ValueError(f"the WAL in {self.wal_dir} starts at seq {fr.first_seq}: "
+                                     "market data needs every event from seq 1")
+                self._checked = True
             if fr.kind == FrameKind.EVENTS:
                 self.state.apply(np.frombuffer(fr.payload, dtype=EVENT))
         return len(frames)

@@ -18,8 +18,8 @@ rung by the engine's flusher) with a bounded timeout.
 Ownership: the publisher is the md ring's single writer (the lock); it unlinks the ring on a clean
 stop (fan-outs keep their mapping and re-attach when a new one appears), the supervisor removes
 leftovers. Limits: rebuild reads the WAL from its first segment (history survives restarts as long
-as the WAL does); a WAL that starts after seq 1 is refused (WalGapError) since books need every
-event.
+as the WAL does); a WAL whose first frame is not seq 1 is refused (PublisherError) since books
+need every event.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class Publisher:
         self.events = 0
         self._stats: Stats | None = None
         self._pos: PosFile | None = None
+        self._started_at_1 = False
         self._s: dict[str, int] = {}
         self._use_stats = stats
 
@@ -231,6 +232,11 @@ class Publisher:
         st = self._stats
         n = 0
         for f in frames:
+            if not self._started_at_1:
+                if f.first_seq != 1:
+                    raise PublisherError(f"the WAL in {self.wal_dir} starts at seq {f.first_seq}: "
+                                         "books need every event from seq 1")
+                self._started_at_1 = True
             if f.kind != _EVENTS:
                 continue
             if len(f.payload) % EVENT.itemsize:
