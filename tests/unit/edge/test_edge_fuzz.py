@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import LiveEdge, signed_headers, start_live_edge
+from edge_live import LiveEdge, signed_headers, start_live_edge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 import pytest
-from conftest import LiveEdge, signed_headers, start_live_edge
+from edge_live import LiveEdge, signed_headers, start_live_edge
 
 from edge.auth import ApiKey
 from edge.errors import ERRORS

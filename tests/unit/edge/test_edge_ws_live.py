@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import LiveEdge, signed_headers, start_live_edge
+from edge_live import LiveEdge, signed_headers, start_live_edge
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
