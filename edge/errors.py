@@ -55,6 +55,7 @@ _ROWS: tuple[tuple[str, int, int, str], ...] = (
     ("WOULD_TAKE", 1201, 409, "post-only order would take liquidity"),
     ("UNKNOWN_ORDER", 1202, 404, "unknown order"),
     ("DUPLICATE_CLIENT_ORDER_ID", 1203, 409, "clientOrderId is already used by an open order"),
+    ("CONFLICT", 1204, 409, "the request conflicts with the current state"),
     # modes
     ("SYMBOL_CANCEL_ONLY", 1300, 403, "symbol is in cancel-only mode"),
     ("SYMBOL_HALTED", 1301, 403, "symbol is halted"),

@@ -64,3 +64,16 @@ def test_api_error_body_and_fields() -> None:
     assert ApiError("BAD_REQUEST", "x").body()["message"] == "x"
     with pytest.raises(KeyError):
         ApiError("NO_SUCH_ERROR")
+
+
+def test_every_api_error_raised_in_the_repo_is_in_the_table() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).parents[3]
+    used: dict[str, str] = {}
+    for pkg in ("edge", "pipeline", "settle", "engine"):
+        for f in (root / pkg).rglob("*.py"):
+            for name in re.findall(r'ApiError\(\s*"([A-Z_]+)"', f.read_text()):
+                used.setdefault(name, str(f.relative_to(root)))
+    unknown = {n: f for n, f in used.items() if n not in ERRORS}
+    assert not unknown, f"ApiError names missing from edge/errors.py: {unknown}"
