@@ -229,3 +229,36 @@ def test_maker_gets_order_update_with_last_fill(live: LiveEdge) -> None:
     assert any(e["type"] == "BalanceUpdate" and e["asset"] == "BTC" and e["available"] == "0.20000000"
                for e in ws.events)
     ws.c.close()
+
+
+def test_inflight_cap_and_ping_idle(tmp_path: Path, loop_impl: str) -> None:
+    import socket
+
+    live, stop = start_live_edge(tmp_path, loop_impl, max_inflight=4, ping_idle_s=0.2,
+                                 ping_reply_s=0.2)
+    try:
+        admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
+        ws = Ws(live)
+        ws.logon()
+        for i in range(40):  # 10x the cap: reading pauses and resumes, nothing is lost or reordered
+            ws.send(i, "order.place" if i % 3 else "orders.open", BUY if i % 3 else {})
+        got = [ws.recv() for _ in range(40)]
+        assert [g["id"] for g in got] == list(range(40)) and all(g["status"] == 200 for g in got)
+        time.sleep(0.8)  # idle well past ping_idle + ping_reply: websockets answers the pings
+        assert ws.call("after", "balances.get")["status"] == 200
+        ws.c.close()
+        m = live.call(lambda: live.edge.metrics.render()).decode()
+        assert 'ws_request_duration_seconds_count{method="order.place"} 26.0' in m
+        # a peer that never answers pings is dropped
+        s = socket.create_connection(("127.0.0.1", live.edge.ws_port), timeout=5)
+        s.sendall(b"GET /v1/ws/trade HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+        t0 = time.monotonic()
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 101") and time.monotonic() - t0 < 3
+        s.close()
+    finally:
+        stop()
