@@ -35,14 +35,18 @@ class Candle:
         self.closed = False
 
     def add(self, price: int, lots: int, quote: int, seq: int) -> None:
-        if price > self.h:
-            self.h = price
-        if price < self.l:
-            self.l = price
-        self.c = price
+        self.merge(price, price, price, lots, quote, 1, seq)
+
+    def merge(self, h: int, low: int, c: int, lots: int, quote: int, n: int, seq: int) -> None:
+        """Fold a run of ``n`` trades (high, low, close, lots, quote) that follows this candle's."""
+        if h > self.h:
+            self.h = h
+        if low < self.l:
+            self.l = low
+        self.c = c
         self.vol += lots
         self.qvol += quote
-        self.n += 1
+        self.n += n
         self.seq = seq
 
     def row(self) -> tuple[int, int, int, int, int, int, int, int, bool]:
@@ -76,47 +80,54 @@ class CandleSeries:
             self.changed.append(c)
 
     def trade(self, ts_ms: int, price: int, lots: int, quote: int, seq: int) -> None:
+        self.run(ts_ms, price, price, price, price, lots, quote, 1, seq)
+
+    def run(self, ts_ms: int, o: int, h: int, low: int, c: int, lots: int, quote: int, n: int,
+            seq: int) -> None:
+        """Fold ``n`` consecutive trades with the same timestamp (open, high, low, close, lots,
+        quote): one call per batch and symbol when the engine stamps a batch with one time."""
         iv = self.interval_ms
         start = ts_ms - ts_ms % iv
-        c = self.cur
-        if c is None or start > c.open_ms:
-            if c is not None:
+        cur = self.cur
+        if cur is None or start > cur.open_ms:
+            if cur is not None:
                 self._close()
             last = self.hist[-1] if self.hist else None
             if last is not None and start <= last.open_ms:
-                self._late(start, price, lots, quote, seq)
+                self._late(start, o, h, low, c, lots, quote, n, seq)
                 return
-            c = self.cur = Candle(start, price, seq)
-        elif start < c.open_ms:
-            self._late(start, price, lots, quote, seq)
+            cur = self.cur = Candle(start, o, seq)
+        elif start < cur.open_ms:
+            self._late(start, o, h, low, c, lots, quote, n, seq)
             return
-        c.add(price, lots, quote, seq)
-        self._mark(c)
+        cur.merge(h, low, c, lots, quote, n, seq)
+        self._mark(cur)
 
-    def _late(self, start: int, price: int, lots: int, quote: int, seq: int) -> None:
+    def _late(self, start: int, o: int, h: int, low: int, c: int, lots: int, quote: int, n: int,
+              seq: int) -> None:
         hist = self.hist
         for i in range(len(hist) - 1, -1, -1):
-            h = hist[i]
-            if h.open_ms == start:
-                h.add(price, lots, quote, seq)
-                self._mark(h)
+            old = hist[i]
+            if old.open_ms == start:
+                old.merge(h, low, c, lots, quote, n, seq)
+                self._mark(old)
                 return
-            if h.open_ms < start:
-                c = Candle(start, price, seq)
-                c.closed = True
-                c.add(price, lots, quote, seq)
+            if old.open_ms < start:
+                new = Candle(start, o, seq)
+                new.closed = True
+                new.merge(h, low, c, lots, quote, n, seq)
                 if len(hist) == hist.maxlen:
                     hist.popleft()
                     i -= 1
-                hist.insert(i + 1, c)
-                self._mark(c)
+                hist.insert(i + 1, new)
+                self._mark(new)
                 return
         if len(hist) < (hist.maxlen or 0):  # older than everything kept, and there is room
-            c = Candle(start, price, seq)
-            c.closed = True
-            c.add(price, lots, quote, seq)
-            hist.appendleft(c)
-            self._mark(c)
+            new = Candle(start, o, seq)
+            new.closed = True
+            new.merge(h, low, c, lots, quote, n, seq)
+            hist.appendleft(new)
+            self._mark(new)
 
     def roll(self, now_ms: int) -> None:
         """Close the open candle if ``now_ms`` is past its end."""

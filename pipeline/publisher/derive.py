@@ -84,27 +84,7 @@ class MarketDeriver:
         tr = ev[ev["kind"] == _TRADE]
         touched_candles: dict[int, SymbolMarket] = {}
         if len(tr):
-            cols = zip(tr["symbol"].tolist(), tr["trade_id"].tolist(), tr["price"].tolist(),
-                       tr["qty"].tolist(), tr["quote_qty"].tolist(), tr["side"].tolist(),
-                       tr["ts_ns"].tolist(), tr["seq"].tolist(), strict=True)
-            for sid, tid, price, lots, quote, side, ts, seq in cols:
-                m = self.syms.get(sid)
-                if m is None:
-                    continue
-                ms = ts // 1_000_000
-                m.trades.append((tid, price, lots, quote, side, ts, seq))
-                for cs in m.candles:
-                    cs.trade(ms, price, lots, quote, seq)
-                m.ticker.trade(ms, price, lots, quote, seq)
-                m.ticker_dirty = True
-                touched_candles[sid] = m
-                if emit:
-                    f = m.fmt
-                    out.append((Msg.TRADE, m.trade_chan, seq, tid, orjson.dumps({
-                        "type": "TradeExecuted", "symbol": f.name, "tradeId": tid,
-                        "price": f.price(price), "qty": f.qty(lots), "quoteQty": f.quote(quote),
-                        "takerSide": SIDE_NAME.get(side, "?"), "time": ms, "timeUs": ts // 1000,
-                        "seq": seq})))
+            self._trades(tr, emit, out, touched_candles)
         last_ts = int(ev["ts_ns"].max())
         if last_ts // 1_000_000 > self.time_ms:
             self.time_ms = last_ts // 1_000_000
@@ -123,6 +103,45 @@ class MarketDeriver:
         self.seq = max(self.seq, books.last_seq)
         out.extend(self.roll(self.time_ms, emit, touched_candles))
         return out
+
+    def _trades(self, tr: np.ndarray, emit: bool, out: list[Out],
+                touched: dict[int, SymbolMarket]) -> None:
+        """Trade log and messages per trade; candles and ticker per run of trades of one symbol
+        with one timestamp (numpy aggregates: a batch is usually one run per symbol)."""
+        syms, tss = tr["symbol"], tr["ts_ns"]
+        px, lots, quote, seqs = tr["price"], tr["qty"], tr["quote_qty"], tr["seq"]
+        for sid in np.unique(syms).tolist():
+            m = self.syms.get(sid)
+            if m is None:
+                continue
+            idx = np.flatnonzero(syms == sid)
+            ts = tss[idx]
+            cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+            bounds = [0, *cuts.tolist(), len(idx)]
+            p, q, qq, sq = px[idx], lots[idx], quote[idx], seqs[idx]
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                ms = int(ts[a]) // 1_000_000
+                run = (int(p[a]), int(p[a:b].max()), int(p[a:b].min()), int(p[b - 1]),
+                       int(q[a:b].sum()), int(qq[a:b].sum()), b - a, int(sq[b - 1]))
+                for cs in m.candles:
+                    cs.run(ms, *run)
+                m.ticker.run(ms, *run)
+            m.ticker_dirty = True
+            touched[sid] = m
+            rows = tr[idx]
+            cols = zip(rows["trade_id"].tolist(), rows["price"].tolist(), rows["qty"].tolist(),
+                       rows["quote_qty"].tolist(), rows["side"].tolist(),
+                       rows["ts_ns"].tolist(), rows["seq"].tolist(), strict=True)
+            f = m.fmt
+            app = m.trades.append
+            for tid, price, lo, quo, side, t, seq in cols:
+                app((tid, price, lo, quo, side, t, seq))
+                if emit:
+                    out.append((Msg.TRADE, m.trade_chan, seq, tid, orjson.dumps({
+                        "type": "TradeExecuted", "symbol": f.name, "tradeId": tid,
+                        "price": f.price(price), "qty": f.qty(lo), "quoteQty": f.quote(quo),
+                        "takerSide": SIDE_NAME.get(side, "?"), "time": t // 1_000_000,
+                        "timeUs": t // 1000, "seq": seq})))
 
     def roll(self, now_ms: int, emit: bool = True,
              extra: dict[int, SymbolMarket] | None = None) -> list[Out]:

@@ -32,38 +32,44 @@ class Ticker:
         self.last_seq = 0
 
     def trade(self, ts_ms: int, price: int, lots: int, quote: int, seq: int) -> None:
+        self.run(ts_ms, price, price, price, price, lots, quote, 1, seq)
+
+    def run(self, ts_ms: int, o: int, h: int, low: int, c: int, lots: int, quote: int, n: int,
+            seq: int) -> None:
+        """Fold ``n`` consecutive trades with the same timestamp."""
         m = ts_ms - ts_ms % MINUTE_MS
         b = self.buckets[-1] if self.buckets else None
         if b is None or m > b[0]:
-            self.buckets.append([m, price, price, price, price, lots, quote, 1])
+            self.buckets.append([m, o, h, low, c, lots, quote, n])
         elif m == b[0]:
-            if price > b[2]:
-                b[2] = price
-            if price < b[3]:
-                b[3] = price
-            b[4] = price
+            if h > b[2]:
+                b[2] = h
+            if low < b[3]:
+                b[3] = low
+            b[4] = c
             b[5] += lots
             b[6] += quote
-            b[7] += 1
+            b[7] += n
         else:  # the engine clock stepped back: fold into the bucket of that minute if present
             for x in self.buckets:
                 if x[0] == m:
-                    x[2], x[3] = max(x[2], price), min(x[3], price)
+                    x[2], x[3] = max(x[2], h), min(x[3], low)
                     x[5] += lots
                     x[6] += quote
-                    x[7] += 1
+                    x[7] += n
                     break
             else:
                 return
+        first = self.n == 0
         self.vol += lots
         self.qvol += quote
-        self.n += 1
-        if self.n == 1 or price > self.high:
-            self.high = price
-        if self.n == 1 or price < self.low:
-            self.low = price
+        self.n += n
+        if first or h > self.high:
+            self.high = h
+        if first or low < self.low:
+            self.low = low
         if ts_ms >= self.last_ms:
-            self.last = price
+            self.last = c
             self.last_ms = ts_ms
             self.last_seq = seq
         self.expire(max(ts_ms, self.last_ms))

@@ -63,9 +63,16 @@ class SymbolViews:
         self.names = [f"book:{fmt.name}@{d}" for d in DEPTHS]
         self.last = [0] * len(DEPTHS)
 
-    def _levels(self, diff: Diff) -> list[list[str]]:
-        price, qty = self.fmt.price, self.fmt.qty
-        return [[price(p), qty(q) if q else "0"] for p, q in diff]
+    def _levels(self, diff: Diff, memo: dict[tuple[int, int], list[str]]) -> list[list[str]]:
+        """Levels as strings; ``memo`` shares them between the views of one batch."""
+        out = []
+        for lv in diff:
+            s = memo.get(lv)
+            if s is None:
+                p, q = lv
+                s = memo[lv] = [self.fmt.price(p), self.fmt.qty(q) if q else "0"]
+            out.append(s)
+        return out
 
     def _top_strings(self, b: SymbolBook, n: int) -> tuple[list[list[str]], list[list[str]]]:
         price, qty = self.fmt.price, self.fmt.qty
@@ -99,6 +106,7 @@ class SymbolViews:
             return []
         out = []
         cks: list[int] | None = None
+        memo: dict[tuple[int, int], list[str]] = {}
         ms = b.ts_ns // 1_000_000
         for i in range(len(DEPTHS)):
             bi = bd[i] if bd is not None else []
@@ -111,8 +119,8 @@ class SymbolViews:
             self.last[i] = b.seq
             out.append((self.chans[i], b.seq, prev, orjson.dumps({
                 "type": "BookUpdated", "channel": self.names[i], "symbol": self.name,
-                "seq": b.seq, "prevSeq": prev, "time": ms, "bids": self._levels(bi),
-                "asks": self._levels(ai), "checksum": cks[i]})))
+                "seq": b.seq, "prevSeq": prev, "time": ms, "bids": self._levels(bi, memo),
+                "asks": self._levels(ai, memo), "checksum": cks[i]})))
         return out
 
     def snapshot(self, b: SymbolBook, i: int) -> tuple[int, int, bytes]:

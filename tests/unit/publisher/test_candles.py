@@ -85,3 +85,32 @@ def test_history_is_bounded() -> None:
         cs.trade(T0 + i * 1000, 1, 1, 1, i)
     assert len(cs.hist) == 5 and cs.cur is not None
     assert [c.open_ms for c in cs.all()] == [T0 + i * 1000 for i in range(14, 20)]
+
+
+def test_deriver_candles_equal_recomputation_from_its_trades() -> None:
+    """The publisher path (runs of trades per symbol and timestamp, rolled by event time) on a
+    random flow crossing second, minute, hour and day boundaries."""
+    import numpy as np
+
+    from pipeline import config
+    from pipeline.publisher.derive import MarketDeriver
+    from pipeline.publisher.synth import RefEngine, random_commands
+
+    cfg = config.load(env={}, overrides={"market.trade_history": 100_000,
+                                         "market.candle_history": 100_000})
+    day = 86_400_000_000_000
+    eng = RefEngine(cfg, t0_ns=(1_700_000_000_000_000_000 // day + 1) * day - 1_200_000_000_000,
+                    step_ns=333_333_337)  # from 20 min before a UTC midnight to ~15 min after
+    d = MarketDeriver(cfg)
+    rng = np.random.default_rng(8)
+    for _ in range(1100):
+        d.apply(eng.apply(random_commands(rng, int(rng.integers(1, 12)), [1, 2], spread=3,
+                                          open_orders=eng.open_orders())))
+    for sid in (1, 2):
+        m = d.syms[sid]
+        trades = [(ts // 1_000_000, px, lots, quote) for _tid, px, lots, quote, _s, ts, _q in m.trades]
+        assert len(trades) > 500
+        for i, iv in enumerate(INTERVAL_MS):
+            got = [c.row()[:8] for c in m.candles[i].all()]
+            assert got == recompute(trades, iv), (sid, iv)
+        assert len(m.candles[5].all()) == 2  # the day boundary was crossed
