@@ -4,9 +4,12 @@ Measured: ``settlement_lag_seconds`` (histogram) = commit time of the ledger tra
 event's sequencing time ``ts_ns``, per event (ledger.py); ``ledger_consumer_lag_events`` = what is
 durable/produced but not yet settled (embedded.py, consumer.py).
 
-Policy input: ``current_lag_ms`` — the age of the oldest event read but not yet committed (0 when
-caught up). Unlike the histogram it keeps growing while the database is away, which is exactly
-when the policy must act.
+Policy input: the age of the oldest durable event not yet settled (0 when caught up). Unlike the
+histogram it keeps growing while the database or the broker is away, which is exactly when the
+policy must act. Two estimates, the process takes the larger: ``current_lag_ms`` from the
+sequencing time of the oldest event the settler holds (embedded mode), and ``BacklogAge`` from
+periodic samples of the WAL's durable seq against the settled seq (any mode; resolution = the
+sampling period).
 
 Policy (``decide``, pure): above T2 -> throttle new orders (a flag for the edge); above T3 ->
 ``SOFT_HALT`` through a ``SET_LAG_HALT`` mode 1 command (the engine marks the halt as the
@@ -20,6 +23,7 @@ After a restart the policy does not know whether its halt is in force, so the st
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import json
@@ -76,6 +80,26 @@ def current_lag_ms(oldest_pending_ts_ns: int | None, now_ns: int | None = None) 
     return max(0.0, (now - oldest_pending_ts_ns) / 1e6)
 
 
+class BacklogAge:
+    """Age of the oldest durable-but-unsettled seq, from ``(time, durable seq)`` samples: the first
+    sample whose durable seq exceeds the settled seq is (within one period) when the oldest
+    unsettled seq became durable. Bounded: one sample per tick while the backlog lasts, capped."""
+
+    def __init__(self, max_samples: int = 100_000) -> None:
+        self._samples: collections.deque[tuple[int, int]] = collections.deque(maxlen=max_samples)
+
+    def update(self, now_ns: int, durable_seq: int, settled_seq: int) -> float:
+        s = self._samples
+        while s and s[0][1] <= settled_seq:
+            s.popleft()
+        if durable_seq <= settled_seq:
+            s.clear()
+            return 0.0
+        if not s or durable_seq > s[-1][1]:
+            s.append((now_ns, durable_seq))
+        return max(0.0, (now_ns - s[0][0]) / 1e6)
+
+
 def halt_command(cmd: HaltCommand, lag_ms: float, t_ms: int) -> np.ndarray:
     """The ADMIN record (command + audit note) for a policy halt or lift, venue-wide."""
     rec = np.zeros(1, ADMIN)
@@ -106,19 +130,21 @@ class LagPolicy:
         self.on_throttle = on_throttle
         self.state = LagState.UNKNOWN
         self.throttle = False
+        self._flag_written = False
         self.commands: list[HaltCommand] = []
 
     def update(self, lag_ms: float) -> LagDecision:
         d = decide(lag_ms, self.state, self.t2_ms, self.t3_ms)
+        if d.throttle != self.throttle or not self._flag_written:
+            if self.on_throttle is not None:
+                self.on_throttle(d.throttle)
+            self.throttle = d.throttle
+            self._flag_written = True
         if d.command is not None:
             if self.submit is not None:  # may raise: then the state stays and the next update retries
                 t = self.t3_ms if d.command == HaltCommand.SET else self.t2_ms
                 self.submit(halt_command(d.command, lag_ms, t))
             self.commands.append(d.command)
-        if d.throttle != self.throttle or self.state == LagState.UNKNOWN:
-            self.throttle = d.throttle
-            if self.on_throttle is not None:
-                self.on_throttle(d.throttle)
         self.state = d.state
         metrics.LAG_POLICY_STATE.set(max(0, int(d.state)))
         return d

@@ -172,7 +172,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class LedgerWriter:
-    """Single-connection ledger writer; not safe for concurrent ``write`` calls (await each)."""
+    """Single-connection ledger writer. ``write``, ``progress`` and ``highest_fencing`` share the
+    connection: await one before starting another (``refresh_balances`` has its own)."""
 
     def __init__(self, dsn: str, *, retry_max_s: float | None = None, backoff_max_s: float = 5.0,
                  connect_timeout_s: float = 5.0, statement_timeout_ms: int = 30_000) -> None:
@@ -238,9 +239,14 @@ class LedgerWriter:
         return int(v or 0)
 
     async def refresh_balances(self) -> None:
-        """REFRESH MATERIALIZED VIEW CONCURRENTLY balances (readers are never blocked)."""
-        conn = await self._retrying(self._ensure_conn)
-        await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY balances")
+        """REFRESH MATERIALIZED VIEW CONCURRENTLY balances, on a connection of its own (it is a
+        full aggregate: it must neither wait for nor hold up the writer's transactions)."""
+        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s,
+                                     **connect_kwargs(self.dsn))
+        try:
+            await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY balances")
+        finally:
+            await conn.close()
 
     # -- write -----------------------------------------------------------------------------------
 

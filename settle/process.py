@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,15 +31,17 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from pipeline.config import Config
 from pipeline.records import ADMIN
+from pipeline.wal import WalReader
 from settle import metrics
 from settle.catalog import Catalog, sync
 from settle.errors import SettleError
 from settle.invariants import check_all
-from settle.lag import LagPolicy, current_lag_ms
-from settle.ledger import LedgerWriter
+from settle.lag import BacklogAge, LagPolicy, current_lag_ms
+from settle.ledger import LedgerWriter, connect_kwargs, is_transient
 from settle.migrate import migrate
 
 log = logging.getLogger("spotx.settle")
@@ -100,16 +103,12 @@ async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any
     s = cfg.settle
     catalog = Catalog.from_config(cfg)
     data, run = Path(cfg.data_dir), Path(cfg.data_dir) / "run"
-    await migrate(s.pg_dsn)
-    conn = await asyncpg.connect(s.pg_dsn, timeout=10)
-    await sync(conn, catalog)
+    await _startup(s.pg_dsn, catalog)
     writer = LedgerWriter(s.pg_dsn)
     wal_dir = data / "wal"
     while not await asyncio.to_thread(os.path.isdir, wal_dir):  # the engine creates it first
         try:
             await asyncio.wait_for(stop.wait(), 0.1)
-            await writer.close()
-            await conn.close()
             return
         except TimeoutError:
             pass
@@ -119,6 +118,7 @@ async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any
     outbox_thread: threading.Thread | None = None
     outbox_stop = threading.Event()
     pending_ts: Callable[[], int | None]
+    settled_seq: Callable[[], int]
     if s.mode == "embedded":
         from pipeline.doorbell import Doorbell
         from settle.embedded import EmbeddedSettler
@@ -129,35 +129,57 @@ async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any
 
         def pending_ts() -> int | None:
             return settler.oldest_pending_ts_ns
+
+        def settled_seq() -> int:
+            return settler.settled_seq
     elif s.mode == "kafka":
         from settle.consumer import KafkaLedgerConsumer
         from settle.outbox import Outbox
 
         outbox = Outbox(wal_dir, run / "outbox.cursor", s.kafka_bootstrap, s.kafka_topic, catalog)
-        outbox_thread = threading.Thread(target=outbox.run, args=(outbox_stop,), name="outbox",
-                                         daemon=True)
+        loop = asyncio.get_running_loop()
+        outbox_failed: asyncio.Future[None] = loop.create_future()
+
+        def outbox_main() -> None:
+            try:
+                outbox.run(outbox_stop)
+            except BaseException as e:  # noqa: BLE001 - handed to the event loop, which re-raises
+                loop.call_soon_threadsafe(outbox_failed.set_exception, e)
+
+        outbox_thread = threading.Thread(target=outbox_main, name="outbox", daemon=True)
         outbox_thread.start()
         consumer = KafkaLedgerConsumer(s.kafka_bootstrap, s.kafka_topic, writer, catalog)
         await consumer.start()
         tasks.append(asyncio.create_task(consumer.run(stop)))
+        tasks.append(asyncio.ensure_future(outbox_failed))
 
         def pending_ts() -> int | None:
-            return None  # the Kafka path measures lag on commit (histogram) only
+            return None  # the backlog age covers the outbox and the consumer
+
+        def settled_seq() -> int:
+            return consumer.settled_seq
     else:
         raise SettleError(f"[settle] mode must be 'embedded' or 'kafka', not {s.mode!r}")
 
+    backlog = BacklogAge()
+    durable = WalReader(wal_dir)
+
     def lag_tick() -> None:
+        dp = durable.durable()
+        age = backlog.update(time.time_ns(), dp.seq if dp else 0, settled_seq())
         try:
-            policy.update(current_lag_ms(pending_ts()))
+            policy.update(max(age, current_lag_ms(pending_ts())))
         except SettleError:
             metrics.LAG_COMMAND_ERRORS.inc()
 
     async def invariants() -> None:
-        from pipeline.wal import read_durable
-
-        dp = read_durable(wal_dir)
-        await check_all(conn, external_account=catalog.external_account, shard=catalog.shard,
-                        engine_seq=dp.seq if dp else None)
+        dp = durable.durable()
+        conn = await asyncpg.connect(s.pg_dsn, timeout=10, **connect_kwargs(s.pg_dsn))
+        try:
+            await check_all(conn, external_account=catalog.external_account, shard=catalog.shard,
+                            engine_seq=dp.seq if dp else None)
+        finally:
+            await conn.close()
 
     tasks += [asyncio.create_task(_every(LAG_EVERY_S, lag_tick, stop, "lag policy")),
               asyncio.create_task(_every(INVARIANT_EVERY_S, invariants, stop, "invariant check")),
@@ -179,8 +201,25 @@ async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any
         outbox_stop.set()
         if outbox_thread is not None:
             outbox_thread.join(10)
+        durable.close()
         await writer.close()
-        await conn.close()
+
+
+async def _startup(dsn: str, catalog: Catalog) -> None:
+    """Migrate and write the catalog, waiting (with back-off) for a database that is not up yet."""
+    async def once() -> None:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn, timeout=10, **connect_kwargs(dsn))
+        try:
+            await sync(conn, catalog)
+        finally:
+            await conn.close()
+
+    async for attempt in AsyncRetrying(retry=retry_if_exception(is_transient),
+                                       wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+                                       stop=stop_never, reraise=True):
+        with attempt:
+            await once()
 
 
 def main(cfg: Config, index: int = 0, ready: Connection | None = None) -> None:

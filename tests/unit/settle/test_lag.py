@@ -69,7 +69,7 @@ def test_failed_submit_is_retried_next_update() -> None:
     p.state = N
     with pytest.raises(RuntimeError):
         p.update(5000)
-    assert p.state == N and p.commands == []
+    assert p.state == N and p.commands == [] and p.throttle  # the flag does not wait for the ring
     p.update(5000)
     assert p.state == H and p.commands == [SET] and len(calls) == 2
 
@@ -87,3 +87,26 @@ def test_current_lag() -> None:
     assert current_lag_ms(None) == 0.0
     assert current_lag_ms(1_000_000_000, now_ns=1_250_000_000) == 250.0
     assert current_lag_ms(2_000, now_ns=1_000) == 0.0
+
+
+def test_backlog_age_tracks_the_oldest_unsettled_durable_seq() -> None:
+    from settle.lag import BacklogAge
+
+    b = BacklogAge()
+    ms = 1_000_000
+    assert b.update(0, 10, 10) == 0.0  # caught up
+    assert b.update(100 * ms, 15, 10) == 0.0  # seq 11..15 durable since (about) now
+    assert b.update(200 * ms, 20, 10) == 100.0  # still waiting for 11
+    assert b.update(300 * ms, 20, 15) == 100.0  # 16..20 became durable at 200 ms
+    assert b.update(400 * ms, 25, 20) == 0.0  # 21..25 just now
+    assert b.update(5_400 * ms, 25, 20) == 5_000.0  # settlement stalled: the age keeps growing
+    assert b.update(5_500 * ms, 25, 25) == 0.0
+
+
+def test_backlog_age_is_bounded() -> None:
+    from settle.lag import BacklogAge
+
+    b = BacklogAge(max_samples=3)
+    for i in range(10):
+        b.update(i * 1_000_000, 100 + i, 0)
+    assert len(b._samples) == 3
