@@ -32,6 +32,7 @@ from pipeline.config import Config
 from pipeline.publisher.channels import INTERVAL_MS, INTERVALS
 from pipeline.publisher.checksum import CHECKSUM_LEVELS, checksum
 from pipeline.publisher.derive import SIDE_NAME, MarketDeriver, SymbolMarket
+from pipeline.publisher.errors import WalStartError
 from pipeline.records import EVENT
 from pipeline.wal import FrameKind, WalReader, WalTail
 
@@ -137,8 +138,7 @@ class MarketFollower:
         for fr in frames:
             if not self._checked:
                 if fr.first_seq != 1:
-                    raise ValueError(f"the WAL in {self.wal_dir} starts at seq {fr.first_seq}: "
-                                     "market data needs every event from seq 1")
+                    raise WalStartError(str(self.wal_dir), fr.first_seq)
                 self._checked = True
             if fr.kind == FrameKind.EVENTS:
                 self.state.apply(np.frombuffer(fr.payload, dtype=EVENT))

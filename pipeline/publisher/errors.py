@@ -28,3 +28,12 @@ class ChannelError(PublisherError, ValueError):
 
 class UnknownSymbol(ChannelError):
     """A channel names a symbol the config does not have."""
+
+
+class WalStartError(PublisherError, ValueError):
+    """The WAL does not start at seq 1: derived books would miss orders resting from before."""
+
+    def __init__(self, where: str, first_seq: int) -> None:
+        super().__init__(f"the WAL in {where} starts at seq {first_seq}: market data needs every "
+                         "event from seq 1")
+        self.first_seq = first_seq

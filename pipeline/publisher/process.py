@@ -18,7 +18,7 @@ rung by the engine's flusher) with a bounded timeout.
 Ownership: the publisher is the md ring's single writer (the lock); it unlinks the ring on a clean
 stop (fan-outs keep their mapping and re-attach when a new one appears), the supervisor removes
 leftovers. Limits: rebuild reads the WAL from its first segment (history survives restarts as long
-as the WAL does); a WAL whose first frame is not seq 1 is refused (PublisherError) since books
+as the WAL does); a WAL whose first frame is not seq 1 is refused (WalStartError) since books
 need every event.
 """
 
@@ -43,7 +43,7 @@ from pipeline import shm_layout
 from pipeline.config import Config
 from pipeline.doorbell import Doorbell, Ringer
 from pipeline.publisher.derive import MarketDeriver, Out
-from pipeline.publisher.errors import PublisherError
+from pipeline.publisher.errors import PublisherError, WalStartError
 from pipeline.publisher.record import MD, MdEncoder, Msg
 from pipeline.records import EVENT
 from pipeline.stats import Stats
@@ -234,8 +234,7 @@ class Publisher:
         for f in frames:
             if not self._started_at_1:
                 if f.first_seq != 1:
-                    raise PublisherError(f"the WAL in {self.wal_dir} starts at seq {f.first_seq}: "
-                                         "books need every event from seq 1")
+                    raise WalStartError(str(self.wal_dir), f.first_seq)
                 self._started_at_1 = True
             if f.kind != _EVENTS:
                 continue

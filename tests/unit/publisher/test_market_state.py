@@ -3,16 +3,20 @@ the trade list with their bounds, the ticker is the 24 h window, errors are API 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pytest
 
 from edge import market_rest
 from edge.errors import ApiError
-from edge.market_state import MarketState
+from edge.market_state import MarketFollower, MarketState
 from pipeline import config
+from pipeline.publisher.errors import WalStartError
 from pipeline.publisher.synth import RefEngine, random_commands
 from pipeline.records import Ev
+from pipeline.wal import WalWriter
 
 CFG = config.load(env={}, overrides={"market.trade_history": 50, "market.candle_history": 30})
 
@@ -105,3 +109,29 @@ def test_handle_serves_bytes_and_api_errors(fed: tuple[MarketState, RefEngine, n
     finally:
         market_rest.install(None)
     assert market_rest.handle("/v1/ticker", "symbol=BTC-USDT")[0] == 503
+
+
+def test_follower_rebuilds_from_the_wal_and_refuses_one_not_starting_at_seq_1(tmp_path: Path) -> None:
+    eng = RefEngine(CFG)
+    rng = np.random.default_rng(6)
+    with WalWriter(tmp_path / "wal", segment_bytes=1 << 20, sync_mode="none") as w:
+        for _ in range(20):
+            cmds = random_commands(rng, 8, [1], spread=4, open_orders=eng.open_orders())
+            seq0 = w.last_seq + 1
+            ev = eng.apply(cmds)
+            w.append(1, seq0, len(cmds), cmds.view(np.uint8), eng.now)
+            w.append(2, seq0, len(ev), ev.view(np.uint8), eng.now)
+        w.sync()
+    st = MarketState(CFG)
+    fol = MarketFollower(st, tmp_path / "wal")
+    assert fol.catch_up() == 40 and st.seq == eng.seq
+    bids, asks = eng.book(1, 100)
+    f = st.d.syms[1].fmt
+    assert st.depth({"symbol": "BTC-USDT"})["asks"] == [[f.price(p), f.qty(q)] for p, q in asks]
+    fol.close()
+    with WalWriter(tmp_path / "wal2", segment_bytes=1 << 20, sync_mode="none", first_seq=5) as w:
+        cmds = random_commands(rng, 2, [1])
+        w.append(1, 5, 2, cmds.view(np.uint8), 0)
+        w.sync()
+    with pytest.raises(WalStartError, match="starts at seq 5"):
+        MarketFollower(MarketState(CFG), tmp_path / "wal2").poll()
