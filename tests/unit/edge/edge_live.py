@@ -14,6 +14,7 @@ from typing import Any
 from edge.auth import ApiKey, KeyStore, rest_payload, sign
 from pipeline import config as config_mod
 
+_warmed: list[bool] = []
 TEST_OVERRIDES = {"engine.max_orders": 1 << 14, "engine.max_accounts": 256,
                   "engine.max_levels": 1 << 10}
 
@@ -58,7 +59,12 @@ def start_live_edge(tmp_path: Path, loop_impl: str, overrides: dict[str, Any] | 
     store = KeyStore(cfg.edge.key_store)
     keys = {"trade": store.create(11, "trade"), "trade2": store.create(12, "trade"),
             "read": store.create(11, "read"), "admin": store.create(1, "admin")}
+    import engine
     from engine import Engine
+
+    if not _warmed:  # compile (or load from numba's cache) before any request can time out on it
+        engine.warm()
+        _warmed.append(True)
 
     loop: asyncio.AbstractEventLoop
     if loop_impl == "uvloop":
