@@ -23,8 +23,9 @@ window`` (AUTH_TIMESTAMP) -> signature (AUTH_BAD_SIGNATURE) -> replay (AUTH_REPL
 ``replay_detect_total``) -> role (FORBIDDEN).
 
 Replay cache. A dict (signature -> expiry) plus a FIFO of insertions: O(1) amortised per check,
-bounded by ``max_entries``. An entry lives until ``ts + window`` (after that the timestamp check
-refuses the request anyway). If the cache is full, the oldest insertion is evicted; if it had not
+bounded by ``max_entries``. An entry lives until ``ts + recv_window_max`` (after that the timestamp
+check refuses the request whatever window it claims; the window header is not signed, so the
+request's own window cannot bound the entry). If the cache is full, the oldest insertion is evicted; if it had not
 yet expired, ``floor_ms`` rises to its timestamp and every later request signed at or before the
 floor is refused with AUTH_TIMESTAMP (it could be a replay we no longer remember): under overload we
 refuse stale-signed requests rather than ever accept a replay. Clients signing with a fresh
@@ -329,7 +330,9 @@ class Authenticator:
             got = b""
         if not hmac.compare_digest(expect, got):
             raise self._fail("signature", "AUTH_BAD_SIGNATURE", "signature does not match")
-        verdict = self.replay.check_and_add(sig, ts_ms, ts_ms + window + 1, now)
+        # remembered for the *largest* window: X-RECV-WINDOW is not signed, so a replay could
+        # otherwise widen its own window past the entry's expiry
+        verdict = self.replay.check_and_add(sig, ts_ms, ts_ms + self.window_max + 1, now)
         if verdict == "replay":
             self.stats.replay_detect_total += 1
             if self.observer is not None:

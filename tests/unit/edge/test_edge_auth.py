@@ -146,6 +146,19 @@ def test_verify_rest_success_and_every_failure_kind(store: KeyStore) -> None:
                                     "forbidden"}
 
 
+def test_replay_with_a_widened_window_is_still_a_replay(store: KeyStore) -> None:
+    k = store.create(account=3, role="trade")
+    clock = Clock(1_000_000)
+    auth = Authenticator(store, clock_ms=clock)
+    h = headers(k, clock.ms, "GET", "/v1/balances")
+    assert auth.verify_rest("GET", b"/v1/balances", b"", h) == k
+    clock.ms += 30_000  # the original 5 s window is long gone; the attacker claims 60 s
+    h["x-recv-window"] = "60000"
+    assert fail(auth.verify_rest, "GET", b"/v1/balances", b"", h) == "AUTH_REPLAY"
+    clock.ms += 30_001
+    assert fail(auth.verify_rest, "GET", b"/v1/balances", b"", h) == "AUTH_TIMESTAMP"
+
+
 def test_logon(store: KeyStore) -> None:
     k = store.create(account=5, role="read")
     clock = Clock(2_000_000)
