@@ -45,6 +45,7 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     limiter = KeyLimiter(cfg.edge.orders_per_second, cfg.edge.weight_per_minute,
                          on_drop=getattr(metrics, "rate_limit_drop", None))
     market = _market(cfg)
+    gateway.market = market  # fed from the same durable WAL tail as the read model
     from pipeline.smoke import SmokeRestApp
 
     rest = SmokeRestApp(service, auth, limiter, metrics, market=market, cfg=cfg)
@@ -54,15 +55,11 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
 
 
 def _market(cfg: Config) -> Any:
-    """The market-data provider for /v1/depth|trades|candles|ticker (None: those answer 503)."""
-    import importlib
+    """The market-data state for /v1/depth|trades|candles|ticker, derived from durable events by
+    the same code as the publisher (``edge.market_state``)."""
+    from edge.market_state import MarketState
 
-    try:
-        mod = importlib.import_module("edge.market_state")
-    except ImportError:
-        return None
-    factory = getattr(mod, "rest_provider", None)
-    return factory(cfg) if callable(factory) and cfg.market.enabled else None
+    return MarketState(cfg)
 
 
 async def serve(cfg: Config, edge_id: int, ready: Connection | None,

@@ -61,6 +61,7 @@ class RingGateway:
         self.tail = self.reader.tail(1)
         self.audit_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_KEEP)
         self.bell: Doorbell | None = None
+        self.market: Any = None  # edge.market_state.MarketState, fed the same durable events
         self._loop: asyncio.AbstractEventLoop | None = None
         self._safety: asyncio.TimerHandle | None = None
         self.frames = 0
@@ -117,8 +118,11 @@ class RingGateway:
         frames = self.tail.poll(max_frames)
         for f in frames:
             if f.kind == FrameKind.EVENTS:
-                evs = unpack_events(np.frombuffer(f.payload, EVENT))
+                arr = np.frombuffer(f.payload, EVENT)
+                evs = unpack_events(arr)
                 self.events += len(evs)
+                if self.market is not None:
+                    self.market.apply(arr)
                 self.dispatcher.feed(evs)
             elif f.kind == FrameKind.BLOB:
                 self._audit(f.first_seq, f.ts_ns, bytes(f.payload))

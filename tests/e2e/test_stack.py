@@ -236,3 +236,24 @@ def test_metrics_endpoint_has_runbook_series(stack: Stack) -> None:
                  "replay_detect_total", "http_request_duration_seconds_bucket",
                  "spotx_process_cpu_seconds_total"):
         assert name in text, name
+
+
+def test_market_data_rest_from_durable_events(stack: Stack) -> None:
+    stack.fund(2030, "USDT", "100000")
+    stack.fund(2031, "ETH", "10")
+    buyer, seller = stack.client(2030), stack.client(2031)
+    sell = {"symbol": "ETH-USDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+            "price": "2000.00", "quantity": "1.5"}
+    assert seller.call("POST", "/v1/orders", sell).status_code == 200
+    buy = {**sell, "side": "BUY", "timeInForce": "IOC", "quantity": "0.5"}
+    r = buyer.call("POST", "/v1/orders", buy)
+    assert r.status_code == 200 and r.json()["status"] == "FILLED", r.text
+    pub = stack.admin().http
+    depth = pub.get("/v1/depth", params={"symbol": "ETH-USDT", "limit": 5}).json()
+    assert [[Decimal(p), Decimal(q)] for p, q in depth["asks"]][:1] == [[Decimal("2000"), Decimal("1")]]
+    trades = pub.get("/v1/trades", params={"symbol": "ETH-USDT"}).json()
+    assert trades and Decimal(trades[-1]["qty"]) == Decimal("0.5") and trades[-1]["takerSide"] == "BUY"
+    candles = pub.get("/v1/candles", params={"symbol": "ETH-USDT", "interval": "1m"}).json()
+    assert candles and Decimal(candles[-1]["volume"]) >= Decimal("0.5")
+    ticker = pub.get("/v1/ticker", params={"symbol": "ETH-USDT"}).json()
+    assert Decimal(ticker["last"]) == Decimal("2000")
