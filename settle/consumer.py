@@ -95,7 +95,7 @@ class KafkaLedgerConsumer:
         msgs: list[Message] = await asyncio.to_thread(c.consume, self.max_batch, self.poll_timeout_s)
         good = [m for m in msgs if m.error() is None]
         if not good:
-            self._update_lag()
+            await self._update_lag()
             return 0
         offsets: dict[int, int] = {}
         for m in good:
@@ -125,23 +125,33 @@ class KafkaLedgerConsumer:
             err = e.args[0] if e.args else None
             metrics.CONSUMER_COMMIT_ERRORS.labels(err.name() if isinstance(err, KafkaError) else "unknown").inc()
         self._positions.update(offsets)
-        self._update_lag()
+        await self._update_lag()
         return len(good)
 
-    def _update_lag(self, every_s: float = 1.0) -> None:
+    async def _update_lag(self, every_s: float = 1.0) -> None:
+        """``ledger_consumer_lag_events`` = high watermark - settled position, summed over the
+        assigned partitions; at most once a second, the broker queries off the event loop."""
         now = time.monotonic()
-        if self._consumer is None or now - self._lag_at < every_s:
+        c = self._consumer
+        if c is None or now - self._lag_at < every_s:
             return
         self._lag_at = now
-        lag = 0
-        try:
-            for tp in self._consumer.assignment():
-                _lo, hi = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
-                pos = self._positions.get(tp.partition, self._db_offsets.get(tp.partition, OFFSET_INVALID))
-                lag += max(0, hi - pos) if pos >= 0 else hi
-        except KafkaException:
-            return
-        metrics.CONSUMER_LAG.labels(self.name).set(lag)
+
+        def lag() -> int | None:
+            total = 0
+            try:
+                for tp in c.assignment():
+                    _lo, hi = c.get_watermark_offsets(tp, timeout=0.5, cached=False)
+                    pos = self._positions.get(tp.partition,
+                                              self._db_offsets.get(tp.partition, OFFSET_INVALID))
+                    total += max(0, hi - pos) if pos >= 0 else hi
+            except KafkaException:
+                return None
+            return total
+
+        n = await asyncio.to_thread(lag)
+        if n is not None:
+            metrics.CONSUMER_LAG.labels(self.name).set(n)
 
     async def run(self, stop: asyncio.Event) -> None:
         if self._consumer is None:

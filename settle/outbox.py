@@ -206,11 +206,16 @@ class Outbox:
                 return True
         return False
 
-    def run(self, stop: threading.Event, idle_s: float = 0.002) -> None:
+    def run(self, stop: threading.Event, idle_min_s: float = 0.001, idle_max_s: float = 0.01) -> None:
+        """Until ``stop``: step; when idle, serve delivery reports for a back-off period."""
+        idle = idle_min_s
         while not stop.is_set():
-            if not self.step(0.0):
-                self._producer.poll(idle_s)
-                self._advance()
+            if self.step(0.0):
+                idle = idle_min_s
+                continue
+            self._producer.poll(idle)
+            self._advance()
+            idle = min(idle_max_s, idle * 2)
         self.close()
 
     def close(self, timeout_s: float = 5.0) -> None:

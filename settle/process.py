@@ -48,6 +48,7 @@ log = logging.getLogger("spotx.settle")
 INVARIANT_EVERY_S = 10.0
 BALANCES_EVERY_S = 30.0
 LAG_EVERY_S = 0.1
+CONSUMER_GROUP = "spotx-ledger"  # pipeline/forensics.py reads this group's committed offsets
 
 
 
@@ -99,7 +100,8 @@ async def _every(period_s: float, fn: Callable[[], Any], stop: asyncio.Event, wh
             pass
 
 
-async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any]], None] | None = None,
+                *, group: str = CONSUMER_GROUP) -> None:
     s = cfg.settle
     catalog = Catalog.from_config(cfg)
     data, run = Path(cfg.data_dir), Path(cfg.data_dir) / "run"
@@ -148,7 +150,11 @@ async def serve(cfg: Config, stop: asyncio.Event, ready: Callable[[dict[str, Any
 
         outbox_thread = threading.Thread(target=outbox_main, name="outbox", daemon=True)
         outbox_thread.start()
-        consumer = KafkaLedgerConsumer(s.kafka_bootstrap, s.kafka_topic, writer, catalog)
+        # static membership: a restarted settle process takes its partitions back at once instead
+        # of waiting out the dead member's session timeout
+        consumer = KafkaLedgerConsumer(
+            s.kafka_bootstrap, s.kafka_topic, writer, catalog, group=group,
+            consumer_config={"group.instance.id": f"spotx-settle-{cfg.instance}-{cfg.shard}"})
         await consumer.start()
         tasks.append(asyncio.create_task(consumer.run(stop)))
         tasks.append(asyncio.ensure_future(outbox_failed))

@@ -190,6 +190,9 @@ def test_outbox_never_blocks_without_a_broker(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 5  # each step returns; the WAL writer never waited
         assert ob.cursor == 0 and ob.delivered == 0
         assert 0 < ob.backlog() <= len(ev)  # bounded: it stopped reading the WAL when full
+        from prometheus_client import REGISTRY
+
+        assert (REGISTRY.get_sample_value("outbox_backlog_events") or 0) >= len(ev) - 1
     finally:
         ob._producer.purge()
         ob.close(timeout_s=0.1)
