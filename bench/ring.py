@@ -3,11 +3,14 @@
 Regimes (producer in a forked child pinned to core 1, consumer in this process pinned to core 0;
 both run njit loops that call the ring kernels directly and busy-spin when full / empty):
 
-* ``ring.spsc.batched256`` — producer pushes batches of 256 as fast as the ring takes them,
-  consumer pops up to 256 at a time. Value: records/s from the first record popped to the last.
-  Peer: ``faster_fifo.Queue`` ``put_many`` / ``get_many`` of 256 64-byte ``bytes``.
-* ``ring.spsc.single`` — one record per push and per pop. Peer: ``multiprocessing.Queue``
-  put/get of one 64-byte ``bytes`` each.
+* ``ring.spsc.batched256.{busyspin,spinyield}`` — producer pushes batches of 256 as fast as the
+  ring takes them, consumer pops up to 256 at a time. Value: records/s from the first record
+  popped to the last. ``busyspin``: both loops poll without pause; ``spinyield``: after 256
+  empty polls they ``sched_yield`` (``ringbuf.idle``, the njit SpinThenYield), which is what a
+  shared 2-core box needs. Peer: ``faster_fifo.Queue`` ``put_many`` / ``get_many`` of 256
+  64-byte ``bytes``.
+* ``ring.spsc.single.{busyspin,spinyield}`` — one record per push and per pop. Peer:
+  ``multiprocessing.Queue`` put/get of one 64-byte ``bytes`` each.
 * ``ring.spsc.oneway_latency`` — one-way latency with one record in flight: the producer waits
   until the consumer has taken the previous record, waits ~2 us more, stamps the TSC
   (``llvm.readcyclecounter``) into the record and pushes it; the consumer busy-spins, reads the
@@ -44,11 +47,12 @@ from numba import types
 from numba.core.extending import intrinsic
 
 from bench.harness import Latency, Result, pin, rate
-from ringbuf import SpscRing, cleanup, spsc_depth, spsc_pop, spsc_push
+from ringbuf import SpscRing, cleanup, idle, spsc_depth, spsc_pop, spsc_push
 
 REC = np.dtype([("seq", "<i8"), ("ts", "<i8"), ("check", "<i8", (6,))])
 W = REC.itemsize // 8  # 8 words
 CAPACITY = 1 << 14
+SPIN_YIELD_AFTER = 256  # the ``spinyield`` regimes: sched_yield after this many empty polls
 CTX = mp.get_context("fork")  # the child inherits the compiled loops: no compile in the race
 K = 0x9E3779B97F4A7C15 - (1 << 64)  # odd 64-bit constant as int64
 
@@ -89,9 +93,12 @@ def _bad(buf: np.ndarray, i: int, seq: int) -> int:
 
 
 @numba.njit(cache=True)
-def _produce(ctrl: np.ndarray, slots: np.ndarray, n: int, batch: int, gap_cycles: int) -> int:
+def _produce(ctrl: np.ndarray, slots: np.ndarray, n: int, batch: int, gap_cycles: int,
+             spins: int) -> int:
+    """``spins`` > 0: spin-then-yield after that many failed pushes; 0: pure busy-spin."""
     buf = np.zeros((batch, 8), dtype=np.int64)
     seq = 0
+    attempt = 0
     while seq < n:
         k = min(batch, n - seq)
         if gap_cycles > 0:
@@ -105,21 +112,31 @@ def _produce(ctrl: np.ndarray, slots: np.ndarray, n: int, batch: int, gap_cycles
             _fill(buf, i, seq + i, ts)
         done = 0
         while done < k:
-            done += spsc_push(ctrl, slots, buf[done:k], k - done)
+            m = spsc_push(ctrl, slots, buf[done:k], k - done)
+            done += m
+            if m > 0:
+                attempt = 0
+            elif spins > 0:
+                idle(attempt, spins)
+                attempt += 1
         seq += k
     return seq
 
 
 @numba.njit(cache=True)
-def _consume(ctrl: np.ndarray, slots: np.ndarray, n: int, batch: int,
-             lat: np.ndarray) -> tuple[int, int, int, int, int]:
+def _consume(ctrl: np.ndarray, slots: np.ndarray, n: int, batch: int, lat: np.ndarray,
+             spins: int) -> tuple[int, int, int, int, int]:
     """Returns (records, bad records, tsc of first pop, records in first pop, tsc of last pop)."""
     buf = np.zeros((batch, 8), dtype=np.int64)
-    got, bad, t_first, k_first, t_last = 0, 0, 0, 0, 0
+    got, bad, t_first, k_first, t_last, attempt = 0, 0, 0, 0, 0, 0
     while got < n:
         k = spsc_pop(ctrl, slots, buf, min(batch, n - got))
         if k <= 0:
+            if spins > 0:
+                idle(attempt, spins)
+                attempt += 1
             continue
+        attempt = 0
         now = rdtsc()
         if t_first == 0:
             t_first, k_first = now, k
@@ -171,8 +188,8 @@ def _tsc_per_ns() -> float:
 def _warm() -> None:
     """Compile (or load from cache) every loop before any child forks."""
     z1, z2 = np.zeros(128, np.int64), np.zeros((2, W), np.int64)
-    _produce(z1, z2, 0, 1, 0)
-    _consume(z1, z2, 0, 1, np.zeros(0, np.int64))
+    _produce(z1, z2, 0, 1, 0, 0)
+    _consume(z1, z2, 0, 1, np.zeros(0, np.int64), 0)
     _ping(z1, z2, z1, z2, 0, np.zeros(0, np.int64))
     _pong(z1, z2, z1, z2, 0)
 
@@ -188,21 +205,21 @@ def _pinned(fn: Any, *args: Any) -> None:
     fn(*args)
 
 
-def _producer_main(name: str, n: int, batch: int, gap_cycles: int) -> None:
+def _producer_main(name: str, n: int, batch: int, gap_cycles: int, spins: int) -> None:
     with SpscRing.attach(name, REC) as r:
         r.claim_producer()
-        _produce(r.ctrl, r.slots, n, batch, gap_cycles)
+        _produce(r.ctrl, r.slots, n, batch, gap_cycles, spins)
 
 
-def _run_ring(prefix: str, n: int, batch: int, gap_cycles: int,
-              want_lat: bool) -> tuple[int, int, float, np.ndarray]:
-    """(records, bad, seconds-in-ticks from first to last pop excluding the first batch, lat)."""
+def _run_ring(prefix: str, n: int, batch: int, gap_cycles: int, want_lat: bool,
+              spins: int) -> tuple[int, int, float, np.ndarray]:
+    """(records, bad, ticks from first to last pop excluding the first batch's records, lat)."""
     ring = SpscRing.create(f"{prefix}spsc-{batch}-{gap_cycles}", REC, CAPACITY)
     try:
         ring.claim_consumer()
         lat = np.zeros(n if want_lat else 0, dtype=np.int64)
-        p = _child(_producer_main, ring.name, n, batch, gap_cycles)
-        got, bad, t0, k0, t1 = _consume(ring.ctrl, ring.slots, n, batch, lat)
+        p = _child(_producer_main, ring.name, n, batch, gap_cycles, spins)
+        got, bad, t0, k0, t1 = _consume(ring.ctrl, ring.slots, n, batch, lat, spins)
         p.join(60)
         ok = p.exitcode == 0 and ring.statistics().depth == 0
         return got - k0, bad + (0 if ok else 1), float(t1 - t0), lat
@@ -306,12 +323,12 @@ def _peer_faster_fifo(n: int, batch: int) -> tuple[float | None, bool]:
 
 
 # -- suite -------------------------------------------------------------------------------------
-def _throughput(prefix: str, n: int, batch: int, tpn: float, reps: int = 3) -> tuple[float, bool,
-                                                                                    str]:
+def _throughput(prefix: str, n: int, batch: int, tpn: float, spins: int,
+                reps: int = 3) -> tuple[float, bool, str]:
     """Median records/s of ``reps`` runs (the box is shared: one run can be unlucky)."""
     rates, ok = [], True
     for _ in range(reps):
-        got, bad, ticks, _ = _run_ring(prefix, n, batch, 0, False)
+        got, bad, ticks, _ = _run_ring(prefix, n, batch, 0, False, spins)
         rates.append(rate(got, ticks / tpn / 1e9))
         ok &= bad == 0
     runs = ", ".join(f"{r / 1e6:.1f}M" for r in rates)
@@ -326,11 +343,11 @@ def _lat_result(name: str, samples_ns: np.ndarray, correct: bool, notes: str) ->
 
 
 def run(quick: bool) -> list[Result]:
-    n_batched = 20_000_000 if quick else 200_000_000
-    n_single = 2_000_000 if quick else 20_000_000
-    n_lat = 200_000 if quick else 2_000_000
-    n_pp = 200_000 if quick else 2_000_000
-    n_peer = 200_000 if quick else 2_000_000
+    n_batched = 10_000_000 if quick else 200_000_000
+    n_single = 1_000_000 if quick else 20_000_000
+    n_lat = 100_000 if quick else 2_000_000
+    n_pp = 100_000 if quick else 2_000_000
+    n_peer = 100_000 if quick else 2_000_000
     n_peer_lat = 10_000 if quick else 100_000
     affinity = os.sched_getaffinity(0)
     prefix = f"spotx-bench{os.getpid()}-{uuid.uuid4().hex[:6]}-"
@@ -343,19 +360,18 @@ def run(quick: bool) -> list[Result]:
                   f"{os.getloadavg()[0]:.2f} at start); producer core 1, consumer core 0; "
                   f"TSC {tpn:.3f}/ns")
 
-        value, ok, runs = _throughput(prefix, n_batched, 256, tpn)
         ff, ff_ok = _peer_faster_fifo(n_peer, 256)
-        out.append(Result("ring.spsc.batched256", "records/s", value, correct=ok,
-                          notes=f"median of {runs}; {shared}; peer correct={ff_ok}")
-                   .with_peer("faster_fifo put_many/get_many(256)", ff))
-
-        value, ok, runs = _throughput(prefix, n_single, 1, tpn)
         mpq, mpq_ok = _peer_mp_queue(n_peer)
-        out.append(Result("ring.spsc.single", "records/s", value, correct=ok,
-                          notes=f"median of {runs}; {shared}; peer correct={mpq_ok}")
-                   .with_peer("multiprocessing.Queue put/get", mpq))
+        for regime, batch, n, peer, peer_value, peer_ok in (
+                ("batched256", 256, n_batched, "faster_fifo put_many/get_many(256)", ff, ff_ok),
+                ("single", 1, n_single, "multiprocessing.Queue put/get", mpq, mpq_ok)):
+            for wait, spins in (("busyspin", 0), ("spinyield", SPIN_YIELD_AFTER)):
+                value, ok, runs = _throughput(prefix, n, batch, tpn, spins)
+                out.append(Result(f"ring.spsc.{regime}.{wait}", "records/s", value, correct=ok,
+                                  notes=f"median of {runs}; {shared}; peer correct={peer_ok}")
+                           .with_peer(peer, peer_value))
 
-        _got, bad, _ticks, lat = _run_ring(prefix, n_lat, 1, int(2_000 * tpn), True)
+        _got, bad, _ticks, lat = _run_ring(prefix, n_lat, 1, int(2_000 * tpn), True, 0)
         peer_h, peer_ok = _peer_mp_queue_latency(n_peer_lat)
         out.append(_lat_result("ring.spsc.oneway_latency", (lat / tpn).astype(np.int64), bad == 0,
                                "busy-spin both sides, one record in flight, 2us between records, "

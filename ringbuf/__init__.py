@@ -2,8 +2,9 @@
 
 Python API: ``SpscRing``, ``BroadcastWriter``, ``BroadcastReader``, wait strategies, named errors,
 segment helpers. numba API (for loops like the engine's, callable only from ``@njit`` code):
-the kernels ``spsc_push``, ``spsc_pop``, ``bcast_publish``, ``bcast_read`` and the atomics
-``load_acquire``, ``store_release``, ``cas``, ``fence_acquire``, ``fence_release``.
+the kernels ``spsc_push``, ``spsc_pop``, ``spsc_depth``, ``bcast_publish``, ``bcast_read``, the
+atomics ``load_acquire``, ``store_release``, ``cas``, ``fence_acquire``, ``fence_release``, and
+the waits ``cpu_pause``, ``sched_yield``, ``idle``.
 """
 
 from ringbuf._atomics import cas, fence_acquire, fence_release, load_acquire, store_release
@@ -17,6 +18,7 @@ from ringbuf._kernels import (
     spsc_pop,
     spsc_push,
 )
+from ringbuf._nbwait import cpu_pause, idle, sched_yield
 from ringbuf._segment import cleanup, segment_name
 from ringbuf.broadcast import BroadcastReader, BroadcastStats, BroadcastWriter
 from ringbuf.errors import (
@@ -38,6 +40,6 @@ __all__ = [
     "Lapped", "ParkBackoff", "RingBusy", "RingClosed", "RingEmpty", "RingError", "RingFull",
     "RingStats", "SegmentExists", "SegmentMismatch", "SegmentNotFound", "SpinThenYield",
     "SpscRing", "WaitStrategy", "as_words", "bcast_publish", "bcast_read", "cas", "cleanup",
-    "fence_acquire", "fence_release", "load_acquire", "segment_name", "spsc_depth", "spsc_pop",
-    "spsc_push", "store_release", "strategy",
+    "cpu_pause", "fence_acquire", "fence_release", "idle", "load_acquire", "sched_yield",
+    "segment_name", "spsc_depth", "spsc_pop", "spsc_push", "store_release", "strategy",
 ]

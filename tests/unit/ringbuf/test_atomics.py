@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba.core.errors import TypingError
 
-from ringbuf import cas, fence_acquire, fence_release, load_acquire, store_release
+from ringbuf import cas, fence_acquire, fence_release, idle, load_acquire, store_release
 
 
 @numba.njit(cache=True)
@@ -111,3 +111,20 @@ def test_atomics_refuse_non_word_arrays() -> None:
         _roundtrip(np.zeros(4, np.float64), 0, 1)
     with pytest.raises(TypingError):
         _roundtrip(np.zeros(4, np.int32), 0, 1)
+
+
+@numba.njit(cache=True)
+def _spin_yield_until_set(flag: np.ndarray, spins: int) -> int:
+    attempt = 0
+    while load_acquire(flag, 0) == 0:
+        idle(attempt, spins)
+        attempt += 1
+    return attempt
+
+
+@pytest.mark.parametrize("spins", [0, 1_000_000])
+def test_njit_spin_then_yield_sees_another_process_store(spins: int) -> None:
+    """``idle`` (pause, then sched_yield) inside a numba wait loop: compiles, and the loop still
+    ends when another process stores (spins=0 yields on every poll)."""
+    assert _spinner_exits(lambda f: _spin_yield_until_set(f, spins), wait_s=10.0)
+    assert _spin_yield_until_set(np.ones(1, np.int64), spins) == 0
