@@ -77,6 +77,7 @@ class EmbeddedSettler:
         self._inflight_batch: Batch | None = None
         self.settled_seq = 0
         self.from_seq = 0
+        self._wal_bound = False
         self.committed_batches = 0
         self.committed_events = 0
 
@@ -94,13 +95,14 @@ class EmbeddedSettler:
         """Refuse to settle a WAL other than the one this shard's ledger was built from."""
         d = self.reader.durable()
         if d is None:
-            return  # nothing durable yet: bind on the next start
+            return  # nothing durable yet: bound before the first write (step)
         conn = await self.writer._retrying(self.writer._ensure_conn)
         bound = await conn.fetchval(
             "INSERT INTO shard_wal (shard, wal_id) VALUES ($1, $2) "
             "ON CONFLICT (shard) DO UPDATE SET shard = EXCLUDED.shard RETURNING wal_id",
             self.catalog.shard, int(d.wal_id))
-        if int(bound) != int(d.wal_id):
+        self._wal_bound = int(bound) == int(d.wal_id)
+        if not self._wal_bound:
             raise SettleError(
                 f"ledger shard {self.catalog.shard} is bound to WAL id {bound}, but this WAL is "
                 f"{d.wal_id}: settling it would skip postings as duplicates. Use another shard "
@@ -164,6 +166,8 @@ class EmbeddedSettler:
             return 0
         batch = build_batch(self.consumer, self.catalog, take)
         await self._finish()  # writes commit in order: wait for the previous one first
+        if not self._wal_bound:
+            await self._bind_wal()
         self._inflight_batch = batch
         self._inflight = asyncio.create_task(self.writer.write(batch))
         return len(batch.event_ts_ns)

@@ -2,9 +2,9 @@
 
 Transaction (asyncpg, one connection, one writer per shard), three round trips + one for audit::
 
-    BEGIN; SELECT settle_commit(...)        -- fence (FENCING_TOKEN, row lock), new accounts,
-                                            -- settled_batches, settlement_progress (0004_commit_fn)
-    COPY ledger_entries FROM STDIN (binary) -- fast path: rows never posted
+    BEGIN; SELECT settle_commit(...)        -- new accounts, settled_batches, settlement_progress
+    COPY ledger_entries FROM STDIN (binary) -- fast path: rows never posted; the statement trigger
+                                            -- fences them (FENCING_TOKEN, row lock till COMMIT)
     [INSERT audit rows ON CONFLICT DO NOTHING]
     COMMIT
 
@@ -16,10 +16,11 @@ between this COMMIT and its Kafka offset commit posts nothing twice. Binary COPY
 against executemany (bench/settle.py: ~10x faster); round trips are few because on a busy 2-core
 host each one waits for the scheduler.
 
-Fencing: ``settle_fence`` (and a statement trigger on ledger_entries for every other insert path)
-refuse a token lower than the shard's high-water mark; the writer also keeps the mark it last saw
-and refuses such a batch before touching the database. Either way: ``FencingTokenError``, counted
-in ``ledger_fencing_rejects_total``, never retried.
+Fencing: the statement trigger on ledger_entries (``settle_fence`` over the inserted rows, for
+every insert path) refuses postings stamped with a token lower than the shard's high-water mark:
+``FencingTokenError``, counted in ``ledger_fencing_rejects_total``, never retried. Rows that are
+only replayed (already posted) are not new writes and pass, so a replay across a leader change
+works; a batch without postings is not fenced (it changes no balance).
 
 Retries: transient errors (connection lost or refused, server shutting down, serialization
 failure, deadlock, timeouts) are retried by tenacity with exponential back-off and jitter, each
@@ -252,9 +253,6 @@ class LedgerWriter:
 
     async def write(self, batch: Batch) -> WriteResult:
         """Commit ``batch`` (postings, audit, ranges, progress) atomically; retry transient errors."""
-        high = self._high.get(batch.shard)
-        if high is not None and batch.fencing_min < high:
-            self._fenced(batch.shard, batch.fencing_min, high)
         attempts = 0
 
         async def once() -> WriteResult:

@@ -133,7 +133,7 @@ def test_fencing_token_regression_is_rejected(pg_database: str) -> None:
             with pytest.raises(FencingTokenError, match="FENCING_TOKEN") as e1:  # database side
                 await b.write(batch_of(rest, fencing=4))
             assert (e1.value.token, e1.value.highest) == (4, 5)
-            with pytest.raises(FencingTokenError):  # writer side: refused before any SQL
+            with pytest.raises(FencingTokenError):  # the same from the writer that saw token 5
                 await a.write(batch_of(rest, fencing=4))
             assert metric("ledger_fencing_rejects_total") - before == 2
             # any insert path is fenced: an operator's raw INSERT with a stale token too
@@ -147,6 +147,11 @@ def test_fencing_token_regression_is_rejected(pg_database: str) -> None:
             res = await b.write(batch_of(rest, fencing=6))  # a newer leader is fine
             assert res.inserted > 0
             assert await scalar(pg_database, "SELECT fencing_token FROM fencing_high_water") == 6
+            # replaying the old leader's rows (already posted) is not a write: no rejection
+            again = await a.write(batch_of(head, fencing=5))
+            assert (again.inserted, again.path) == (0, "upsert")
+            assert metric("ledger_fencing_rejects_total") - before == 2
+            assert await scalar(pg_database, "SELECT fencing_token FROM settlement_progress") == 6
         finally:
             await a.close()
             await b.close()
