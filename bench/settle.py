@@ -95,7 +95,7 @@ async def _drop_db(name: str) -> None:
 async def _reset(conn: asyncpg.Connection) -> None:
     await conn.execute("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_no_truncate")
     await conn.execute("TRUNCATE ledger_entries, settled_batches, settlement_progress, "
-                       "fencing_high_water, accounts")
+                       "fencing_high_water, accounts, shard_wal")
     await conn.execute("ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_no_truncate")
 
 
