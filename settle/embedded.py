@@ -123,7 +123,8 @@ class EmbeddedSettler:
 
     def _collect(self) -> list[WalBatch]:
         """Read durable frames until ``max_batch_events`` events are ready (bounded)."""
-        assert self._tail is not None, "call start() first"  # noqa: S101
+        if self._tail is None:
+            raise SettleError("EmbeddedSettler: call start() first")
         n = sum(len(b.events) for b in self._ready)
         while n < self.max_batch_events:
             frames = self._tail.poll(256)
@@ -149,7 +150,8 @@ class EmbeddedSettler:
             res = await task
         finally:
             self._inflight, self._inflight_batch = None, None
-        assert batch is not None  # noqa: S101
+        if batch is None:  # set together with _inflight; never None here
+            return
         self.settled_seq = max(self.settled_seq, batch.last_seq)
         self.committed_batches += 1
         self.committed_events += len(batch.event_ts_ns)

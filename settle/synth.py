@@ -97,7 +97,7 @@ class Synth:
         ev["maker_account"] = rng.choice(self.accounts, n)
         ev["price"] = rng.integers(1_000, 100_000, n)
         ev["qty"] = rng.integers(1, 50, n)
-        ev["quote_qty"] = ev["price"] * ev["qty"]  # K = 1 for the symbols used here
+        ev["quote_qty"] = ev["price"] * ev["qty"]  # synthetic notional: the ledger posts what a TRADE says
         ev["taker_fee"] = fee(ev["quote_qty"], self.taker_bps)
         ev["maker_fee"] = fee(ev["quote_qty"], self.maker_bps)
         ev["trade_id"] = np.arange(self.trade_id + 1, self.trade_id + 1 + n)

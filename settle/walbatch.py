@@ -100,7 +100,8 @@ class WalBatcher:
 
     def _close(self, events: np.ndarray, fencing_events: int) -> WalBatch:
         o = self._open
-        assert o is not None  # noqa: S101 - internal state, callers checked
+        if o is None:
+            raise WalContractError("internal: no open batch to close")
         ords, self._carry = ordinals(events["seq"], self._carry)
         b = WalBatch(o["first"], o["last"], o["fencing"], o["ts_ns"], events, ords, fencing_events,
                      o["audit"])
@@ -119,7 +120,8 @@ class WalBatcher:
         seq = frame.first_seq
         symbol = note.get("symbol")
         action = note.get("action")
-        assert self._open is not None  # noqa: S101 - checked by feed
+        if self._open is None:
+            raise WalContractError(f"BLOB frame for seq {frame.first_seq} outside its batch")
         cmds = self._open["cmds"]
         i = seq - self._open["first"]
         if 0 <= i < len(cmds):
