@@ -100,6 +100,8 @@ class EngineHost:
             for e in range(1, cfg.edge.processes + 1):
                 self.cmd_rings.append(SpscRing.attach(shm_layout.cmd_ring(cfg, e), COMMAND))
                 self.adm_rings.append(SpscRing.attach(shm_layout.admin_ring(cfg, e), ADMIN))
+            # settlement's lag policy (SET_LAG_HALT) arrives on its own control ring
+            self.adm_rings.append(SpscRing.attach(shm_layout.settle_admin_ring(cfg), ADMIN))
         self.since_snapshot = 0
 
     # -- recovery ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     spotx-<instance>-cmd-<e>   SPSC COMMAND ring, edge e -> engine      (capacity engine.ring_capacity)
     spotx-<instance>-adm-<e>   SPSC ADMIN ring, edge e -> engine        (capacity 1024)
+    spotx-<instance>-adm-settle SPSC ADMIN ring, settle -> engine        (settlement-lag policy)
     spotx-<instance>-md        broadcast ring, publisher -> fan-out     (capacity market.broadcast_capacity)
 
 The supervisor creates them all before any child starts (``create_all``) and unlinks them after the
@@ -29,6 +30,10 @@ def admin_ring(cfg: Config, edge: int) -> str:
     return f"{prefix(cfg)}adm-{edge}"
 
 
+def settle_admin_ring(cfg: Config) -> str:
+    return f"{prefix(cfg)}adm-settle"
+
+
 def md_ring(cfg: Config) -> str:
     return f"{prefix(cfg)}md"
 
@@ -45,6 +50,7 @@ def create_all(cfg: Config) -> None:
     for e in range(1, cfg.edge.processes + 1):
         SpscRing.create(cmd_ring(cfg, e), COMMAND, cfg.engine.ring_capacity).close()
         SpscRing.create(admin_ring(cfg, e), ADMIN, ADMIN_RING_CAPACITY).close()
+    SpscRing.create(settle_admin_ring(cfg), ADMIN, ADMIN_RING_CAPACITY).close()
 
 
 def unlink_all(cfg: Config) -> None:
