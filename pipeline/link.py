@@ -20,6 +20,7 @@ import asyncio
 import collections
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,14 @@ from edge.recio import unpack_events
 from pipeline import shm_layout
 from pipeline.config import Config
 from pipeline.doorbell import Doorbell
-from pipeline.records import ADMIN, COMMAND, EVENT
+from pipeline.records import ADMIN, COMMAND, EVENT, Cmd
 from pipeline.wal import FrameKind, WalReader
 
 log = logging.getLogger("spotx.link")
 
 AUDIT_KEEP = 10_000
+THROTTLED_ORDERS_PER_S = 50  # new orders per edge per second while settlement lag is above T2
+THROTTLE_CHECK_S = 0.1
 SAFETY_POLL_S = 0.05
 PUSH_RETRY_S = 0.2
 
@@ -66,6 +69,12 @@ class RingGateway:
         self._safety: asyncio.TimerHandle | None = None
         self.frames = 0
         self.events = 0
+        self._throttle_file = Path(cfg.data_dir) / "run" / "settle-throttle"
+        self._throttle_on = False
+        self._throttle_checked = 0.0
+        self._throttle_tokens = float(THROTTLED_ORDERS_PER_S)
+        self._throttle_at = 0.0
+        self.throttled_refusals = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def catch_up(self) -> int:
@@ -147,7 +156,32 @@ class RingGateway:
                 return True
         return False
 
+    def _throttled(self, now: float) -> bool:
+        """Settlement-lag policy (RUNBOOK 3.2): above T2 settle writes ``run/settle-throttle`` = 1."""
+        if now - self._throttle_checked >= THROTTLE_CHECK_S:
+            self._throttle_checked = now
+            try:
+                self._throttle_on = self._throttle_file.read_bytes().strip() == b"1"
+            except OSError:
+                self._throttle_on = False
+        return self._throttle_on
+
+    def _admit_new_order(self) -> None:
+        now = time.monotonic()
+        if not self._throttled(now):
+            return
+        self._throttle_tokens = min(float(THROTTLED_ORDERS_PER_S),
+                                    self._throttle_tokens + (now - self._throttle_at) * THROTTLED_ORDERS_PER_S)
+        self._throttle_at = now
+        if self._throttle_tokens < 1.0:
+            self.throttled_refusals += 1
+            raise ApiError("RATE_LIMITED", "settlement lag is above T2: new orders are throttled",
+                           retry_after_s=1)
+        self._throttle_tokens -= 1.0
+
     async def submit(self, cmd: np.void, slot: int = 0) -> Events:
+        if int(cmd["kind"]) == Cmd.NEW_ORDER:
+            self._admit_new_order()
         fut = self.dispatcher.register(cmd, slot)
         rec = np.frombuffer(cmd.tobytes(), COMMAND)
         if not await self._push(self.cmd_ring, rec):

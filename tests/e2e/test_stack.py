@@ -257,3 +257,24 @@ def test_market_data_rest_from_durable_events(stack: Stack) -> None:
     assert candles and Decimal(candles[-1]["volume"]) >= Decimal("0.5")
     ticker = pub.get("/v1/ticker", params={"symbol": "ETH-USDT"}).json()
     assert Decimal(ticker["last"]) == Decimal("2000")
+
+
+def test_settlement_lag_throttle_flag_limits_new_orders(stack: Stack) -> None:
+    """RUNBOOK 3.2: above T2 settle sets run/settle-throttle; the edge then admits few new orders."""
+    from pathlib import Path
+
+    stack.fund(2040, "USDT", "10000")
+    c = stack.client(2040)
+    flag = Path(stack.cfg.data_dir) / "run" / "settle-throttle"
+    flag.write_text("1")
+    try:
+        time.sleep(0.15)
+        codes = [c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01")) for _ in range(150)]
+        refused = [r for r in codes if r.status_code == 429]
+        assert refused, "no order was throttled"
+        assert refused[0].json()["error"] == "RATE_LIMITED" and refused[0].headers.get("Retry-After")
+    finally:
+        flag.write_text("0")
+    time.sleep(0.15)
+    assert c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01")).status_code == 200
+    assert c.call("DELETE", f"/v1/orders?symbol={SYM}").status_code == 200
