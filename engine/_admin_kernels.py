@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine._bal import bal_begin, bal_finish, bal_move
+from engine._bal import bal_begin, bal_finish, bal_move, sort_i64
 from engine._events import cmd_cid, ev_command, ev_new, ev_order
 from engine._maps import cid_find, id_find
 from engine._modes import mode_reject
-from engine._numba import kernel
+from engine._numba import kernel, kernel_inline
 from engine._orders import order_remove
 from engine.layout import (
     C_CONN,
@@ -52,7 +52,7 @@ def _bad_symbol(st, sym):
     return sym < 1 or sym > st.ctl[C_N_SYMBOLS]
 
 
-@kernel
+@kernel_inline
 def _cancel_one(st, out, s, reason):
     ev_order(st, out, EV_CANCELED, s, st.orders[s].leaves, reason)
     bal_begin(st)
@@ -60,7 +60,7 @@ def _cancel_one(st, out, s, reason):
     bal_finish(st, out, True)
 
 
-@kernel
+@kernel_inline
 def cancel(st, cmds, i, out):
     c = cmds[i]
     flags = np.int64(c.flags)
@@ -116,8 +116,7 @@ def _collect(st, scope, sym, account):
                 ids[n] = o.id
                 n += 1
             s = o.anext
-    if n > 1:
-        ids[:n].sort()
+    sort_i64(ids, n)
     return n
 
 

@@ -22,6 +22,43 @@ EV_BALANCE = 6
 
 
 @kernel
+def sort_i64(a, n):
+    """Sort ``a[:n]`` in place without allocating: insertion sort when short, else heapsort."""
+    if n <= 16:
+        for j in range(1, n):
+            k = a[j]
+            m = j - 1
+            while m >= 0 and a[m] > k:
+                a[m + 1] = a[m]
+                m -= 1
+            a[m + 1] = k
+        return
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(a, start, n)
+    for end in range(n - 1, 0, -1):
+        t = a[0]
+        a[0] = a[end]
+        a[end] = t
+        _sift(a, 0, end)
+
+
+@kernel
+def _sift(a, root, n):
+    while True:
+        c = 2 * root + 1
+        if c >= n:
+            return
+        if c + 1 < n and a[c + 1] > a[c]:
+            c += 1
+        if a[root] >= a[c]:
+            return
+        t = a[root]
+        a[root] = a[c]
+        a[c] = t
+        root = c
+
+
+@kernel
 def bal_begin(st):
     st.ctl[C_STAMP] += 1
     st.ctl[C_NTOUCH] = 0
@@ -50,16 +87,7 @@ def bal_move(st, a, asset, d_avail, d_locked):
 def bal_finish(st, out, emit):
     n = st.ctl[C_NTOUCH]
     keys = st.tkeys
-    if n <= 16:
-        for j in range(1, n):
-            k = keys[j]
-            m = j - 1
-            while m >= 0 and keys[m] > k:
-                keys[m + 1] = keys[m]
-                m -= 1
-            keys[m + 1] = k
-    else:
-        keys[:n].sort()
+    sort_i64(keys, n)
     a1 = st.ctl[C_N_ASSETS] + 1
     fee = st.ctl[C_FEE_ACCT]
     ext = st.ctl[C_EXT_ACCT]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from engine._admin_kernels import ack, cancel, cancel_all, reject_unknown, transfer
-from engine._events import ev_new
+from engine._events import cmd_cid, ev_new
 from engine._hash import bal_term, global_term, mode_term, order_term
+from engine._maps import cid_home
 from engine._match_kernels import new_order
 from engine._modes import set_mode, withdrawals_halt
 from engine._numba import kernel
+from engine._prefetch import prefetch
 from engine.layout import (
     C_ACCOUNT,
     C_CKPT_EVERY,
@@ -81,6 +83,27 @@ def _need(kind, max_touch):
 
 
 @kernel
+def _prefetch_batch(st, cmds, n):
+    """Prefetch the map entry each command will probe (and, for cancels by id, the order record
+    behind it), so a batch's cache misses overlap instead of queueing one after another."""
+    mask = st.idmap.shape[0] - 1
+    for i in range(n):
+        c = cmds[i]
+        if c.kind == NEW_ORDER:
+            c0, c1, c2, c3 = cmd_cid(cmds, i)
+            if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:
+                prefetch(st.cidmap, cid_home(np.int64(c.account), c0, c1, c2, c3, mask))
+        elif c.kind == CANCEL and c.flags == 0:
+            prefetch(st.idmap, c.order_id & mask)
+    for i in range(n):  # second level: the order records those id-map entries point at
+        c = cmds[i]
+        if c.kind == CANCEL and c.flags == 0:
+            s = st.idmap[c.order_id & mask]
+            if s >= 0:
+                prefetch(st.orders, s)
+
+
+@kernel
 def apply_batch(st, cmds, n, seq0, ts_ns, out, info):
     ctl = st.ctl
     ctl[C_EVPOS] = 0
@@ -96,6 +119,7 @@ def apply_batch(st, cmds, n, seq0, ts_ns, out, info):
     max_touch = ctl[C_MAX_TOUCH]
     every = ctl[C_CKPT_EVERY]
     done = 0
+    _prefetch_batch(st, cmds, n)
     for i in range(n):
         c = cmds[i]
         kind = np.int64(c.kind)

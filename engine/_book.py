@@ -12,7 +12,7 @@ Pools (orders, levels) keep free slots in a stack threaded through ``next`` / ``
 
 from __future__ import annotations
 
-from engine._numba import kernel
+from engine._numba import kernel, kernel_inline
 from engine.layout import C_FREE_LEVEL, C_FREE_ORDER, C_MAX_LEVELS, C_N_ORDERS
 
 
@@ -85,7 +85,7 @@ def order_free(st, s):
     st.ctl[C_N_ORDERS] -= 1
 
 
-@kernel
+@kernel_inline
 def book_insert(st, s):
     """Append live order ``s`` (price, side, symbol, leaves set) at the tail of its level."""
     o = st.orders[s]
@@ -128,7 +128,7 @@ def book_insert(st, s):
     st.bk_orders[sym, si] += 1
 
 
-@kernel
+@kernel_inline
 def book_unlink(st, s):
     """Take order ``s`` out of its level (its remaining leaves leave the level's quantity)."""
     o = st.orders[s]

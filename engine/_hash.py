@@ -44,7 +44,8 @@ def bal_term(account, asset, av, lk):
 
 
 @kernel
-def order_term(orders, s):
+def order_static(orders, s):
+    """The fold over an order's fields that never change while it rests (stored in ``h0``)."""
     o = orders[s]
     h = fold(TAG_ORD, o.id)
     h = fold(h, o.account)
@@ -52,9 +53,6 @@ def order_term(orders, s):
     h = fold(h, o.side)
     h = fold(h, o.price)
     h = fold(h, o.qty)
-    h = fold(h, o.leaves)
-    h = fold(h, o.locked)
-    h = fold(h, o.cum)
     h = fold(h, o.stp)
     h = fold(h, o.flags)
     h = fold(h, o.tif)
@@ -63,7 +61,16 @@ def order_term(orders, s):
     h = fold(h, o.c0)
     h = fold(h, o.c1)
     h = fold(h, o.c2)
-    return fmix(fold(h, o.c3))
+    return fold(h, o.c3)
+
+
+@kernel
+def order_term(orders, s):
+    """The order's term: its static fold ``h0`` continued over the fields a fill changes."""
+    o = orders[s]
+    h = fold(o.h0, o.leaves)
+    h = fold(h, o.locked)
+    return fmix(fold(h, o.cum))
 
 
 @kernel

@@ -17,7 +17,7 @@ from engine._events import cmd_cid, ev_cid, ev_command, ev_new, ev_order
 from engine._hash import order_term
 from engine._maps import cid_find
 from engine._modes import mode_reject
-from engine._numba import kernel
+from engine._numba import kernel, kernel_inline
 from engine._orders import order_remove, order_rest
 from engine.fees import bps_floor, fee_ceil, fee_step, quote_spend_cap
 from engine.layout import (
@@ -110,7 +110,7 @@ def _fok_fillable(st, sym, osi, side, lim, qty, account, stp):
     return got >= qty
 
 
-@kernel
+@kernel_inline
 def _validate(st, cmds, i):
     """(reason, hold, band limit) for NEW_ORDER ``cmds[i]``; reason 0 = accept."""
     c = cmds[i]
@@ -216,7 +216,7 @@ def _trade_event(st, out, seq, account, side, otype, tif, flags, stp, sym, p, q,
     r.leaves = leaves
 
 
-@kernel
+@kernel_inline
 def new_order(st, cmds, i, out):
     reason, hold, lim = _validate(st, cmds, i)
     if reason != 0:

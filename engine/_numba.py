@@ -26,7 +26,7 @@ from numba.core import caching
 
 BOUNDSCHECK = os.environ.get("SPOTX_NUMBA_BOUNDSCHECK", "") == "1"
 OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "boundscheck": BOUNDSCHECK,
-                           "error_model": "numpy"}
+                           "error_model": "numpy", "_nrt": False}
 
 ENGINE_DIR = Path(__file__).resolve().parent
 KERNEL_FILES = sorted([*ENGINE_DIR.glob("_*.py"), ENGINE_DIR / "fees.py", ENGINE_DIR / "layout.py"])
@@ -65,3 +65,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def kernel(fn: F) -> F:
     """``numba.njit`` with the engine's options."""
     return numba.njit(**OPTIONS)(fn)
+
+
+def kernel_inline(fn: F) -> F:
+    """``kernel`` inlined into its callers by numba itself (``inline="always"``). For the handlers
+    that take the whole ``State``: a call passes every array of it flattened (~170 machine words),
+    which cost more than the handler's own work on the common path."""
+    return numba.njit(inline="always", **OPTIONS)(fn)

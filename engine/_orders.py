@@ -17,9 +17,9 @@ from engine._book import (
     order_alloc,
     order_free,
 )
-from engine._hash import order_term
+from engine._hash import order_static, order_term
 from engine._maps import map_delete, map_insert
-from engine._numba import kernel
+from engine._numba import kernel, kernel_inline
 from engine.layout import P_BASE, P_QUOTE
 
 BUY = 1
@@ -30,7 +30,7 @@ def hold_asset(st, sym, side):
     return st.sp[sym, P_QUOTE] if side == BUY else st.sp[sym, P_BASE]
 
 
-@kernel
+@kernel_inline
 def order_rest(st, seq, ts, account, sym, side, otype, tif, flags, stp, price, qty, leaves, lock,
                c0, c1, c2, c3):
     """A new resting order (room was checked up front). Returns its slot."""
@@ -55,6 +55,7 @@ def order_rest(st, seq, ts, account, sym, side, otype, tif, flags, stp, price, q
     o.tif = tif
     o.otype = otype
     o.live = 1
+    o.h0 = order_static(st.orders, s)
     book_insert(st, s)
     map_insert(st.orders, st.idmap, s, False)
     if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:
@@ -64,7 +65,7 @@ def order_rest(st, seq, ts, account, sym, side, otype, tif, flags, stp, price, q
     return s
 
 
-@kernel
+@kernel_inline
 def order_remove(st, s):
     """End live order ``s``: out of every index, its remaining lock back to available."""
     o = st.orders[s]

@@ -27,7 +27,7 @@ from engine.layout import (
     State,
     max_events_per_command,
 )
-from engine.state import allocate, config_hash
+from engine.state import allocate, config_hash, prefault
 from pipeline.config import Config
 from pipeline.records import COMMAND, EVENT
 
@@ -137,6 +137,10 @@ class Engine:
 
     def asset_totals(self) -> np.ndarray:
         return queries.asset_totals(self.state)
+
+    def prefault(self) -> None:
+        """Commit every page of the state now (see ``engine.state.prefault``)."""
+        prefault(self.state)
 
     @property
     def n_orders(self) -> int:

@@ -40,20 +40,21 @@ def _padded(fields: list[tuple[str, str]], itemsize: int) -> np.dtype:
     names = list(packed.names or ())
     layout: Mapping[str, Any] = packed.fields or {}
     return np.dtype({"names": names, "formats": [layout[n][0] for n in names],
-                     "offsets": [layout[n][1] for n in names], "itemsize": itemsize})
+                     "offsets": [layout[n][1] for n in names], "itemsize": itemsize}, align=True)
 
 
 ORDER = _padded([
     ("id", "<i8"), ("price", "<i8"), ("qty", "<i8"), ("leaves", "<i8"), ("locked", "<i8"),
     ("cum", "<i8"),  # cumulative maker notional (fee rule, README §4)
     ("ts", "<i8"), ("c0", "<i8"), ("c1", "<i8"), ("c2", "<i8"), ("c3", "<i8"),  # cid words
+    ("h0", "<u8"),  # hash of the fields that never change (README §7), set when it rests
     ("account", "<i4"), ("prev", "<i4"), ("next", "<i4"), ("aprev", "<i4"), ("anext", "<i4"),
-    ("level", "<i4"), ("symbol", "<i4"),
+    ("level", "<i4"), ("symbol", "<u2"),
     ("side", "u1"), ("stp", "u1"), ("flags", "u1"), ("tif", "u1"), ("otype", "u1"), ("live", "u1"),
 ], 128)
 
 LEVEL = np.dtype([("price", "<i8"), ("qty", "<i8"), ("head", "<i4"), ("tail", "<i4"),
-                  ("count", "<i4"), ("next_free", "<i4")])
+                  ("count", "<i4"), ("next_free", "<i4")], align=True)
 
 # symbol parameter columns
 P_VALID, P_BASE, P_QUOTE, P_LOT, P_K, P_MIN_QTY, P_MAX_QTY, P_MAX_PRICE = 0, 1, 2, 3, 4, 5, 6, 7
@@ -70,7 +71,7 @@ C_RESUME_SEQ, C_RESUME_POS, C_RESUME_N = 21, 22, 23
 C_SEQ, C_TS, C_CONN, C_REQ, C_ACCOUNT = 24, 25, 26, 27, 28
 C_VERSION = 29
 NCTL = 64
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 # status codes of apply_batch (info[1])
 OK, FULL, SEQ_GAP = 0, 1, -1

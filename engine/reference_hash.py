@@ -33,8 +33,8 @@ def balance_term(account: int, asset: int, available: int, locked: int) -> int:
 def order_term(oid: int, account: int, symbol: int, side: int, price: int, qty: int, leaves: int,
                locked: int, cum: int, stp: int, flags: int, tif: int, otype: int, ts: int,
                cid: bytes) -> int:
-    return term(TAG_ORD, oid, account, symbol, side, price, qty, leaves, locked, cum, stp, flags,
-                tif, otype, ts, *cid_words(cid))
+    return term(TAG_ORD, oid, account, symbol, side, price, qty, stp, flags, tif, otype, ts,
+                *cid_words(cid), leaves, locked, cum)
 
 
 def mode_term(symbol: int, mode: int, lag: int) -> int:

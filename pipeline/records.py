@@ -35,7 +35,10 @@ def _dtype(fields: list[tuple[str, Any, int]], itemsize: int) -> np.dtype:
     names = [f[0] for f in fields]
     formats = [f[1] for f in fields]
     offsets = [f[2] for f in fields]
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+    # align=True marks the struct aligned (every offset here is a multiple of its field's size):
+    # numba then types the arrays as aligned records and emits plain aligned loads and stores.
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize},
+                    align=True)
 
 
 CID_BYTES = 28

@@ -36,6 +36,7 @@ def test_order_term(w: list[int], cid: bytes) -> None:
                         int(o["price"]), int(o["qty"]), int(o["leaves"]), int(o["locked"]),
                         int(o["cum"]), int(o["stp"]), int(o["flags"]), int(o["tif"]),
                         int(o["otype"]), int(o["ts"]), cid)
+    o["h0"] = K.order_static(orders, 0)
     assert int(K.order_term(orders, 0)) == want
 
 
