@@ -18,8 +18,9 @@ both run njit loops that call the ring kernels directly and busy-spin when full 
   another process queue thousands of records, and the figure then measures the queue, not the
   ring.) TSC ticks become ns by calibrating against ``perf_counter_ns``; both cores share
   one invariant TSC here (``constant_tsc nonstop_tsc``, kernel clocksource ``tsc``). Peer:
-  ``multiprocessing.Queue`` one-way latency with ``perf_counter_ns`` stamps (CLOCK_MONOTONIC), one
-  record every 50 us, consumer blocking in ``get``.
+  ``multiprocessing.Queue`` one-way latency with ``perf_counter_ns`` stamps (CLOCK_MONOTONIC), the
+  producer sleeping 50 us (about 100 us in practice) between records, consumer blocking in
+  ``get``.
 * ``ring.spsc.pingpong_rtt_half`` — two rings, the child echoes each record; round trip on one
   clock (no cross-core clock assumption), halved. A cross-check of the one-way figure.
 
@@ -29,8 +30,10 @@ that sequence numbers are contiguous (peers: the sequence number in the payload,
 Latency percentiles are from an HDR histogram in ns, reported in us. The first 10% of latency
 samples are dropped as warm-up. Throughputs are the median of three runs. This machine has 2 vCPUs
 and is shared with other work, so figures move between runs; the bench pins but cannot isolate.
-Cross-core latency here is bimodal (~0.15 us or ~0.6 us one-way, switching even within a run):
-we read it as the hypervisor placing the two vCPUs on nearby or distant host cores.
+Cross-core figures here are multi-modal and switch even within a run: one-way ~0.15 us with
+80-120 M batched records/s, or ~0.5-0.6 us with ~30 M/s, and ping-pong halves as low as 0.065 us.
+We read it as the hypervisor moving the two vCPUs between nearby host cores, distant ones, and
+SMT siblings of one core; the guest cannot see or pin that, so compare runs with that in mind.
 """
 
 from __future__ import annotations
@@ -274,18 +277,17 @@ def _peer_mp_queue(n: int) -> tuple[float, bool]:
     return rate(n - 1, dt), ok and p.exitcode == 0
 
 
-def _mpq_paced(q: Any, n: int, gap_ns: int) -> None:
-    clock = time.perf_counter_ns
+def _mpq_paced(q: Any, n: int, gap_s: float) -> None:
+    # sleep, not a busy wait: a spinning main thread would hold the GIL and starve the queue's
+    # feeder thread, and the figure would measure the switch interval (5 ms), not the queue
     for seq in range(n):
-        due = clock() + gap_ns
-        while clock() < due:
-            pass
-        q.put((seq, clock()))
+        time.sleep(gap_s)
+        q.put((seq, time.perf_counter_ns()))
 
 
 def _peer_mp_queue_latency(n: int) -> tuple[Latency, bool]:
     q: Any = CTX.Queue(maxsize=10_000)
-    p = _child(_mpq_paced, q, n, 50_000)
+    p = _child(_mpq_paced, q, n, 50e-6)
     h, ok = Latency(), True
     for seq in range(n):
         s, ts = q.get(timeout=30)
@@ -376,7 +378,7 @@ def run(quick: bool) -> list[Result]:
         out.append(_lat_result("ring.spsc.oneway_latency", (lat / tpn).astype(np.int64), bad == 0,
                                "busy-spin both sides, one record in flight, 2us between records, "
                                f"TSC one-way; {shared}; "
-                               f"peer paced 1/50us, perf_counter_ns, correct={peer_ok}; "
+                               f"peer: sleep 50us between records, perf_counter_ns, correct={peer_ok}; "
                                "ratio < 1 = lower latency than the peer")
                    .with_peer("multiprocessing.Queue one-way p50 us", peer_h.pct(50) / 1e3))
 
