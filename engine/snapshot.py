@@ -118,7 +118,9 @@ def load(path: Path, cfg: Config) -> tuple[State, dict[str, Any]]:
             if a.dtype != ref.dtype or a.shape != ref.shape:
                 raise SnapshotError(f"array {name}: {a.dtype}{a.shape}, expected "
                                     f"{ref.dtype}{ref.shape}", str(npz))
-            arrays[name] = np.ascontiguousarray(a)
+            # view as the exact dtype object: the .npy header loses the aligned-struct flag, and
+            # numba would type (and compile) the restored arrays as unaligned records
+            arrays[name] = np.ascontiguousarray(a).view(ref.dtype)
     st = fresh._replace(**arrays)
     if int(st.ctl[C_RESUME_SEQ]) != 0:
         raise SnapshotError("snapshot taken inside a split CANCEL_ALL", str(npz))

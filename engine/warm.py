@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from engine._batch import apply_batch, recompute_terms, state_hash
+from engine._drive import drive
 from engine.fees import bps_floor, fee_ceil, fee_step, quote_spend_cap
 from engine.state import allocate
 from pipeline.config import load
@@ -27,6 +28,7 @@ def warm() -> float:
     out = np.zeros(64, EVENT)
     info = np.zeros(4, np.int64)
     apply_batch(st, cmds, 2, 1, 0, out, info)
+    drive(st, cmds, 2, 1, 3, 0, out, info, np.zeros(2, np.int64))
     state_hash(st)
     recompute_terms(st)
     fee_ceil(1, 1)
