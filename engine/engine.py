@@ -160,8 +160,10 @@ class Engine:
 
 def _plain(a: np.ndarray, dtype: np.dtype) -> bool:
     """C-contiguous, aligned, exactly ``dtype`` (aligned struct): the layout the fast path took."""
-    return (a.dtype == dtype and a.dtype.isalignedstruct and a.ndim == 1
-            and a.flags.c_contiguous and a.flags.aligned)
+    if a.dtype is not dtype or a.ndim != 1:  # the very dtype object of pipeline/records.py
+        return False
+    flags = a.flags
+    return bool(flags.c_contiguous and flags.aligned)
 
 
 def _entry_point(st: State, cmds: np.ndarray, out: np.ndarray,
