@@ -13,12 +13,13 @@ Regimes
   refused (a post-only that would cross once the mid moved, a cancel that lost the race to a fill):
   the refusal path is part of the mix. The book grows slowly (placements outrun cancels and
   fills): ~45 k resting orders after the quick run's 300 k commands.
-  - throughput through ``Engine.apply_into`` in batches of 256 (one Python call per batch, numba
-    dispatch included) and through ``engine._drive.drive`` (the same batches from compiled code);
+  - throughput through ``Engine.apply_into`` in batches of 256 (one Python call per batch: the
+    compiled entry point, its argument unboxing included) and through ``engine._drive.drive`` (the
+    same batches from compiled code);
   - latency per command: batches of ONE command timed inside compiled code with the TSC
     (``llvm.readcyclecounter``, calibrated against ``perf_counter_ns``): the kernel's own time per
-    command, without Python dispatch; and, separately, batches of one through ``apply_into`` from
-    Python with ``perf_counter_ns`` (what a Python caller pays per call, dispatch included).
+    command, without the Python call; and, separately, batches of one through ``apply_into`` from
+    Python with ``perf_counter_ns`` (what a Python caller pays per call).
 * ``deep book``: 2,000 (quick) / 8,000 levels a side per symbol prefilled, then the realistic mix
   near the touch; and a second stream whose placements land at uniform random depth (the sorted
   level array pays O(depth) per new level: the honest worst case).
@@ -321,7 +322,7 @@ def realistic(cfg: Config, quick: bool) -> list[Result]:
            f"{np.mean(kinds == Cmd.CANCEL):.0%} cancels; {b.n_orders} resting at the end; "
            f"{ev_k / n:.2f} events/command; {SHARED}")
     res = [
-        _result("realistic mix, batches of 256 via Engine.apply_into (dispatch included)", n,
+        _result("realistic mix, batches of 256 via Engine.apply_into (one Python call per batch)", n,
                 dt_py, ok, mix).with_peer("engine.reference (plain Python, per command)", ref_rate),
         _result("realistic mix, batches of 256 via compiled driver (no Python per batch)", n, dt_k,
                 ok, mix).with_peer("limit-order-book 2.0.0 (C++ via ctypes, per command)",
@@ -335,8 +336,8 @@ def realistic(cfg: Config, quick: bool) -> list[Result]:
                       "code, no dispatch)", "us", p50, p50, p99, p999, correct=ok,
                       notes=f"{n} commands; {SHARED}"))
     p50, p99, p999 = py1.summary_us()
-    res.append(Result("realistic mix, batch of 1 via Engine.apply_into from Python (numba "
-                      "dispatch of a 19-array state included)", "us", p50, p50, p99, p999,
+    res.append(Result("realistic mix, batch of 1 via Engine.apply_into from Python (the call "
+                      "and the unboxing of the 19-array state included)", "us", p50, p50, p99, p999,
                       correct=_sound(d), notes=f"{m} commands; {SHARED}"))
     return res
 
