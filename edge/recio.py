@@ -119,7 +119,10 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
         off = i * size
         if raw[off + _KIND_OFF] in _CID_KINDS:
             c = _EV_CID.unpack_from(raw, off)
-            cid = cid_decode(c[5]) if any(c[5]) else None
+            try:
+                cid = cid_decode(c[5]) if any(c[5]) else None
+            except ValueError:  # never let one malformed field drop a whole durable frame
+                cid = None
             out.append(make((*c[:5], 0, 0, 0, 0, *c[6:20], *c[22:], cid)))
         else:
             out.append(make((*t[:23], *t[25:], None)))
