@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FUNDS
+from engine_helpers import FUNDS
 
 from engine import Engine
 from engine.testing import funding, random_commands, small_config
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = """
 import hashlib, sys
 sys.path.insert(0, {here!r})
-from conftest import FUNDS
+from engine_helpers import FUNDS
 from engine import Engine
 from engine.testing import funding, random_commands, small_config
 eng = Engine(small_config())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FUNDS, funded, limit, run
+from engine_helpers import FUNDS, funded, limit, run
 
 from engine import FULL, OK, Engine, EngineError, SequenceError, apply_batch
 from engine.engine import join_events

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import funded, limit, market, run
+from engine_helpers import funded, limit, market, run
 
 from engine import Engine
 from engine.testing import small_config

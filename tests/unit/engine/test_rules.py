@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import FUNDS, funded, kinds, limit, market, of, run
+from engine_helpers import FUNDS, funded, kinds, limit, market, of, run
 
 from engine import Engine
 from engine.testing import small_config

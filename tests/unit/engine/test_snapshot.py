@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FUNDS
+from engine_helpers import FUNDS
 
 from engine import Engine, EngineError, SnapshotError
 from engine.testing import funding, random_commands, small_config
