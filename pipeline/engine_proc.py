@@ -207,7 +207,9 @@ class EngineHost:
                                                    self.events)
             pieces.append(self.events[:ne].copy())
             done += d
-        return np.concatenate(pieces)
+        from engine.engine import join_events
+
+        return join_events(pieces)  # np.concatenate would drop the aliased 128-byte layout
 
     def snapshot(self) -> Path:
         """Write a snapshot at the current seq (batch boundary) and return its path."""
