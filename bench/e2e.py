@@ -69,7 +69,7 @@ def _client(ws_url: str, key: str, secret: str, idx: int, regimes: list[tuple[st
     from edge.auth import sign
 
     async def go() -> None:
-        async with websockets.connect(ws_url, max_size=1 << 22) as ws:
+        async with websockets.connect(ws_url, max_size=1 << 26) as ws:  # cancelAll answers list every order
             ts = int(time.time() * 1000)
             await ws.send(json.dumps({"id": "logon", "method": "session.logon", "params": {
                 "apiKey": key, "timestamp": ts,
@@ -252,6 +252,9 @@ def run(quick: bool) -> list[Result]:
         out.append(rest)
     finally:
         sup.stop()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
