@@ -56,7 +56,7 @@ def _env(data: str) -> dict[str, str]:
         "SPOTX_EDGE_REST_PORT": str(_free_port()), "SPOTX_EDGE_WS_TRADE_PORT": str(_free_port()),
         "SPOTX_MARKET_PORT": str(_free_port()), "SPOTX_METRICS_PORT": str(_free_port()),
         "SPOTX_SETTLE_ENABLED": "false", "SPOTX_MARKET_ENABLED": "false",
-        "SPOTX_ENGINE_WAIT": "park", "SPOTX_ENGINE_DURABILITY": DURABILITY,
+        "SPOTX_ENGINE_WAIT": os.environ.get("SPOTX_BENCH_ENGINE_WAIT", "park"), "SPOTX_ENGINE_DURABILITY": DURABILITY,
         "SPOTX_EDGE_ORDERS_PER_SECOND": "1000000", "SPOTX_EDGE_WEIGHT_PER_MINUTE": "100000000",
     }
 
