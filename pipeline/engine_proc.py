@@ -22,7 +22,6 @@ Stop: SIGTERM sets a flag; the loop finishes its batch, the committer syncs, the
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import signal
@@ -311,6 +310,3 @@ def dump_status(cfg: Config) -> dict[str, Any]:
     d = read_durable(wal_path(cfg))
     return {"durable_seq": d.seq if d else 0}
 
-
-if __name__ == "__main__":  # pragma: no cover - manual use
-    print(json.dumps({"usage": "started by `spotx up`"}))  # noqa: T201

@@ -15,6 +15,7 @@ bounded (``PRICE_CACHE_MAX``) and simply cleared when full.
 
 from __future__ import annotations
 
+from edge.convert import format_units  # the one exact formatter (no float, never rounds)
 from pipeline.config import Symbol
 
 POW10 = tuple(10**i for i in range(40))
@@ -28,23 +29,6 @@ def decimals(step_minor: int, scale: int) -> int:
         step_minor //= 10
         d -= 1
     return d
-
-
-def format_units(units: int, scale: int, shown: int | None = None) -> str:
-    """``units`` of ``10**-scale`` with ``shown`` decimals; raises ValueError if that would round."""
-    if shown is None:
-        shown = scale
-    drop = scale - shown
-    if drop:
-        units, rem = divmod(units, POW10[drop])
-        if rem:
-            raise ValueError(f"{units}e-{scale} does not fit {shown} decimals")
-    if units < 0:
-        return "-" + format_units(-units, shown)
-    if shown == 0:
-        return str(units)
-    q, r = divmod(units, POW10[shown])
-    return f"{q}.{r:0{shown}d}"
 
 
 def price_key(s: str) -> tuple[int, str]:

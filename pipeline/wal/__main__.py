@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TextIO
 
 from pipeline.wal.durable import read_durable
 from pipeline.wal.errors import WalError
@@ -18,21 +19,26 @@ from pipeline.wal.recovery import recover
 from pipeline.wal.verify import verify_chain
 
 
+def _out(*parts: object, file: TextIO | None = None) -> None:
+    """The CLI's writer (library modules never print)."""
+    stream = file if file is not None else sys.stdout
+    stream.write(" ".join(str(p) for p in parts) + "\n")
+
 def _verify(directory: str) -> int:
     rep = verify_chain(directory)
     for s in rep.segments:
         state = "sealed" if s.sealed else "open"
-        print(f"segment {s.segno:6d} seq {s.first_seq}..{s.last_seq} frames {s.frames} "
+        _out(f"segment {s.segno:6d} seq {s.first_seq}..{s.last_seq} frames {s.frames} "
               f"{state} root {s.root} {'OK' if s.ok else 'BAD'}")
         for e in s.errors:
-            print(f"    ! {e}")
+            _out(f"    ! {e}")
     for e in rep.errors:
-        print(f"! {e}")
+        _out(f"! {e}")
     dp = read_durable(directory)
     if dp is not None:
-        print(f"durable seq {dp.seq} at segment {dp.segno} offset {dp.offset} "
+        _out(f"durable seq {dp.seq} at segment {dp.segno} offset {dp.offset} "
               f"(fencing {dp.fencing}, generation {dp.generation})")
-    print(f"{'OK' if rep.ok else 'FAILED'}: {len(rep.segments)} segments, {rep.frames} frames, "
+    _out(f"{'OK' if rep.ok else 'FAILED'}: {len(rep.segments)} segments, {rep.frames} frames, "
           f"last seq {rep.last_seq}, head {rep.head}")
     return 0 if rep.ok else 1
 
@@ -41,9 +47,9 @@ def _dump(directory: str, from_seq: int, limit: int, seals: bool) -> int:
     r = WalReader(directory)
     for i, f in enumerate(r.iter_frames(from_seq, include_seals=seals)):
         if i >= limit:
-            print(f"... (--limit {limit})")
+            _out(f"... (--limit {limit})")
             break
-        print(f"{f.segno}:{f.offset:<10d} {FrameKind(f.kind).name:8s} seq {f.first_seq:<12d} "
+        _out(f"{f.segno}:{f.offset:<10d} {FrameKind(f.kind).name:8s} seq {f.first_seq:<12d} "
               f"count {f.count:<6d} bytes {len(f.payload):<8d} fencing {f.fencing} ts {f.ts_ns}")
     r.close()
     return 0
@@ -63,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.action == "dump":
             return _dump(a.dir, a.from_seq, a.limit, a.seals)
         res = recover(a.dir)
-        print(f"recovered: last seq {res.last_seq}, segment {res.segno} offset {res.offset}, "
+        _out(f"recovered: last seq {res.last_seq}, segment {res.segno} offset {res.offset}, "
               f"truncated {res.truncated_bytes} bytes, removed {list(res.removed)}")
         return 0
     except WalError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _out(f"error: {e}", file=sys.stderr)
         return 2
 
 
