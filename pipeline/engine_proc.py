@@ -263,6 +263,9 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
                       process="engine")
     sym_slots = {s.symbol_id: stats.slot("engine_commands_total", "counter", "commands per symbol",
                                          symbol=s.name) for s in cfg.symbols}
+    symseq_slots = {s.symbol_id: stats.slot("engine_symbol_seq", "gauge",
+                                            "last seq of an order command on the symbol",
+                                            symbol=s.name) for s in cfg.symbols}
     data = stats.freeze()
 
     def on_sync(seq: int) -> None:  # flusher thread: the only writer of these two slots
@@ -276,6 +279,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
              host.replayed)
     wait = strategy(cfg.engine.wait)
     idle = 0
+    batches = 0
     try:
         while not stop["flag"]:
             t0 = time.perf_counter_ns()
@@ -291,13 +295,21 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
             observe(data, s_loop, time.perf_counter_ns() - t0)
             data[s_seq] = host.next_seq - 1
             data[s_batch] += n
+            batches += 1
+            if batches % 64 == 0:  # under constant load the idle path never runs
+                data[s_depth] = host.queue_depth()
             kinds = host.cmds["kind"][:n]
-            syms = host.cmds["symbol"][:n][(kinds == Cmd.NEW_ORDER) | (kinds == Cmd.CANCEL) |
-                                           (kinds == Cmd.CANCEL_ALL)]
-            for sid, cnt in zip(*np.unique(syms, return_counts=True), strict=True):
-                off = sym_slots.get(int(sid))
-                if off is not None:
-                    data[off] += int(cnt)
+            is_order = (kinds == Cmd.NEW_ORDER) | (kinds == Cmd.CANCEL) | (kinds == Cmd.CANCEL_ALL)
+            syms = host.cmds["symbol"][:n][is_order]
+            if len(syms):
+                seqs = (host.next_seq - n + np.arange(n))[is_order]
+                uniq, first_rev, counts = np.unique(syms[::-1], return_index=True, return_counts=True)
+                last_seq = seqs[::-1][first_rev]
+                for sid, cnt, sq in zip(uniq.tolist(), counts.tolist(), last_seq.tolist(), strict=True):
+                    off = sym_slots.get(sid)
+                    if off is not None:
+                        data[off] += cnt
+                        data[symseq_slots[sid]] = sq
     finally:
         host.close()
         stats.close()

@@ -230,9 +230,14 @@ def test_ack_survives_engine_kill_9(stack: Stack) -> None:
 def test_metrics_endpoint_has_runbook_series(stack: Stack) -> None:
     import httpx
 
+    c = stack.client(2099)
+    assert c.http.get("/v1/balances").status_code == 401  # an auth failure to count
+    ts = int(time.time() * 1000)
+    c.call("GET", "/v1/balances", ts=ts)
+    assert c.call("GET", "/v1/balances", ts=ts).status_code == 401  # and a replay
     text = httpx.get(stack.metrics_url, timeout=10).text
     for name in ("engine_seq", "engine_queue_depth", "engine_loop_seconds_bucket",
-                 "wal_fsync_seconds_bucket", "engine_commands_total", "auth_fail_total",
+                 "wal_fsync_seconds_bucket", "engine_commands_total", "engine_symbol_seq", "auth_fail_total",
                  "replay_detect_total", "http_request_duration_seconds_bucket",
                  "spotx_process_cpu_seconds_total"):
         assert name in text, name
