@@ -26,7 +26,7 @@ ROWS: list[tuple[str, list[tuple[str, list[str], str]]]] = [
         ("Queue depth", ["engine_queue_depth"], "short"),
         ("Loop p99 / WAL fsync p99", [P99.format(m="engine_loop_seconds"), P99.format(m="wal_fsync_seconds")], "s"),
         ("Per-symbol TPS", ['sum by (symbol) (rate(engine_commands_total[1m]))'], "ops"),
-        ("Seq rate", ["rate(engine_seq[1m])"], "ops"),
+        ("Seq rate (all, per symbol)", ["rate(engine_seq[1m])", "sum by (symbol) (rate(engine_symbol_seq[1m]))"], "ops"),
         ("CPU by process", ['rate(spotx_process_cpu_seconds_total[1m])'], "percentunit"),
         ("Engine GC collections (the loop does not allocate per message) / RSS",
          ['sum by (process) (rate(spotx_process_gc_collections_total[1m]))',
