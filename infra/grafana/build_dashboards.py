@@ -44,9 +44,10 @@ ROWS: list[tuple[str, list[tuple[str, list[str], str]]]] = [
     ]),
     ("WS", [
         ("Connected clients", ["sum(ws_connected_clients)"], "short"),
-        ("Outbound messages / bytes", ['rate(ws_outbound_messages_total[1m])', 'rate(ws_outbound_bytes_total[1m])'], "short"),
+        ("Outbound messages / bytes", ['sum(rate(ws_messages_sent_total[1m]))', 'sum(rate(ws_sent_bytes_total[1m]))'], "short"),
         ("Closes by reason", ['sum by (reason) (rate(ws_close_total[5m]))'], "short"),
-        ("Backlog per connection p99", [P99.format(m="ws_backlog_messages")], "short"),
+        ("Backlog per connection p99 (bytes) / publish-to-send p99",
+         [P99.format(m="ws_backlog_bytes"), P99.format(m="md_publish_to_send_seconds")], "short"),
     ]),
     ("Edge auth", [
         ("auth_fail_total by reason", ['sum by (reason) (rate(auth_fail_total[5m]))'], "short"),
