@@ -41,7 +41,9 @@ class StatsCollector(Collector):
         kinds: dict[str, tuple[str, str]] = {}
         for _header, samples in read_all(self.run_dir):
             for s in samples:
-                kinds.setdefault(s.name, (s.kind, s.help))
+                if kinds.setdefault(s.name, (s.kind, s.help))[0] != s.kind or \
+                        s.kind not in ("counter", "gauge", "histogram"):
+                    continue  # one bad declaration must not break the whole scrape
                 by_labels = merged.setdefault(s.name, {})
                 prev = by_labels.get(s.labels)
                 if prev is None:

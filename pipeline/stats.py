@@ -34,6 +34,7 @@ BUCKETS_NS: tuple[int, ...] = tuple(
     m * 10**e for e in range(3, 10) for m in (1, 2, 5)
 ) + (10**10,)
 HIST_SLOTS = len(BUCKETS_NS) + 2
+KINDS = ("counter", "gauge", "histogram")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Stats:
         self._mm: mmap.mmap | None = None
 
     def slot(self, name: str, kind: str = "counter", help: str = "", **labels: str) -> int:
+        if kind not in KINDS:
+            raise StatsError(f"metric {name}: kind must be one of {KINDS}, got {kind!r} "
+                             f"(a label named 'kind' cannot be passed to slot())")
         key = (name, tuple(sorted(labels.items())))
         if key in self._index:
             return self._index[key]

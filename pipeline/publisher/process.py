@@ -138,7 +138,7 @@ class Publisher:
         s["frames"] = st.slot("md_wal_frames_total", help="WAL EVENTS frames read by the publisher")
         s["records"] = st.slot("md_records_published_total", help="md ring records published")
         for k in Msg:
-            s[f"msg{int(k)}"] = st.slot("md_messages_published_total", kind=k.name,
+            s[f"msg{int(k)}"] = st.slot("md_messages_published_total", message=k.name,
                                         help="market-data messages published, by kind")
         s["seq"] = st.slot("md_publisher_seq", "gauge", help="last engine seq the publisher applied")
         s["lag"] = st.slot("md_event_to_publish_seconds", "histogram",

@@ -55,7 +55,6 @@ class Stack:
             "SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(8 << 20),
             "SPOTX_ENGINE_RING_CAPACITY": "4096",
             "SPOTX_SETTLE_ENABLED": "false",
-            "SPOTX_MARKET_ENABLED": "false",
         }
         self.cfg = config.load(env=env)
         self.sup = Supervisor(self.cfg)

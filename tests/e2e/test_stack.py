@@ -239,7 +239,8 @@ def test_metrics_endpoint_has_runbook_series(stack: Stack) -> None:
     for name in ("engine_seq", "engine_queue_depth", "engine_loop_seconds_bucket",
                  "wal_fsync_seconds_bucket", "engine_commands_total", "engine_symbol_seq", "auth_fail_total",
                  "replay_detect_total", "http_request_duration_seconds_bucket",
-                 "spotx_process_cpu_seconds_total"):
+                 "spotx_process_cpu_seconds_total", "spotx_process_up", "md_publisher_seq",
+                 "ws_connected_clients"):
         assert name in text, name
 
 

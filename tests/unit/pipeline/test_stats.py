@@ -60,3 +60,25 @@ def test_slot_is_idempotent_per_labels(tmp_path: Path) -> None:
     s = Stats(tmp_path, "p")
     assert s.slot("x_total", symbol="A") == s.slot("x_total", symbol="A")
     assert s.slot("x_total", symbol="A") != s.slot("x_total", symbol="B")
+
+
+def test_unknown_kind_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from pipeline.stats import StatsError
+
+    with pytest.raises(StatsError, match="kind must be one of"):
+        Stats(tmp_path, "p").slot("x_total", "TRADE")
+
+
+def test_a_conflicting_declaration_does_not_break_the_scrape(tmp_path: Path) -> None:
+    a, b = Stats(tmp_path, "a"), Stats(tmp_path, "b")
+    ia = a.slot("dual", "gauge")
+    b.slot("dual", "histogram")
+    ok = b.slot("fine_total")
+    a.freeze()
+    b.freeze()
+    a.set(ia, 3)
+    b.inc(ok, 2)
+    m = scrape(tmp_path)
+    assert m[("dual", ())] == 3 and m[("fine_total", ())] == 2
