@@ -1,0 +1,481 @@
+// WebSocket order-entry connections: logon, the request stream, the reader, open/closed regimes.
+//
+// Per connection: one reader goroutine (the whole run) and at most one writer at a time (the pacer
+// in open loop; main plus the reader in closed loop, serialised by wmu). `mu` guards the
+// outstanding-request map, the op generator and the regime's stats; wmu is always taken before mu.
+// Responses are parsed by scanning the bytes the edge writes (orjson, no spaces): `{"id":N,
+// "status":S,...`; anything else (OrderUpdate / BalanceUpdate pushes) is only counted.
+package main
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/gorilla/websocket"
+)
+
+const (
+	kPlace uint8 = iota + 1
+	kCancel
+	kCancelAll
+)
+
+type pending struct {
+	due  int64 // open loop: due time; closed loop: send time
+	kind uint8
+	rec  bool // open loop: due inside the measured window
+}
+
+type connStats struct {
+	Counters
+	all, place, cancel *hdr.Histogram
+	warm               *hdr.Histogram // open loop: requests due inside the warm-up
+	measured           int64
+	lastRecv           int64 // last answer to a measured request
+	lastAny            int64 // last answer to any request
+}
+
+func newConnStats() *connStats {
+	return &connStats{all: newHist(), place: newHist(), cancel: newHist(), warm: newHist()}
+}
+
+type wsConn struct {
+	idx  int
+	c    *websocket.Conn
+	wmu  sync.Mutex
+	buf  []byte // request bytes, under wmu
+	mu   sync.Mutex
+	pend map[int64]pending
+	id   int64
+	gen  opGen
+	st   *connStats
+	// regime (under mu)
+	closedLoop     bool
+	tMeasure, tEnd int64
+	readErr        error
+	readerDone     chan struct{}
+}
+
+func sign(secret string, payload []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(payload)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func dialWS(spec Spec, idx int, a Account) (*wsConn, error) {
+	d := websocket.Dialer{ReadBufferSize: 1 << 16, WriteBufferSize: 1 << 14, HandshakeTimeout: 10 * time.Second}
+	c, _, err := d.Dial(spec.WsURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(64 << 20)
+	ts := time.Now().UnixMilli()
+	logon, _ := json.Marshal(map[string]any{"id": "logon", "method": "session.logon", "params": map[string]any{
+		"apiKey": a.Key, "timestamp": ts, "signature": sign(a.Secret, []byte(fmt.Sprintf("%dsession.logon", ts)))}})
+	if err := c.WriteMessage(websocket.TextMessage, logon); err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			return nil, fmt.Errorf("logon: %w", err)
+		}
+		if bytes.HasPrefix(msg, []byte(`{"id":"logon"`)) {
+			if !bytes.Contains(msg, []byte(`"status":200`)) {
+				return nil, fmt.Errorf("logon refused: %s", msg)
+			}
+			break
+		}
+	}
+	c.SetReadDeadline(time.Time{})
+	w := &wsConn{idx: idx, c: c, pend: map[int64]pending{}, st: newConnStats(),
+		gen: opGen{conn: idx, symbol: spec.Symbol, open: int64(spec.OpenOrders)}, readerDone: make(chan struct{})}
+	go w.readLoop()
+	return w, nil
+}
+
+// send builds the connection's next request, registers it and writes it; returns the send time.
+func (w *wsConn) send(due int64, rec bool) int64 {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	if w.readErr != nil {
+		w.st.Errors++
+		w.st.bump(&w.st.ErrorNames, "connection_lost", 1)
+		w.mu.Unlock()
+		return nanotime()
+	}
+	w.id++
+	var kind uint8
+	w.buf, kind = w.gen.next(w.buf[:0], w.id)
+	now := nanotime()
+	if w.closedLoop {
+		due = now
+	}
+	w.pend[w.id] = pending{due: due, kind: kind, rec: rec}
+	w.st.Sent++
+	if kind == kPlace {
+		w.st.Places++
+	} else {
+		w.st.Cancels++
+	}
+	w.mu.Unlock()
+	if err := w.c.WriteMessage(websocket.TextMessage, w.buf); err != nil {
+		w.mu.Lock()
+		if w.readErr == nil {
+			w.readErr = err
+		}
+		w.mu.Unlock()
+	}
+	return now
+}
+
+func (w *wsConn) readLoop() {
+	defer close(w.readerDone)
+	var data []byte
+	for {
+		_, r, err := w.c.NextReader()
+		if err == nil {
+			data, err = readInto(r, data[:0])
+		}
+		if err != nil {
+			w.mu.Lock()
+			w.readErr = err
+			w.mu.Unlock()
+			return
+		}
+		if w.onMessage(data, nanotime()) {
+			w.send(0, false)
+		}
+	}
+}
+
+func readInto(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+var idPrefix = []byte(`{"id":`)
+
+// onMessage accounts one message; true when the closed loop wants the next request sent.
+func (w *wsConn) onMessage(data []byte, now int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.st
+	if !bytes.HasPrefix(data, idPrefix) {
+		st.Pushes++
+		return false
+	}
+	id, rest := parseInt(data[len(idPrefix):])
+	p, ok := w.pend[id]
+	if !ok {
+		st.Late++
+		return false
+	}
+	delete(w.pend, id)
+	st.Answered++
+	status := int64(0)
+	if bytes.HasPrefix(rest, []byte(`,"status":`)) {
+		status, _ = parseInt(rest[len(`,"status":`):])
+	}
+	if status != 200 {
+		st.Errors++
+		st.bump(&st.ErrorNames, fieldString(data, `"error":"`), 1)
+	} else {
+		countOutcome(&st.Counters, p.kind, data)
+	}
+	rec := p.rec
+	if w.closedLoop {
+		rec = now >= w.tMeasure && now < w.tEnd
+	}
+	lat := max(now-p.due, 1)
+	st.lastAny = max(st.lastAny, now)
+	if !rec && !w.closedLoop && p.kind != kCancelAll {
+		st.warm.RecordValue(lat) //nolint:errcheck
+	}
+	if rec {
+		st.all.RecordValue(lat) //nolint:errcheck // above 60 s saturates
+		if p.kind == kPlace {
+			st.place.RecordValue(lat) //nolint:errcheck
+		} else if p.kind == kCancel {
+			st.cancel.RecordValue(lat) //nolint:errcheck
+		}
+		st.measured++
+		st.lastRecv = max(st.lastRecv, now)
+	}
+	return w.closedLoop && now < w.tEnd && w.readErr == nil
+}
+
+func countOutcome(c *Counters, kind uint8, data []byte) {
+	res := bytes.Index(data, []byte(`"result":`))
+	if res < 0 {
+		c.bump(&c.Outcomes, "no_result", 1)
+		return
+	}
+	switch kind {
+	case kPlace:
+		c.bump(&c.Outcomes, "place:"+fieldString(data[res:], `"status":"`), 1)
+	case kCancel:
+		c.bump(&c.Outcomes, "cancel:"+fieldString(data[res:], `"status":"`), 1)
+	case kCancelAll:
+		c.Canceled += int64(bytes.Count(data[res:], []byte(`"status":"CANCELED"`)))
+	}
+}
+
+func fieldString(data []byte, key string) string {
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return "unparsed"
+	}
+	s := data[i+len(key):]
+	j := bytes.IndexByte(s, '"')
+	if j < 0 || j > 64 {
+		return "unparsed"
+	}
+	return string(s[:j])
+}
+
+func parseInt(b []byte) (int64, []byte) {
+	i, neg, v := 0, false, int64(0)
+	if len(b) > 0 && b[0] == '-' {
+		neg, i = true, 1
+	}
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		v = v*10 + int64(b[i]-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, b[i:]
+}
+
+// begin starts a regime on this connection with fresh stats.
+func (w *wsConn) begin(closedLoop bool, tMeasure, tEnd int64) {
+	w.mu.Lock()
+	w.st, w.closedLoop, w.tMeasure, w.tEnd = newConnStats(), closedLoop, tMeasure, tEnd
+	w.mu.Unlock()
+}
+
+// finish waits (until deadline) for outstanding answers and hands back the regime's stats.
+func (w *wsConn) finish(deadline time.Time) *connStats {
+	for {
+		w.mu.Lock()
+		n, dead := len(w.pend), w.readErr != nil
+		if n == 0 || dead || time.Now().After(deadline) {
+			st := w.st
+			st.Unanswered += int64(n)
+			clear(w.pend)
+			w.st, w.closedLoop = newConnStats(), false
+			w.mu.Unlock()
+			return st
+		}
+		w.mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (w *wsConn) cancelAll(into *Counters, drain time.Duration) {
+	w.begin(false, 0, 0)
+	w.wmu.Lock()
+	w.mu.Lock()
+	w.pend[-1] = pending{kind: kCancelAll}
+	w.st.Sent++
+	w.st.CancelAlls++
+	w.mu.Unlock()
+	msg := fmt.Appendf(nil, `{"id":-1,"method":"orders.cancelAll","params":{"symbol":%q}}`, w.gen.symbol)
+	err := w.c.WriteMessage(websocket.TextMessage, msg)
+	w.wmu.Unlock()
+	if err != nil {
+		into.Errors++
+		into.bump(&into.ErrorNames, "connection_lost", 1)
+	}
+	st := w.finish(time.Now().Add(drain))
+	into.add(&st.Counters)
+}
+
+func (w *wsConn) close() {
+	w.wmu.Lock()
+	w.c.WriteControl(websocket.CloseMessage, //nolint:errcheck // best effort
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	w.wmu.Unlock()
+	select {
+	case <-w.readerDone:
+	case <-time.After(2 * time.Second):
+	}
+	w.c.Close()
+}
+
+func mergeConns(r Regime, parts []*connStats, conns int) *RegimeResult {
+	res := &RegimeResult{Name: r.Name, Transport: r.Transport, Mode: r.Mode, Offered: r.Rate,
+		Conns: conns, Inflight: r.Inflight, Measured: r.Seconds - r.Warmup}
+	all, place, cancel, warm := newHist(), newHist(), newHist(), newHist()
+	for _, p := range parts {
+		res.Counters.add(&p.Counters)
+		all.Merge(p.all)
+		place.Merge(p.place)
+		cancel.Merge(p.cancel)
+		warm.Merge(p.warm)
+	}
+	res.Latency = map[string]Summary{"all": summarize(all), "place": summarize(place),
+		"cancel": summarize(cancel), "warmup": summarize(warm)}
+	return res
+}
+
+func runOpen(conns []*wsConn, r Regime, drain time.Duration, maxBacklogS float64) *RegimeResult {
+	t0 := nanotime() + int64(10*time.Millisecond)
+	tMeasure, tEnd := t0+int64(r.Warmup*1e9), t0+int64(r.Seconds*1e9)
+	for _, c := range conns {
+		c.begin(false, tMeasure, tEnd)
+	}
+	lag := newHist()
+	n := int64(len(conns))
+	limit := max(int64(r.Rate*maxBacklogS), 256)
+	stop := pace(r.Rate, t0, tEnd, func(i, due int64) bool {
+		rec := due >= tMeasure
+		sent := conns[i%n].send(due, rec)
+		if rec {
+			lag.RecordValue(max(sent-due, 1)) //nolint:errcheck
+		}
+		return i%256 != 255 || outstanding(conns) <= limit
+	})
+	parts, last, lastAny := collect(conns, drain)
+	res := mergeConns(r, parts, len(conns))
+	res.SendLag = summarize(lag)
+	if stop < tEnd {
+		res.Overloaded, res.StoppedAt = true, float64(stop-t0)/1e9
+		res.Measured = max(float64(stop-tMeasure)/1e9, 0)
+	}
+	if res.Latency["all"].Count > 0 {
+		res.Achieved = float64(res.Latency["all"].Count) / (float64(max(last, stop)-tMeasure) / 1e9)
+	} else if lastAny > t0 { // stopped inside the warm-up: the whole regime is the window
+		res.Achieved = float64(res.Answered) / (float64(lastAny-t0) / 1e9)
+	}
+	return res
+}
+
+func outstanding(conns []*wsConn) int64 {
+	var n int64
+	for _, c := range conns {
+		c.mu.Lock()
+		n += int64(len(c.pend))
+		c.mu.Unlock()
+	}
+	return n
+}
+
+func runClosed(conns []*wsConn, r Regime, drain time.Duration) *RegimeResult {
+	t0 := nanotime()
+	tMeasure, tEnd := t0+int64(r.Warmup*1e9), t0+int64(r.Seconds*1e9)
+	for _, c := range conns {
+		c.begin(true, tMeasure, tEnd)
+	}
+	for k := 0; k < r.Inflight; k++ {
+		for _, c := range conns {
+			c.send(0, false)
+		}
+	}
+	time.Sleep(time.Duration(tEnd - nanotime()))
+	parts, _, _ := collect(conns, drain)
+	res := mergeConns(r, parts, len(conns))
+	res.Achieved = float64(res.Latency["all"].Count) / (float64(tEnd-tMeasure) / 1e9)
+	return res
+}
+
+// collect ends the regime on every connection: (stats, last measured answer, last answer).
+func collect(conns []*wsConn, drain time.Duration) ([]*connStats, int64, int64) {
+	deadline := time.Now().Add(drain)
+	parts := make([]*connStats, 0, len(conns))
+	var last, lastAny int64
+	for _, c := range conns {
+		st := c.finish(deadline)
+		parts = append(parts, st)
+		last, lastAny = max(last, st.lastRecv), max(lastAny, st.lastAny)
+	}
+	return parts, last, lastAny
+}
+
+// opGen is a connection's (or REST worker's) order stream: place while fewer than `open` of its
+// orders are outstanding, else cancel the oldest by clientOrderId. Client order ids are
+// g<conn>x<n>; placed - canceled <= open at every point of the stream.
+type opGen struct {
+	conn             int
+	symbol           string
+	open             int64
+	placed, canceled int64
+}
+
+func (g *opGen) cid(b []byte, n int64) []byte {
+	b = append(b, 'g')
+	b = strconv.AppendInt(b, int64(g.conn), 10)
+	b = append(b, 'x')
+	return strconv.AppendInt(b, n, 10)
+}
+
+// price is BUY 29000.00 .. 29009.99 on even orders, SELL 31000.00 .. 31009.99 on odd ones.
+func (g *opGen) price(b []byte, n int64) ([]byte, string) {
+	side, base := "BUY", int64(29000)
+	if n%2 == 1 {
+		side, base = "SELL", 31000
+	}
+	cents := n % 1000
+	b = strconv.AppendInt(b, base+cents/100, 10)
+	b = append(b, '.')
+	b = append(b, byte('0'+cents%100/10), byte('0'+cents%10))
+	return b, side
+}
+
+// next appends the next WS request (id) to b.
+func (g *opGen) next(b []byte, id int64) ([]byte, uint8) {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	if g.placed-g.canceled >= g.open {
+		b = append(b, `,"method":"order.cancel","params":{"symbol":"`...)
+		b = append(b, g.symbol...)
+		b = append(b, `","clientOrderId":"`...)
+		b = g.cid(b, g.canceled)
+		g.canceled++
+		return append(b, `"}}`...), kCancel
+	}
+	b = append(b, `,"method":"order.place","params":`...)
+	b = g.placeBody(b)
+	return append(b, '}'), kPlace
+}
+
+// placeBody appends the JSON params of the next order.place (advances the stream).
+func (g *opGen) placeBody(b []byte) []byte {
+	n := g.placed
+	g.placed++
+	b = append(b, `{"symbol":"`...)
+	b = append(b, g.symbol...)
+	b = append(b, `","side":"`...)
+	var px []byte
+	var side string
+	px, side = g.price(nil, n)
+	b = append(b, side...)
+	b = append(b, `","type":"LIMIT","timeInForce":"GTC","postOnly":true,"price":"`...)
+	b = append(b, px...)
+	b = append(b, `","quantity":"0.0001","clientOrderId":"`...)
+	b = g.cid(b, n)
+	return append(b, `"}`...)
+}

@@ -1,0 +1,78 @@
+"""The e2e load generator builds and drives a real server: a few hundred orders, all answered.
+
+Server: ``python -m edge --inproc`` (real sockets, real engine kernels, no WAL) started by
+``bench.e2e.run_inproc``, exactly as the bench suite starts its comparison edge. No timing is
+asserted (speed figures come from ``python -m bench e2e`` only); what is checked is that the
+generator sent what it says, that every request was answered with the expected order status, that
+the latency histograms saw every measured request, and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench import e2e, loadgen
+
+PLAN = e2e.Plan(ws_rates=(), seconds=0.6, warmup=0.1, inflight=(), rest_rate=100,
+                inproc_rates=(), inproc_inflight=(), drain_s=10.0, max_backlog_s=5.0)
+
+
+def test_generator_builds_and_is_current() -> None:
+    exe = loadgen.build()
+    assert exe.is_file() and os.access(exe, os.X_OK)
+    assert not loadgen._stale(exe)
+    assert exe.is_relative_to(Path(__file__).resolve().parents[3] / "var")
+
+
+def test_generator_refuses_a_bad_spec() -> None:
+    with pytest.raises(loadgen.LoadgenError, match="open_orders"):
+        loadgen.run({"symbol": "BTC-USDT", "open_orders": 0, "drain_seconds": 1,
+                     "max_backlog_s": 1, "regimes": []}, timeout_s=30)
+
+
+@pytest.mark.timeout(120)
+def test_a_few_hundred_orders_against_the_inprocess_edge() -> None:
+    regimes = [e2e.regime("open", PLAN, rate=500.0),  # 300 requests over 2 connections
+               e2e.regime("closed", PLAN, inflight=4),
+               e2e.regime("rest", PLAN, "rest", rate=100.0)]
+    rep = e2e.run_inproc(PLAN, regimes, ws=2, rest=1)
+    by = {r["name"]: r for r in rep["regimes"]}
+
+    op = by["open"]
+    assert op["sent"] == 300 and op["answered"] == 300
+    assert op["errors"] == 0 and op["unanswered"] == 0 and not op["overloaded"]
+    # 2 connections x 32 resting orders, then cancel-oldest / place alternately
+    assert op["outcomes"] == {"place:NEW": op["places"], "cancel:CANCELED": op["cancels"]}
+    assert op["places"] == 64 + (300 - 64 + 1) // 2 and op["cancels"] == 300 - op["places"]
+    assert op["latency_us"]["all"]["count"] == 250  # due after the 0.1 s warm-up
+    assert op["latency_us"]["warmup"]["count"] == 50
+    assert 0 < op["latency_us"]["place"]["p50"] <= op["latency_us"]["place"]["p99"]
+    assert op["pushes"] > 0  # OrderUpdate / BalanceUpdate of the session's own orders
+    assert e2e._clean(op)
+
+    cl = by["closed"]
+    assert cl["mode"] == "closed" and cl["sent"] == cl["answered"] > 8 and cl["errors"] == 0
+    assert e2e._clean(cl)
+
+    rest = by["rest"]
+    assert rest["transport"] == "rest" and rest["sent"] == rest["answered"] == 60
+    assert rest["outcomes"] == {"place:NEW": 32 + 14, "cancel:CANCELED": 14}
+    assert e2e._clean(rest)
+
+    # the closing cancelAll per WS connection removes exactly the orders still resting
+    open_left = sum(r["places"] - r["cancels"] for r in (op, cl))
+    assert rep["cleanup"]["cancel_alls"] == 2 and rep["cleanup"]["errors"] == 0
+    assert rep["cleanup"]["canceled_by_cancel_all"] == open_left
+    assert rep["regimes"][0]["cpu_seconds"]["edge"] > 0
+    assert _children() == []  # the edge and the generator were stopped and reaped
+
+
+def _children() -> list[str]:
+    out: list[str] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        out += (task / "children").read_text().split()
+    return out
+
