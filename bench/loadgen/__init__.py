@@ -5,6 +5,8 @@ committed) when the binary is missing or older than any source file; the build g
 name and is renamed into place, so concurrent callers never run a half-written binary. Modules
 come from the Go module proxy (``go.sum`` pins them) into the user's module cache.
 
+``sink()`` starts the generator's stand-in edge (``spotx-loadgen sink``) for its self-test.
+
 ``run(spec)`` feeds one JSON spec to the binary on stdin and returns its JSON report; see
 ``main.go`` for the spec (``ws_url``, ``rest_url``, ``symbol``, ``ws_accounts``, ``rest_accounts``,
 ``open_orders``, ``drain_seconds``, ``watch_pids``, ``regimes``) and the workload it drives. The
@@ -85,3 +87,38 @@ def run(spec: dict[str, Any], timeout_s: float, binary: Path | None = None,
         raise LoadgenError(f"load generator printed no report: {proc.stdout[:500]!r}") from e
     report["stderr"] = proc.stderr
     return report
+
+
+class Sink:
+    """``spotx-loadgen sink 127.0.0.1:0`` as a context manager; ``url`` is its WS address."""
+
+    def __init__(self, cores: set[int] | None = None, binary: Path | None = None) -> None:
+        exe = binary or build()
+        self.proc = subprocess.Popen(
+            [str(exe), "sink", "127.0.0.1:0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "listening":
+            self.close()
+            raise LoadgenError(f"sink did not start: {line!r}")
+        self.url = f"ws://{line[1]}/v1/ws/trade"
+        self.pid = self.proc.pid
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # EOF on stdin stops the sink
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,82 @@
+// `spotx-loadgen sink ADDR`: a stand-in WebSocket order-entry server for the generator's self-test.
+//
+// It answers session.logon, order.place (NEW), order.cancel (CANCELED) and orders.cancelAll (an
+// empty list) in request order, and pushes two private events per order request, like the edge's
+// OrderUpdate + BalanceUpdate, so the generator reads as many messages as against the real edge.
+// No matching, no state: it only shows how fast the generator itself can go on the cores it is
+// given (the bench pins the sink to the edge's core). Listens until SIGTERM / SIGINT or stdin EOF.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gorilla/websocket"
+)
+
+var (
+	pushOrder   = []byte(`{"type":"OrderUpdate","symbol":"BTC-USDT","status":"NEW"}`)
+	pushBalance = []byte(`{"type":"BalanceUpdate","asset":"USDT","available":"1","locked":"0"}`)
+)
+
+func sink(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fail(1, "sink: %v", err)
+	}
+	up := websocket.Upgrader{ReadBufferSize: 1 << 16, WriteBufferSize: 1 << 16}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := sinkAnswer(c, msg); err != nil {
+				return
+			}
+		}
+	})}
+	fmt.Fprintf(os.Stdout, "listening %s\n", ln.Addr())
+	go srv.Serve(ln) //nolint:errcheck // ends with the process
+	done := make(chan os.Signal, 1)
+	signal.Notify(done, syscall.SIGTERM, syscall.SIGINT)
+	go func() { io.Copy(io.Discard, os.Stdin); done <- syscall.SIGTERM }() //nolint:errcheck
+	<-done
+	srv.Close()
+}
+
+func sinkAnswer(c *websocket.Conn, msg []byte) error {
+	if bytes.Contains(msg, []byte(`"session.logon"`)) {
+		return c.WriteMessage(websocket.TextMessage, []byte(`{"id":"logon","status":200,"result":{}}`))
+	}
+	if !bytes.HasPrefix(msg, idPrefix) {
+		return c.WriteMessage(websocket.TextMessage, []byte(`{"id":null,"status":400,"error":{"error":"BAD_REQUEST"}}`))
+	}
+	id, _ := parseInt(msg[len(idPrefix):])
+	out := fmt.Appendf(nil, `{"id":%d,"status":200,"result":`, id)
+	switch {
+	case bytes.Contains(msg, []byte(`"order.place"`)):
+		out = append(out, `{"orderId":1,"status":"NEW","fills":[]}}`...)
+	case bytes.Contains(msg, []byte(`"order.cancel"`)):
+		out = append(out, `{"orderId":1,"status":"CANCELED"}}`...)
+	default:
+		out = append(out, `[]}`...)
+	}
+	for _, m := range [][]byte{pushOrder, pushBalance, out} {
+		if err := c.WriteMessage(websocket.TextMessage, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
