@@ -80,7 +80,8 @@ def run(spec: dict[str, Any], timeout_s: float, binary: Path | None = None,
     except subprocess.TimeoutExpired as e:
         raise LoadgenError(f"load generator still running after {timeout_s:.0f} s: killed") from e
     if proc.returncode != 0:
-        raise LoadgenError(f"load generator exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        raise LoadgenError(f"load generator exited {proc.returncode}: "
+                           f"{proc.stderr.strip()[-2000:]}")
     try:
         report: dict[str, Any] = json.loads(proc.stdout)
     except ValueError as e:

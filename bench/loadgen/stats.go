@@ -180,3 +180,31 @@ func sleepNs(ns int64) {
 	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
 	}
 }
+
+// SPOTX_LOADGEN_TRACE=<file> (development): one line per answered request,
+// "regime due_ns latency_ns kind", appended at the end of each regime.
+var tracePath = os.Getenv("SPOTX_LOADGEN_TRACE")
+var traceOn = tracePath != ""
+
+func writeTrace(regime string, rows [][3]int64) {
+	if !traceOn || len(rows) == 0 {
+		return
+	}
+	f, err := os.OpenFile(tracePath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	b := make([]byte, 0, 64*len(rows))
+	for _, r := range rows {
+		b = append(b, regime...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, r[0], 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, r[1], 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, r[2], 10)
+		b = append(b, '\n')
+	}
+	f.Write(b) //nolint:errcheck // development aid
+}

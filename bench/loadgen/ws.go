@@ -42,6 +42,7 @@ type connStats struct {
 	measured           int64
 	lastRecv           int64 // last answer to a measured request
 	lastAny            int64 // last answer to any request
+	trace              [][3]int64
 }
 
 func newConnStats() *connStats {
@@ -211,6 +212,9 @@ func (w *wsConn) onMessage(data []byte, now int64) bool {
 	}
 	lat := max(now-p.due, 1)
 	st.lastAny = max(st.lastAny, now)
+	if traceOn {
+		st.trace = append(st.trace, [3]int64{p.due, lat, int64(p.kind)})
+	}
 	if !rec && !w.closedLoop && p.kind != kCancelAll {
 		st.warm.RecordValue(lat) //nolint:errcheck
 	}
@@ -331,6 +335,7 @@ func mergeConns(r Regime, parts []*connStats, conns int) *RegimeResult {
 		Conns: conns, Inflight: r.Inflight, Measured: r.Seconds - r.Warmup}
 	all, place, cancel, warm := newHist(), newHist(), newHist(), newHist()
 	for _, p := range parts {
+		writeTrace(r.Name, p.trace)
 		res.Counters.add(&p.Counters)
 		all.Merge(p.all)
 		place.Merge(p.place)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import e2e, loadgen
+from bench.loadgen import rows
 
 PLAN = e2e.Plan(ws_rates=(), seconds=0.6, warmup=0.1, inflight=(), rest_rate=100,
                 inproc_rates=(), inproc_inflight=(), drain_s=10.0, max_backlog_s=5.0)
@@ -31,6 +32,30 @@ def test_generator_refuses_a_bad_spec() -> None:
     with pytest.raises(loadgen.LoadgenError, match="open_orders"):
         loadgen.run({"symbol": "BTC-USDT", "open_orders": 0, "drain_seconds": 1,
                      "max_backlog_s": 1, "regimes": []}, timeout_s=30)
+
+
+def test_generator_against_its_stand_in_edge() -> None:
+    regimes = [e2e.regime("open", PLAN, rate=1000.0), e2e.regime("closed", PLAN, inflight=2)]
+    with loadgen.Sink() as sink:
+        rep = loadgen.run({"ws_url": sink.url, "rest_url": "", "symbol": "BTC-USDT",
+                           "ws_accounts": [{"key": "a", "secret": "s"}, {"key": "b", "secret": "s"}],
+                           "rest_accounts": [], "open_orders": 8, "drain_seconds": 5,
+                           "max_backlog_s": 5, "watch_pids": {"sink": sink.pid},
+                           "regimes": regimes}, timeout_s=60)
+        assert sink.proc.poll() is None
+    assert sink.proc.returncode is not None  # stopped by closing its stdin
+    op, cl = rep["regimes"]
+    assert op["sent"] == op["answered"] == 600 and op["pushes"] == 2 * 600
+    assert op["places"] == 16 + (600 - 16) // 2 and rows.clean(op)
+    assert cl["sent"] == cl["answered"] > 4 and rows.clean(cl)
+    assert rep["cleanup"]["cancel_alls"] == 2
+    row = rows.row(op, "sink", target_rate=1000.0)
+    assert row.correct and row.value == pytest.approx(1000, rel=0.2) and row.p50 and row.p50 > 0
+    assert "target at 1,000/s" in (row.notes or "")
+    # a single error answer, or a place that did not rest, makes the row incorrect
+    assert not rows.clean({**op, "errors": 1, "error_names": {"INSUFFICIENT_BALANCE": 1}})
+    assert not rows.clean({**op, "outcomes": {**op["outcomes"], "place:EXPIRED": 1}})
+    assert not rows.clean({**op, "unanswered": 1})
 
 
 @pytest.mark.timeout(120)
@@ -51,16 +76,16 @@ def test_a_few_hundred_orders_against_the_inprocess_edge() -> None:
     assert op["latency_us"]["warmup"]["count"] == 50
     assert 0 < op["latency_us"]["place"]["p50"] <= op["latency_us"]["place"]["p99"]
     assert op["pushes"] > 0  # OrderUpdate / BalanceUpdate of the session's own orders
-    assert e2e._clean(op)
+    assert rows.clean(op)
 
     cl = by["closed"]
     assert cl["mode"] == "closed" and cl["sent"] == cl["answered"] > 8 and cl["errors"] == 0
-    assert e2e._clean(cl)
+    assert rows.clean(cl)
 
     rest = by["rest"]
     assert rest["transport"] == "rest" and rest["sent"] == rest["answered"] == 60
     assert rest["outcomes"] == {"place:NEW": 32 + 14, "cancel:CANCELED": 14}
-    assert e2e._clean(rest)
+    assert rows.clean(rest)
 
     # the closing cancelAll per WS connection removes exactly the orders still resting
     open_left = sum(r["places"] - r["cancels"] for r in (op, cl))
