@@ -87,7 +87,7 @@ class Plan:
     max_backlog_s: float
 
 
-QUICK = Plan((1_000, 5_000, 20_000, 50_000), 2.0, 0.5, (32,), 1_000, (1_000,), (32,), 15.0, 0.25)
+QUICK = Plan((1_000, 5_000, 20_000, 50_000), 2.0, 0.5, (16, 64), 1_000, (1_000,), (64,), 15.0, 0.25)
 FULL = Plan((1_000, 5_000, 10_000, 20_000, 50_000), 10.0, 1.0, (16, 64, 200), 1_000,
             (1_000, 5_000), (16, 64, 200), 30.0, 0.5)
 
@@ -288,12 +288,14 @@ def _max_row(stack: dict[str, Any], inproc: dict[str, Any]) -> Result | None:
     held = [r["offered"] for r in stack["regimes"] if r["mode"] == "open"
             and r["transport"] == "ws" and not r["overloaded"] and rows.clean(r)
             and r["achieved"] >= 0.97 * r["offered"]]
+    drained = [r["achieved"] for r in stack["regimes"] if r["overloaded"] and rows.clean(r)]
     lat = best["latency_us"]["place"]
     return Result(
         "e2e.ws.max", "orders/s", best["achieved"], p50=lat["p50"], p99=lat["p99"],
         p999=lat["p999"], correct=rows.clean(best),
         notes=f"best closed-loop regime {best['name']} of one edge process (highest open-loop "
-              f"rate held: {max(held, default=0):,.0f}/s); target >= {TARGET_MAX:,}/s per edge "
+              f"rate held: {max(held, default=0):,.0f}/s; overloaded open-loop regimes were "
+              f"answered at up to {max(drained, default=0):,.0f}/s); target >= {TARGET_MAX:,}/s per edge "
               f"process: {met}; peer: the in-process edge's best (ratio < 1 = what rings + WAL + "
               "fsync cost)").with_peer("in-process edge max orders/s",
                                        peer["achieved"] if peer else None)

@@ -97,19 +97,7 @@ func (w *restWorker) loop(dues <-chan int64, st *connStats, tMeasure int64) {
 			}
 			st.bump(&st.Outcomes, tag+fieldString(body, `"status":"`), 1)
 		}
-		lat := max(now-due, 1)
-		st.lastAny = max(st.lastAny, now)
-		if due < tMeasure {
-			st.warm.RecordValue(lat) //nolint:errcheck
-		} else {
-			st.all.RecordValue(lat) //nolint:errcheck
-			if kind == kPlace {
-				st.place.RecordValue(lat) //nolint:errcheck
-			} else {
-				st.cancel.RecordValue(lat) //nolint:errcheck
-			}
-			st.lastRecv = max(st.lastRecv, now)
-		}
+		st.record(kind, max(now-due, 1), now, due >= tMeasure)
 	}
 }
 
@@ -133,9 +121,7 @@ func runRest(workers []*restWorker, r Regime, maxBacklogS float64) *RegimeResult
 	stop := pace(r.Rate, t0, tEnd, func(i, due int64) bool {
 		ch := chans[i%n]
 		ch <- due
-		if due >= tMeasure {
-			lag.RecordValue(max(nanotime()-due, 1)) //nolint:errcheck
-		}
+		lag.RecordValue(max(nanotime()-due, 1)) //nolint:errcheck
 		return len(ch)*int(n) <= limit
 	})
 	for _, ch := range chans {
@@ -146,16 +132,12 @@ func runRest(workers []*restWorker, r Regime, maxBacklogS float64) *RegimeResult
 	for _, p := range parts {
 		last, lastAny = max(last, p.lastRecv), max(lastAny, p.lastAny)
 	}
-	res := mergeConns(r, parts, len(workers))
+	res := mergeConns(r, parts, len(workers), stop < tEnd)
 	res.SendLag = summarize(lag) // REST: time to hand the due time to its worker, not the send
-	if stop < tEnd {
-		res.Overloaded, res.StoppedAt = true, float64(stop-t0)/1e9
-		res.Measured = max(float64(stop-tMeasure)/1e9, 0)
+	if res.Overloaded {
+		res.StoppedAt = float64(stop-t0) / 1e9
+		res.Measured = float64(stop-t0) / 1e9
 	}
-	if res.Latency["all"].Count > 0 {
-		res.Achieved = float64(res.Latency["all"].Count) / (float64(max(last, stop)-tMeasure) / 1e9)
-	} else if lastAny > t0 {
-		res.Achieved = float64(res.Answered) / (float64(lastAny-t0) / 1e9)
-	}
+	res.Achieved = achieved(res, t0, tMeasure, stop, last, lastAny)
 	return res
 }

@@ -43,11 +43,9 @@ def notes(r: dict[str, Any], where: str, target_rate: float = 0.0) -> str:
     n.append(f"CPU of one core over {wall:.1f} s: {usage}; edge "
              f"{cpu.get('edge', 0.0) / max(r['answered'], 1) * 1e6:,.0f} us CPU per request")
     if r["overloaded"]:
-        warm = ("" if lat["place"]["count"] else " (all inside the warm-up: every request, "
-                f"p50/p99/p99.9 {_pct(lat['warmup'])} us)")
         n.append(f"OVERLOADED: stopped at {r['stopped_at_seconds']:.2f} s with more than "
-                 "max_backlog_s of offered load outstanding; value = throughput while it drained; "
-                 f"latencies cover the requests sent{warm}")
+                 "max_backlog_s of offered load outstanding; value = every answer over start .. "
+                 "last answer (the server saturated); latencies cover every request sent")
     if target_rate and (r["mode"], r["transport"], r["offered"]) == ("open", "ws", target_rate):
         p = lat["place"]
         met = not r["overloaded"] and 0 < p["p50"] < 500 and p["p99"] < 2000
@@ -56,15 +54,9 @@ def notes(r: dict[str, Any], where: str, target_rate: float = 0.0) -> str:
     return "; ".join(n)
 
 
-def place(r: dict[str, Any]) -> dict[str, Any]:
-    """order.place latency; a regime stopped inside its warm-up has only warm-up samples."""
-    lat = r["latency_us"]
-    return lat["place"] if lat["place"]["count"] or not r["overloaded"] else lat["warmup"]
-
-
 def row(r: dict[str, Any], where: str, target_rate: float = 0.0) -> Result:
     """One regime as a harness Result: value = achieved rate, percentiles = order.place."""
-    lat = place(r)
+    lat = r["latency_us"]["place"]
     return Result(r["name"], "orders/s", r["achieved"], p50=lat["p50"], p99=lat["p99"],
                   p999=lat["p999"], correct=clean(r), notes=notes(r, where, target_rate))
 

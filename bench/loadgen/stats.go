@@ -100,7 +100,7 @@ type RegimeResult struct {
 	Achieved   float64            `json:"achieved"` // answered measured requests per second
 	Counters                      // every request of the regime
 	Latency    map[string]Summary `json:"latency_us"`  // all, place, cancel (measured requests)
-	SendLag    Summary            `json:"send_lag_us"` // open loop: actual send - due time
+	SendLag    Summary            `json:"send_lag_us"` // open loop, every request: send - due time
 	CPUSeconds CPU                `json:"cpu_seconds"`
 }
 

@@ -37,16 +37,41 @@ type pending struct {
 
 type connStats struct {
 	Counters
-	all, place, cancel *hdr.Histogram
-	warm               *hdr.Histogram // open loop: requests due inside the warm-up
-	measured           int64
-	lastRecv           int64 // last answer to a measured request
-	lastAny            int64 // last answer to any request
-	trace              [][3]int64
+	// hist[measured][kind]: kind 0 place, 1 cancel; measured 0 = due inside the warm-up (open
+	// loop) or answered outside the window (closed loop)
+	hist     [2][2]*hdr.Histogram
+	measured int64
+	lastRecv int64 // last answer to a measured request
+	lastAny  int64 // last answer to any request
+	trace    [][3]int64
 }
 
 func newConnStats() *connStats {
-	return &connStats{all: newHist(), place: newHist(), cancel: newHist(), warm: newHist()}
+	st := &connStats{}
+	for i := range st.hist {
+		for j := range st.hist[i] {
+			st.hist[i][j] = newHist()
+		}
+	}
+	return st
+}
+
+// record accounts one answered place / cancel (cancelAll has no latency).
+func (st *connStats) record(kind uint8, lat, now int64, measured bool) {
+	st.lastAny = max(st.lastAny, now)
+	if kind != kPlace && kind != kCancel {
+		return
+	}
+	m, k := 0, 0
+	if measured {
+		m = 1
+		st.measured++
+		st.lastRecv = max(st.lastRecv, now)
+	}
+	if kind == kCancel {
+		k = 1
+	}
+	st.hist[m][k].RecordValue(lat) //nolint:errcheck // above 60 s saturates
 }
 
 type wsConn struct {
@@ -211,23 +236,10 @@ func (w *wsConn) onMessage(data []byte, now int64) bool {
 		rec = now >= w.tMeasure && now < w.tEnd
 	}
 	lat := max(now-p.due, 1)
-	st.lastAny = max(st.lastAny, now)
 	if traceOn {
 		st.trace = append(st.trace, [3]int64{p.due, lat, int64(p.kind)})
 	}
-	if !rec && !w.closedLoop && p.kind != kCancelAll {
-		st.warm.RecordValue(lat) //nolint:errcheck
-	}
-	if rec {
-		st.all.RecordValue(lat) //nolint:errcheck // above 60 s saturates
-		if p.kind == kPlace {
-			st.place.RecordValue(lat) //nolint:errcheck
-		} else if p.kind == kCancel {
-			st.cancel.RecordValue(lat) //nolint:errcheck
-		}
-		st.measured++
-		st.lastRecv = max(st.lastRecv, now)
-	}
+	st.record(p.kind, lat, now, rec)
 	return w.closedLoop && now < w.tEnd && w.readErr == nil
 }
 
@@ -330,21 +342,51 @@ func (w *wsConn) close() {
 	w.c.Close()
 }
 
-func mergeConns(r Regime, parts []*connStats, conns int) *RegimeResult {
+// mergeConns sums the connections' regime stats. Latency "place" / "cancel" / "all" cover the
+// measured requests, or every request when the regime was overloaded (its warm-up is part of the
+// overload); "warmup" is the requests left out otherwise.
+func mergeConns(r Regime, parts []*connStats, conns int, overloaded bool) *RegimeResult {
 	res := &RegimeResult{Name: r.Name, Transport: r.Transport, Mode: r.Mode, Offered: r.Rate,
-		Conns: conns, Inflight: r.Inflight, Measured: r.Seconds - r.Warmup}
-	all, place, cancel, warm := newHist(), newHist(), newHist(), newHist()
+		Conns: conns, Inflight: r.Inflight, Measured: r.Seconds - r.Warmup, Overloaded: overloaded}
+	var h [2][2]*hdr.Histogram
+	for i := range h {
+		for j := range h[i] {
+			h[i][j] = newHist()
+		}
+	}
 	for _, p := range parts {
 		writeTrace(r.Name, p.trace)
 		res.Counters.add(&p.Counters)
-		all.Merge(p.all)
-		place.Merge(p.place)
-		cancel.Merge(p.cancel)
-		warm.Merge(p.warm)
+		for i := range h {
+			for j := range h[i] {
+				h[i][j].Merge(p.hist[i][j])
+			}
+		}
 	}
-	res.Latency = map[string]Summary{"all": summarize(all), "place": summarize(place),
-		"cancel": summarize(cancel), "warmup": summarize(warm)}
+	if overloaded {
+		h[1][0].Merge(h[0][0])
+		h[1][1].Merge(h[0][1])
+	}
+	all, warm := newHist(), newHist()
+	all.Merge(h[1][0])
+	all.Merge(h[1][1])
+	warm.Merge(h[0][0])
+	warm.Merge(h[0][1])
+	res.Latency = map[string]Summary{"all": summarize(all), "place": summarize(h[1][0]),
+		"cancel": summarize(h[1][1]), "warmup": summarize(warm)}
 	return res
+}
+
+// achieved is answered requests per second: over the measured window, or, for an overloaded
+// regime, every answer over start .. last answer (the server was saturated throughout).
+func achieved(res *RegimeResult, t0, tMeasure, stop, last, lastAny int64) float64 {
+	switch {
+	case res.Overloaded && lastAny > t0:
+		return float64(res.Answered) / (float64(lastAny-t0) / 1e9)
+	case res.Latency["all"].Count > 0:
+		return float64(res.Latency["all"].Count) / (float64(max(last, stop)-tMeasure) / 1e9)
+	}
+	return 0
 }
 
 func runOpen(conns []*wsConn, r Regime, drain time.Duration, maxBacklogS float64) *RegimeResult {
@@ -359,23 +401,17 @@ func runOpen(conns []*wsConn, r Regime, drain time.Duration, maxBacklogS float64
 	stop := pace(r.Rate, t0, tEnd, func(i, due int64) bool {
 		rec := due >= tMeasure
 		sent := conns[i%n].send(due, rec)
-		if rec {
-			lag.RecordValue(max(sent-due, 1)) //nolint:errcheck
-		}
+		lag.RecordValue(max(sent-due, 1)) //nolint:errcheck
 		return i%256 != 255 || outstanding(conns) <= limit
 	})
 	parts, last, lastAny := collect(conns, drain)
-	res := mergeConns(r, parts, len(conns))
+	res := mergeConns(r, parts, len(conns), stop < tEnd)
 	res.SendLag = summarize(lag)
-	if stop < tEnd {
-		res.Overloaded, res.StoppedAt = true, float64(stop-t0)/1e9
-		res.Measured = max(float64(stop-tMeasure)/1e9, 0)
+	if res.Overloaded {
+		res.StoppedAt = float64(stop-t0) / 1e9
+		res.Measured = float64(stop-t0) / 1e9
 	}
-	if res.Latency["all"].Count > 0 {
-		res.Achieved = float64(res.Latency["all"].Count) / (float64(max(last, stop)-tMeasure) / 1e9)
-	} else if lastAny > t0 { // stopped inside the warm-up: the whole regime is the window
-		res.Achieved = float64(res.Answered) / (float64(lastAny-t0) / 1e9)
-	}
+	res.Achieved = achieved(res, t0, tMeasure, stop, last, lastAny)
 	return res
 }
 
@@ -402,7 +438,7 @@ func runClosed(conns []*wsConn, r Regime, drain time.Duration) *RegimeResult {
 	}
 	time.Sleep(time.Duration(tEnd - nanotime()))
 	parts, _, _ := collect(conns, drain)
-	res := mergeConns(r, parts, len(conns))
+	res := mergeConns(r, parts, len(conns), false)
 	res.Achieved = float64(res.Latency["all"].Count) / (float64(tEnd-tMeasure) / 1e9)
 	return res
 }
