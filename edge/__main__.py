@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         from edge.app import build_edge
         from edge.inproc import InprocGateway
+        from pipeline import heap
 
         edge = build_edge(cfg, InprocGateway(cfg))
         await edge.start(rest_port=args.rest_port, ws_port=args.ws_port)
+        heap.settle()
         logging.getLogger("spotx.edge").info(
             "in-process edge: REST http://%s:%d  WS ws://%s:%d%s", cfg.edge.host, edge.rest_port,
             cfg.edge.host, edge.ws_port, cfg.edge.ws_trade_path)

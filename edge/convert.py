@@ -21,7 +21,7 @@ the lot, amounts (fees, balances, notionals) with the asset's full scale. ``pars
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.errors import ApiError
@@ -55,6 +55,9 @@ def parse_units(value: Any, scale: int, err: str, field: str) -> int:
     if units > INT64_MAX:
         raise ApiError(err, f"{field} {_show(value)} is too large")
     return units
+
+
+FORMAT_CACHE = 4096  # entries per symbol and kind; cleared when full
 
 
 def format_units(units: int, scale: int, shown: int | None = None) -> str:
@@ -99,6 +102,9 @@ class SymbolUnits:
     price_dec: int  # decimals shown for prices
     qty_dec: int  # decimals shown for quantities
     max_quote_minor: int  # largest accepted quoteQuantity (max price x max qty notional)
+    # formatted prices / quantities: a market maker's orders reuse a few levels and sizes
+    _price_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    _qty_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, sym: Symbol) -> SymbolUnits:
@@ -136,10 +142,22 @@ class SymbolUnits:
 
     # -- format ---------------------------------------------------------------------------------
     def price_str(self, ticks: int) -> str:
-        return format_units(ticks * self.sym.tick_minor, self.sym.quote_scale, self.price_dec)
+        s = self._price_s.get(ticks)
+        if s is None:
+            if len(self._price_s) >= FORMAT_CACHE:
+                self._price_s.clear()
+            s = self._price_s[ticks] = format_units(ticks * self.sym.tick_minor,
+                                                    self.sym.quote_scale, self.price_dec)
+        return s
 
     def qty_str(self, lots: int) -> str:
-        return format_units(lots * self.sym.lot_minor, self.sym.base_scale, self.qty_dec)
+        s = self._qty_s.get(lots)
+        if s is None:
+            if len(self._qty_s) >= FORMAT_CACHE:
+                self._qty_s.clear()
+            s = self._qty_s[lots] = format_units(lots * self.sym.lot_minor, self.sym.base_scale,
+                                                 self.qty_dec)
+        return s
 
     def quote_str(self, minor: int) -> str:
         return format_units(minor, self.sym.quote_scale)

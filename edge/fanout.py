@@ -35,7 +35,7 @@ import numpy as np
 from edge.market_hub import MarketHub
 from edge.market_metrics import FanoutMetrics
 from edge.market_ws import FanoutLimits, MarketServer
-from pipeline import shm_layout
+from pipeline import heap, shm_layout
 from pipeline.config import Config
 from pipeline.doorbell import Doorbell
 from pipeline.publisher.process import md_doorbell_dir
@@ -193,6 +193,7 @@ async def serve(cfg: Config, index: int, ready_conn: Connection | None,
         loop = asyncio.get_running_loop()
         fo.start(loop)
         srv = await server.start(cfg.market.host, cfg.market.port, reuse_port=True)
+        heap.settle()
         if ready_conn is not None:
             ready_conn.send({"ready": True, "port": cfg.market.port, "pid": os.getpid()})
         await stop.wait()

@@ -129,6 +129,7 @@ class HttpProtocol(asyncio.Protocol):
     def __init__(self, state: HttpServerState) -> None:
         self.s = state
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()  # once: each lookup calls getpid()
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[_Slot] = deque()
         self.url = b""
@@ -243,7 +244,7 @@ class HttpProtocol(asyncio.Protocol):
             slot.resp = res
             self._flush()
         else:
-            slot.task = asyncio.ensure_future(self._finish(slot, res))
+            slot.task = self.loop.create_task(self._finish(slot, res))
             self._update_reading()
 
     # -- responses ------------------------------------------------------------------------------

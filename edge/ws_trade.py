@@ -21,6 +21,12 @@ requests are capped at ``max_inflight``: beyond it the socket stops being read u
 Private events (``OrderUpdate``, ``BalanceUpdate``) are pushed as they become durable, independent of
 responses: the OrderUpdate of a new order may arrive before the order's response.
 
+Output is coalesced: responses and pushes produced while handling one loop iteration's input are
+queued per session and written once, at the end of the iteration, as one buffer of pre-built WS
+frames (server frames are unmasked: header + payload). One ``write`` per session per iteration
+instead of one ``send()`` syscall per message: the syscalls were 30 % of the edge's CPU at load
+(py-spy). Order is preserved: everything for a socket goes through the same transport buffer.
+
 Limits: ``messages_per_second`` frames per connection (before or after logon; refused with 429 and
 counted as ``rate_limit_drops_total{reason="ws_messages"}``); after logon every request is also
 charged to the API key's buckets exactly as its REST twin. A connection whose unsent output exceeds
@@ -86,6 +92,17 @@ class _Slot:
         self.thunk: Callable[[], Any] | None = None
 
 
+_HDR_SMALL = [bytes((0x81, n)) for n in range(126)]  # FIN + TEXT, 7-bit length
+
+
+def _frame_header(n: int) -> bytes:
+    if n < 126:
+        return _HDR_SMALL[n]
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
 def _ok(rid: Any, result: Any) -> bytes:
     return orjson.dumps({"id": rid, "status": 200, "result": result})
 
@@ -122,6 +139,17 @@ class WsTradeServer:
         self.sessions: dict[int, TradeSession] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self._slot = 0
+        self._dirty: list[TradeSession] = []  # sessions with queued output this iteration
+
+    def want_write(self, sess: TradeSession) -> None:
+        if not self._dirty:
+            sess.loop.call_soon(self._write_all)
+        self._dirty.append(sess)
+
+    def _write_all(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for sess in dirty:
+            sess.write_out()
 
     def _next_slot(self) -> int:
         s = self._slot
@@ -172,13 +200,15 @@ class TradeSession(WSListener):
         self.paused = False
         self.closed = False
         self.logon_timer: asyncio.TimerHandle | None = None
+        self.out: list[bytes] = []  # frames' payloads waiting for the end of this loop iteration
+        self.loop = asyncio.get_running_loop()  # looked up once: each lookup calls getpid()
 
     # -- picows callbacks -------------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.t = transport
         self.srv.sessions[self.slot] = self
         self.srv.metrics.ws_clients.labels("trade").inc()
-        self.logon_timer = asyncio.get_running_loop().call_later(
+        self.logon_timer = self.loop.call_later(
             self.srv.logon_timeout_s, self._logon_timeout)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -214,6 +244,7 @@ class TradeSession(WSListener):
             self.frag.append(frame.get_payload_as_bytes())
             self.frag_size += frame.payload_size
         elif mt == WSMsgType.CLOSE:
+            self.write_out()
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
             return
@@ -284,7 +315,7 @@ class TradeSession(WSListener):
                 coro = svc.cancel(key, params, self.slot)
             else:
                 coro = svc.cancel_all(key, params, self.slot)
-            slot.task = asyncio.ensure_future(self._run(slot, coro))
+            slot.task = self.loop.create_task(self._run(slot, coro))
         elif kind == "r":
             if method == "order.status":
                 slot.thunk = lambda: svc.order_status(key, params)
@@ -372,11 +403,28 @@ class TradeSession(WSListener):
         self._update_reading()
 
     def _send(self, data: bytes) -> None:
-        t = self.t
-        if t is None or self.closed or t.is_disconnected:
+        if self.closed:
             return
-        t.send(WSMsgType.TEXT, data)
-        if t.underlying_transport.get_write_buffer_size() > self.srv.max_backlog_bytes:
+        if not self.out:
+            self.srv.want_write(self)
+        self.out.append(data)
+
+    def write_out(self) -> None:
+        """Write the queued messages as one buffer of TEXT frames; 4008 if the peer lags."""
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        t = self.t
+        if t is None or t.is_disconnected:
+            return
+        parts: list[bytes] = []
+        for d in out:
+            parts.append(_frame_header(len(d)))
+            parts.append(d)
+        tr = t.underlying_transport
+        tr.write(b"".join(parts))
+        if not self.closed and tr.get_write_buffer_size() > self.srv.max_backlog_bytes:
             self._close(4008, "SLOW_CONSUMER")
 
     def _private(self, account: int, payload: bytes) -> None:
@@ -398,6 +446,9 @@ class TradeSession(WSListener):
         t = self.t
         if t is None or self.closed:
             return
+        if code != 4008:
+            self.write_out()  # answers queued before the close go first
+        self.out = []
         self.closed = True
         self.srv.metrics.ws_closes.labels(reason).inc()
         t.send_close(WSCloseCode(code), reason.encode())

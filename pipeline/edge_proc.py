@@ -65,6 +65,7 @@ def _market(cfg: Config) -> Any:
 async def serve(cfg: Config, edge_id: int, ready: Connection | None,
                 stop: asyncio.Event) -> None:
     from edge.http import HttpServerState, serve_http
+    from pipeline import heap
 
     gateway, rest, ws, _metrics = build(cfg, edge_id)
     n = gateway.catch_up()
@@ -74,6 +75,7 @@ async def serve(cfg: Config, edge_id: int, ready: Connection | None,
     state = HttpServerState(rest, max_body_bytes=cfg.edge.max_body_bytes)
     http_server, sweeper = await serve_http(state, cfg.edge.host, cfg.edge.rest_port, reuse_port=reuse)
     ws_server = await ws.start(cfg.edge.host, cfg.edge.ws_trade_port, reuse_port=reuse)
+    heap.settle()
     log.info("edge-%d ready: REST :%d WS :%d (replayed %d events)", edge_id, cfg.edge.rest_port,
              cfg.edge.ws_trade_port, n)
     if ready is not None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import shm_layout
+from pipeline import heap, shm_layout
 from pipeline.config import Config
 from pipeline.records import ADMIN, COMMAND, EVENT, Cmd
 from pipeline.stats import Stats, observe
@@ -273,6 +273,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
         data[s_durable] = seq
 
     host.sync_hook = on_sync
+    heap.settle()
     ready.send({"ready": True, "seq": host.next_seq - 1, "replayed": host.replayed,
                 "snapshot_seq": host.snap_seq, "pid": os.getpid()})
     log.info("engine ready at seq %d (snapshot %d, replayed %d)", host.next_seq - 1, host.snap_seq,

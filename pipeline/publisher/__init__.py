@@ -38,10 +38,9 @@ def main(cfg: Config, index: int, ready_conn: Connection) -> None:
     ready = False
     try:
         pub.start()
-        import gc
+        from pipeline import heap
 
-        gc.collect()
-        gc.freeze()  # the rebuilt state is long-lived: keep it out of every later collection
+        heap.settle()  # the rebuilt state is long-lived: keep it out of every later collection
         ready_conn.send({"ready": True, **pub.info()})
         ready = True
         pub.run(lambda: stop["flag"])
