@@ -71,19 +71,29 @@ class EdgeServers:
         self._servers = []
 
 
+def ws_options(cfg: Config) -> dict[str, Any]:
+    """``WsTradeServer`` keyword arguments from the ``[edge]`` section."""
+    e = cfg.edge
+    return {"path": e.ws_trade_path, "max_frame_bytes": e.max_frame_bytes,
+            "messages_per_second": e.ws_messages_per_second, "max_inflight": e.ws_max_inflight,
+            "max_backlog_bytes": e.ws_max_backlog_bytes,
+            "logon_timeout_s": float(e.ws_logon_timeout_s)}
+
+
 def build_edge(cfg: Config, gateway: EngineGateway, store: KeyStore | None = None,
                market: MarketData | None = None, metrics: EdgeMetrics | None = None,
-               ws_messages_per_second: int = 10_000, **ws_options: Any) -> EdgeServers:
+               ws_messages_per_second: int | None = None, **ws_overrides: Any) -> EdgeServers:
     metrics = metrics or EdgeMetrics()
     store = store or KeyStore(cfg.edge.key_store or str(Path(cfg.data_dir) / "keys.json"))
     auth = Authenticator(store, cfg.edge.recv_window_default_ms, cfg.edge.recv_window_max_ms,
-                         ReplayCache(), observer=metrics)
+                         ReplayCache(cfg.edge.replay_cache_entries), observer=metrics)
     limiter = KeyLimiter(cfg.edge.orders_per_second, cfg.edge.weight_per_minute,
                          on_drop=metrics.rate_limit_drop)
     service = TradingService(cfg, gateway)
     rest = RestApp(service, auth, limiter, metrics, market=market)
-    ws = WsTradeServer(service, auth, limiter, metrics, path=cfg.edge.ws_trade_path,
-                       max_frame_bytes=cfg.edge.max_frame_bytes,
-                       messages_per_second=ws_messages_per_second, **ws_options)
+    opts = ws_options(cfg)
+    if ws_messages_per_second is not None:
+        opts["messages_per_second"] = ws_messages_per_second
+    ws = WsTradeServer(service, auth, limiter, metrics, **{**opts, **ws_overrides})
     state = HttpServerState(rest, max_body_bytes=cfg.edge.max_body_bytes)
     return EdgeServers(cfg, gateway, store, auth, limiter, metrics, service, rest, ws, state)

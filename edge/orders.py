@@ -169,7 +169,8 @@ class Validator:
     def admin_cancel_all(self, actor: str, symbol: str, params: Any) -> np.void:
         p = schema.check(params, schema.ADMIN_CANCEL_ALL)
         u = self.symbol(symbol)
-        cmd = pack_command(Cmd.CANCEL_ALL, symbol=u.sym.symbol_id, otype=int(CancelScope.SYMBOL))
+        cmd = pack_command(Cmd.CANCEL_ALL, symbol=u.sym.symbol_id, otype=int(CancelScope.SYMBOL),
+                           flags=int(CmdFlag.OPERATOR))
         return _admin(cmd, actor, "symbol.cancelAll", p, symbol=symbol)
 
     def admin_withdrawals_halt(self, actor: str, params: Any) -> np.void:

@@ -24,7 +24,9 @@ from edge.readmodel import ReadModel
 from edge.recio import EvT
 from edge.views import OrderState, first_reject, order_json, place_response
 from pipeline.config import Config
-from pipeline.records import Ev, Mode
+from pipeline.records import CmdFlag, Ev, Mode
+
+_DISCONNECT = int(CmdFlag.DISCONNECT)
 
 MODE_NAME = {int(m): m.name for m in Mode}
 
@@ -90,8 +92,10 @@ class TradingService:
             st = self.rm.order(key.account, oid)
             if st is None or not st.is_open:
                 continue
+            cmd = self.v.cancel(key.account, {"orderId": oid})
+            cmd["flags"] = int(cmd["flags"]) | _DISCONNECT  # canceled with reason DISCONNECT
             try:
-                evs = await self.gw.submit(self.v.cancel(key.account, {"orderId": oid}), slot)
+                evs = await self.gw.submit(cmd, slot)
             except ApiError:
                 continue
             n += sum(1 for e in evs if e.kind == Ev.CANCELED)

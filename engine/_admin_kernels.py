@@ -35,10 +35,11 @@ from engine.layout import (
 )
 
 BY_CID = 4
+OPERATOR, DISCONNECT = 8, 16  # CmdFlag: who asked for a cancel (its CancelReason)
 SCOPE_SYMBOL, SCOPE_ACCOUNT, SCOPE_ACCOUNT_SYMBOL = 1, 2, 3
 EV_REJECTED, EV_CANCELED, EV_TRANSFER, EV_ACK = 2, 4, 10, 11
 R_UNKNOWN_SYMBOL, R_INSUFFICIENT, R_UNKNOWN_ORDER, R_WD_HALTED, R_BAD, R_UNKNOWN_ACCOUNT = 1, 5, 7, 12, 14, 16
-C_USER, C_CANCEL_ALL, C_ADMIN = 1, 2, 3
+C_USER, C_CANCEL_ALL, C_ADMIN, C_DISCONNECT = 1, 2, 3, 4
 CMD_CANCEL_ALL = 3
 
 
@@ -50,6 +51,16 @@ def _bad_account(st, account):
 @kernel
 def _bad_symbol(st, sym):
     return sym < 1 or sym > st.ctl[C_N_SYMBOLS]
+
+
+@kernel_inline
+def _cancel_reason(st, flags, default):
+    """ADMIN for an operator's command (flag, or conn 0), DISCONNECT for cancel-on-disconnect."""
+    if flags & OPERATOR or st.ctl[C_CONN] == 0:
+        return C_ADMIN
+    if flags & DISCONNECT:
+        return C_DISCONNECT
+    return default
 
 
 @kernel_inline
@@ -69,7 +80,7 @@ def cancel(st, cmds, i, out):
     c0, c1, c2, c3 = cmd_cid(cmds, i)
     reason = 0
     s = -1
-    if flags & ~BY_CID or (flags & BY_CID and c0 == 0 and c1 == 0 and c2 == 0 and c3 == 0):
+    if flags & ~(BY_CID | OPERATOR | DISCONNECT) or (flags & BY_CID and c0 == 0 and c1 == 0 and c2 == 0 and c3 == 0):
         reason = R_BAD
     elif _bad_account(st, account):
         reason = R_UNKNOWN_ACCOUNT
@@ -89,7 +100,7 @@ def cancel(st, cmds, i, out):
         out[e].order_id = c.order_id
         out[e].symbol = sym
         return
-    _cancel_one(st, out, s, C_ADMIN if st.ctl[C_CONN] == 0 else C_USER)
+    _cancel_one(st, out, s, _cancel_reason(st, flags, C_USER))
 
 
 @kernel
@@ -152,7 +163,7 @@ def cancel_all(st, cmds, i, out):
             out[e].symbol = sym
             out[e].otype = scope
             return True
-    reason = C_ADMIN if st.ctl[C_CONN] == 0 else C_CANCEL_ALL
+    reason = _cancel_reason(st, np.int64(cmds[i].flags), C_CANCEL_ALL)
     cap = out.shape[0]
     while pos < n:
         if cap - st.ctl[C_EVPOS] < 3:

@@ -216,7 +216,7 @@ class ReferenceEngine:
     def cancel(self, c: np.void) -> None:
         flags, account, sym = int(c["flags"]), int(c["account"]), int(c["symbol"])
         cid = bytes(c["cid"])
-        if flags & ~CmdFlag.BY_CID or (flags & CmdFlag.BY_CID and not any(cid)):
+        if flags & ~(CmdFlag.BY_CID | CmdFlag.OPERATOR | CmdFlag.DISCONNECT) or (flags & CmdFlag.BY_CID and not any(cid)):
             raise Reject(R.BAD_REQUEST)
         if not self.valid_account(account):
             raise Reject(R.UNKNOWN_ACCOUNT)
@@ -232,7 +232,14 @@ class ReferenceEngine:
         mr = self.mode_reject(o.symbol, True)
         if mr:
             raise Reject(mr)
-        self.cancel_step(o, CancelReason.ADMIN if self.cur["conn"] == 0 else CancelReason.USER)
+        self.cancel_step(o, self.cancel_reason(flags, CancelReason.USER))
+
+    def cancel_reason(self, flags: int, default: CancelReason) -> CancelReason:
+        if flags & CmdFlag.OPERATOR or self.cur["conn"] == 0:
+            return CancelReason.ADMIN
+        if flags & CmdFlag.DISCONNECT:
+            return CancelReason.DISCONNECT
+        return default
 
     def cancel_step(self, o: ROrder, reason: int) -> None:
         before = self.snap_bal()
@@ -262,7 +269,7 @@ class ReferenceEngine:
         if not ids:
             self.emit(Ev.ACK, account=account, reason=Cmd.CANCEL_ALL, symbol=sym, otype=scope)
             return
-        reason = CancelReason.ADMIN if self.cur["conn"] == 0 else CancelReason.CANCEL_ALL
+        reason = self.cancel_reason(int(c["flags"]), CancelReason.CANCEL_ALL)
         for oid in sorted(ids):
             self.cancel_step(self.orders[oid], reason)
 

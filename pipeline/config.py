@@ -100,6 +100,11 @@ class EdgeConfig:
     weight_per_minute: int = 600_000
     recv_window_default_ms: int = 5000
     recv_window_max_ms: int = 60000
+    replay_cache_entries: int = 200_000  # signatures remembered for replay detection
+    ws_messages_per_second: int = 10_000  # frames per order-entry socket (429 beyond)
+    ws_max_inflight: int = 256  # requests in flight per socket before it stops being read
+    ws_max_backlog_bytes: int = 4 << 20  # unsent output per socket before 4008 SLOW_CONSUMER
+    ws_logon_timeout_s: int = 30  # a socket not logged on by then is closed (1008)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,8 @@ log = logging.getLogger("spotx.edge")
 
 def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     """(gateway, rest_app, ws_server, metrics) wired for this edge process."""
-    from edge.auth import Authenticator, KeyStore
+    from edge.app import ws_options
+    from edge.auth import Authenticator, KeyStore, ReplayCache
     from edge.metrics import EdgeMetrics
     from edge.orders import Validator
     from edge.ratelimit import KeyLimiter
@@ -41,7 +42,7 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     service = TradingService(cfg, gateway)
     store = KeyStore(cfg.edge.key_store or str(Path(cfg.data_dir) / "keys.json"))
     auth = Authenticator(store, cfg.edge.recv_window_default_ms, cfg.edge.recv_window_max_ms,
-                         observer=metrics)
+                         ReplayCache(cfg.edge.replay_cache_entries), observer=metrics)
     limiter = KeyLimiter(cfg.edge.orders_per_second, cfg.edge.weight_per_minute,
                          on_drop=getattr(metrics, "rate_limit_drop", None))
     market = _market(cfg)
@@ -49,8 +50,7 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     from pipeline.smoke import SmokeRestApp
 
     rest = SmokeRestApp(service, auth, limiter, metrics, market=market, cfg=cfg)
-    ws = WsTradeServer(service, auth, limiter, metrics, path=cfg.edge.ws_trade_path,
-                       max_frame_bytes=cfg.edge.max_frame_bytes)
+    ws = WsTradeServer(service, auth, limiter, metrics, **ws_options(cfg))
     return gateway, rest, ws, metrics
 
 

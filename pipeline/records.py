@@ -89,6 +89,8 @@ class CmdFlag(enum.IntFlag):
     POST_ONLY = 1
     QUOTE_QTY = 2  # MARKET BUY by quote budget: `qty` holds quote minor units
     BY_CID = 4  # CANCEL by client order id
+    OPERATOR = 8  # CANCEL / CANCEL_ALL by an operator: canceled with reason ADMIN
+    DISCONNECT = 16  # CANCEL by a session's cancel-on-disconnect: canceled with reason DISCONNECT
 
 
 class CancelScope(enum.IntEnum):

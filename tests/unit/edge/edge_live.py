@@ -118,3 +118,17 @@ def signed_headers(key: ApiKey, method: str, target: str, body: bytes = b"",
     if window is not None:
         h["X-RECV-WINDOW"] = str(window)
     return h
+
+
+def tap_events(live: LiveEdge) -> list[Any]:
+    """Every event the live edge's dispatcher is fed from now on (the engine's output, decoded)."""
+    seen: list[Any] = []
+    d = live.edge.gateway.dispatcher  # type: ignore[attr-defined]
+    feed = d.feed
+
+    def tapped(evs: list[Any]) -> None:
+        seen.extend(evs)
+        feed(evs)
+
+    d.feed = tapped
+    return seen

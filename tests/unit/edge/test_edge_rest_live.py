@@ -12,10 +12,11 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 import pytest
-from edge_live import LiveEdge, signed_headers, start_live_edge
+from edge_live import LiveEdge, signed_headers, start_live_edge, tap_events
 
 from edge.auth import ApiKey
 from edge.errors import ERRORS
+from pipeline.records import CancelReason, Ev
 
 
 class Rest:
@@ -201,8 +202,11 @@ def test_admin_modes_and_audit(rest: Rest) -> None:
     err(rest.signed("trade", "POST", "/v1/orders", BUY), "MARKET_HALTED")
     rest.admin("/v1/admin/mode", {"mode": "NORMAL"})
     oid = rest.signed("trade", "POST", "/v1/orders", BUY).json()["orderId"]
+    events = tap_events(rest.live)
     r = rest.admin("/v1/admin/symbols/BTC-USDT/cancel-all", {})
     assert r.json()["canceled"] == 1
+    assert [(e.order_id, e.reason) for e in events if e.kind == Ev.CANCELED] == [
+        (oid, CancelReason.ADMIN)]  # an operator's cancel, not the account's own cancel-all
     assert rest.signed("read", "GET", f"/v1/orders/{oid}").json()["status"] == "CANCELED"
     assert rest.admin("/v1/admin/withdrawals/halt", {"on": True}).json()["withdrawalsHalted"] is True
     err(rest.signed("trade", "POST", "/v1/withdrawals", {"asset": "USDT", "amount": "1"}),

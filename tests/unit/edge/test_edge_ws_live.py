@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from edge_live import LiveEdge, signed_headers, start_live_edge
+from edge_live import LiveEdge, signed_headers, start_live_edge, tap_events
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from edge.auth import sign
 from edge.errors import ERRORS
+from pipeline.records import CancelReason, Ev
 
 BUY = {"symbol": "BTC-USDT", "side": "BUY", "type": "LIMIT", "price": "60000.00", "quantity": "0.01"}
 _ts = [0]
@@ -164,6 +165,7 @@ def test_cancel_on_disconnect(live: LiveEdge, enabled: bool) -> None:
     other = Ws(live)  # another session of the same account: its order must survive
     other.logon()
     keep = other.call("k", "order.place", BUY)["result"]["orderId"]
+    events = tap_events(live)
     ws = Ws(live)
     ws.logon()
     assert ws.call(1, "session.cancelOnDisconnect", {"enabled": enabled})["result"] == {
@@ -182,6 +184,9 @@ def test_cancel_on_disconnect(live: LiveEdge, enabled: bool) -> None:
         time.sleep(0.02)
     if enabled:
         assert open_ids == {keep}
+        canceled = {e.order_id: e.reason for e in events if e.kind == Ev.CANCELED}
+        assert set(ids) <= canceled.keys() and len(canceled) == 4  # + the one in flight
+        assert set(canceled.values()) == {CancelReason.DISCONNECT}
     else:
         time.sleep(0.1)
         open_ids = {o["orderId"] for o in signed_get(live, "read", "/v1/orders")}
@@ -190,7 +195,10 @@ def test_cancel_on_disconnect(live: LiveEdge, enabled: bool) -> None:
 
 
 def test_message_rate_limit_and_logon_timeout(tmp_path: Path, loop_impl: str) -> None:
-    live, stop = start_live_edge(tmp_path, loop_impl, ws_messages_per_second=5, logon_timeout_s=0.5)
+    # the limits come from [edge] config keys, as in the stack (edge.app.ws_options)
+    live, stop = start_live_edge(tmp_path, loop_impl, {"edge.ws_messages_per_second": 5,
+                                                       "edge.ws_logon_timeout_s": 1})
+    assert live.edge.ws.max_inflight == 256 and live.edge.ws.logon_timeout_s == 1.0
     try:
         ws = Ws(live)
         for i in range(8):
@@ -199,7 +207,7 @@ def test_message_rate_limit_and_logon_timeout(tmp_path: Path, loop_impl: str) ->
         assert [g["id"] for g in got] == list(range(8))
         assert [g["error"]["error"] for g in got] == ["AUTH_MISSING"] * 5 + ["RATE_LIMITED"] * 3
         assert got[5]["status"] == 429 and got[5]["retryAfter"] >= 1
-        with pytest.raises(ConnectionClosed) as ei:  # never logged on: closed after 0.5 s
+        with pytest.raises(ConnectionClosed) as ei:  # never logged on: closed after 1 s
             ws.recv()
         assert ei.value.rcvd is not None and ei.value.rcvd.code == 1008
         m = live.call(lambda: live.edge.metrics.render()).decode()
