@@ -1,6 +1,14 @@
 """The edge process's Prometheus metrics (prometheus_client objects; RUNBOOK §2, DESIGN.md §11).
 
-In the stack the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at ``<run_dir>/prom/`` before it
+Latency histograms (one observation per request: the hot path) live in a ``pipeline.stats`` block:
+an int64 store and a bisect per request, no lock, no ``getpid`` (prometheus_client's multiprocess
+values cost ~1 us per update and were 7 % of an edge's CPU at load, py-spy). In the stack the block is
+the edge's ``stats-edge-<n>.bin`` file (frozen by ``pipeline.edge_proc`` once the routes are known;
+a label first seen after that is counted under ``other``), read by the exporter; elsewhere it is
+in-process memory rendered through this registry. Buckets: ``pipeline.stats.BUCKETS_NS``.
+
+Everything else (errors, auth failures, drops, clients) is rare and stays in prometheus_client:
+in the stack the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at ``<run_dir>/prom/`` before it
 starts the edges; prometheus_client then keeps each value in an mmap'd file (no syscall per update)
 and the one exporter (``pipeline.exporter``) merges all processes. Each ``EdgeMetrics`` uses its own
 ``CollectorRegistry`` so several edges in one test process do not collide; ``render()`` gives the
@@ -22,22 +30,28 @@ Names are the ones the dashboards and alert rules query (infra/grafana, infra/pr
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import bisect
 
-# 25 us .. 10 s: an order ack is ~0.3-2 ms (fsync), reads are tens of us.
-LATENCY_BUCKETS_S = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3,
-                     50e-3, 100e-3, 250e-3, 1.0, 10.0)
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from pipeline.exporter import LocalStatsCollector
+from pipeline.stats import BUCKETS_NS, HIST_SLOTS, Stats
+
+HTTP_LATENCY = ("http_request_duration_seconds", "REST request latency by route template")
+WS_LATENCY = ("ws_request_duration_seconds", "WS order-entry request latency by method")
+OTHER = "other"
 
 
 class EdgeMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, stats: Stats | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.http_latency = Histogram("http_request_duration_seconds",
-                                      "REST request latency by route template", ["route"],
-                                      buckets=LATENCY_BUCKETS_S, registry=r)
-        self.ws_latency = Histogram("ws_request_duration_seconds",
-                                    "WS order-entry request latency by method", ["method"],
-                                    buckets=LATENCY_BUCKETS_S, registry=r)
+        if stats is None:  # not in a stack: an in-memory block, rendered by this registry
+            stats = Stats("/nonexistent", "edge-local")
+            r.register(LocalStatsCollector(stats))
+        self.stats = stats
+        self._http: dict[str, int] = {}
+        self._ws: dict[str, int] = {}
+        self.declare([OTHER], [OTHER])
         self.errors = Counter("api_errors", "API errors answered, by name", ["error"], registry=r)
         self.auth_fails = Counter("auth_fail", "authentication failures, by reason", ["reason"],
                                   registry=r)
@@ -49,9 +63,22 @@ class EdgeMetrics:
                                 ["server"], registry=r, multiprocess_mode="livesum")
         self.ws_closes = Counter("ws_close", "WebSocket connections closed, by reason", ["reason"],
                                  registry=r)
-        self._http: dict[str, object] = {}
-        self._ws: dict[str, object] = {}
         self._err: dict[str, object] = {}
+
+    def declare(self, routes: list[str], methods: list[str]) -> None:
+        """Latency slots for these labels (before the block is frozen)."""
+        for route in routes:
+            self._http[route] = self.stats.slot(HTTP_LATENCY[0], "histogram", HTTP_LATENCY[1],
+                                                route=route)
+        for method in methods:
+            self._ws[method] = self.stats.slot(WS_LATENCY[0], "histogram", WS_LATENCY[1],
+                                               method=method)
+
+    def _slot(self, table: dict[str, int], spec: tuple[str, str], label: str, **kv: str) -> int:
+        if self.stats.frozen:
+            return table[OTHER]
+        off = table[label] = self.stats.slot(spec[0], "histogram", spec[1], **kv)
+        return off
 
     # AuthObserver
     def auth_fail(self, reason: str) -> None:
@@ -64,16 +91,22 @@ class EdgeMetrics:
         self.drops.labels(reason, key).inc()
 
     def observe_http(self, route: str, seconds: float) -> None:
-        h = self._http.get(route)
-        if h is None:
-            h = self._http[route] = self.http_latency.labels(route)
-        h.observe(seconds)  # type: ignore[attr-defined]
+        off = self._http.get(route)
+        if off is None:
+            off = self._slot(self._http, HTTP_LATENCY, route, route=route)
+        ns = int(seconds * 1e9)
+        data = self.stats.data
+        data[off + bisect.bisect_left(BUCKETS_NS, ns)] += 1
+        data[off + HIST_SLOTS - 1] += ns
 
     def observe_ws(self, method: str, seconds: float) -> None:
-        h = self._ws.get(method)
-        if h is None:
-            h = self._ws[method] = self.ws_latency.labels(method)
-        h.observe(seconds)  # type: ignore[attr-defined]
+        off = self._ws.get(method)
+        if off is None:
+            off = self._slot(self._ws, WS_LATENCY, method, method=method)
+        ns = int(seconds * 1e9)
+        data = self.stats.data
+        data[off + bisect.bisect_left(BUCKETS_NS, ns)] += 1
+        data[off + HIST_SLOTS - 1] += ns
 
     def error(self, name: str) -> None:
         c = self._err.get(name)

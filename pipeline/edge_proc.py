@@ -34,8 +34,11 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
     from edge.service import TradingService
     from edge.ws_trade import WsTradeServer
     from pipeline.link import RingGateway
+    from pipeline.stats import Stats
+    from pipeline.supervisor import run_dir
 
-    metrics = EdgeMetrics()
+    stats = Stats(run_dir(cfg), f"edge-{edge_id}")
+    metrics = EdgeMetrics(stats=stats)
     units = Validator(cfg).units_by_id
     readmodel = ReadModel(units, {a.asset_id: a for a in cfg.assets})
     gateway = RingGateway(cfg, edge_id, readmodel)
@@ -51,6 +54,10 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
 
     rest = SmokeRestApp(service, auth, limiter, metrics, market=market, cfg=cfg)
     ws = WsTradeServer(service, auth, limiter, metrics, **ws_options(cfg))
+    from edge.ws_trade import METHODS
+
+    metrics.declare(["UNMATCHED", *(r.label for r in rest.routes)], ["?", *METHODS])
+    stats.freeze()  # the exporter reads this block: latency per route and per WS method
     return gateway, rest, ws, metrics
 
 

@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from pipeline.stats import BUCKETS_NS, Sample, read_all
+from pipeline.stats import BUCKETS_NS, Sample, Stats, read_all
 
 
 class StatsCollector(Collector):
@@ -37,45 +37,60 @@ class StatsCollector(Collector):
         self.run_dir = run_dir
 
     def collect(self) -> Iterator[Metric]:
-        merged: dict[str, dict[tuple[tuple[str, str], ...], Sample]] = {}
-        kinds: dict[str, tuple[str, str]] = {}
-        for _header, samples in read_all(self.run_dir):
-            for s in samples:
-                if kinds.setdefault(s.name, (s.kind, s.help))[0] != s.kind or \
-                        s.kind not in ("counter", "gauge", "histogram"):
-                    continue  # one bad declaration must not break the whole scrape
-                by_labels = merged.setdefault(s.name, {})
-                prev = by_labels.get(s.labels)
-                if prev is None:
-                    by_labels[s.labels] = Sample(s.name, s.kind, s.help, s.labels, s.value,
-                                                 list(s.buckets) if s.buckets else None, s.sum_ns)
-                elif s.kind == "histogram" and prev.buckets is not None and s.buckets is not None:
-                    prev.buckets = [a + b for a, b in zip(prev.buckets, s.buckets, strict=True)]
-                    prev.sum_ns = (prev.sum_ns or 0) + (s.sum_ns or 0)
-                else:
-                    prev.value = (prev.value or 0) + (s.value or 0)
-        for name, by_labels in sorted(merged.items()):
-            kind, help_text = kinds[name]
-            label_names = sorted({k for labels in by_labels for k, _ in labels})
-            fam: Any
-            if kind == "counter":
-                fam = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=label_names)
-            elif kind == "gauge":
-                fam = GaugeMetricFamily(name, help_text, labels=label_names)
+        return families([samples for _header, samples in read_all(self.run_dir)])
+
+
+class LocalStatsCollector(Collector):
+    """One in-process ``Stats`` block as a collector (a registry rendered outside the stack)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        return families([self.stats.samples()])
+
+
+def families(blocks: list[list[Sample]]) -> Iterator[Metric]:
+    """Prometheus metric families from stats samples, summed per (name, labels) across blocks."""
+    merged: dict[str, dict[tuple[tuple[str, str], ...], Sample]] = {}
+    kinds: dict[str, tuple[str, str]] = {}
+    for samples in blocks:
+        for s in samples:
+            if kinds.setdefault(s.name, (s.kind, s.help))[0] != s.kind or \
+                    s.kind not in ("counter", "gauge", "histogram"):
+                continue  # one bad declaration must not break the whole scrape
+            by_labels = merged.setdefault(s.name, {})
+            prev = by_labels.get(s.labels)
+            if prev is None:
+                by_labels[s.labels] = Sample(s.name, s.kind, s.help, s.labels, s.value,
+                                             list(s.buckets) if s.buckets else None, s.sum_ns)
+            elif s.kind == "histogram" and prev.buckets is not None and s.buckets is not None:
+                prev.buckets = [a + b for a, b in zip(prev.buckets, s.buckets, strict=True)]
+                prev.sum_ns = (prev.sum_ns or 0) + (s.sum_ns or 0)
             else:
-                fam = HistogramMetricFamily(name, help_text, labels=label_names)
-            for labels, s in sorted(by_labels.items()):
-                d = dict(labels)
-                values = [d.get(k, "") for k in label_names]
-                if kind == "histogram" and s.buckets is not None:
-                    cum, acc = [], 0
-                    for le_ns, c in zip((*BUCKETS_NS, None), s.buckets, strict=True):
-                        acc += c
-                        cum.append(("+Inf" if le_ns is None else repr(le_ns / 1e9), acc))
-                    fam.add_metric(values, cum, (s.sum_ns or 0) / 1e9)
-                else:
-                    fam.add_metric(values, s.value or 0)
-            yield fam
+                prev.value = (prev.value or 0) + (s.value or 0)
+    for name, by_labels in sorted(merged.items()):
+        kind, help_text = kinds[name]
+        label_names = sorted({k for labels in by_labels for k, _ in labels})
+        fam: Any
+        if kind == "counter":
+            fam = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=label_names)
+        elif kind == "gauge":
+            fam = GaugeMetricFamily(name, help_text, labels=label_names)
+        else:
+            fam = HistogramMetricFamily(name, help_text, labels=label_names)
+        for labels, s in sorted(by_labels.items()):
+            d = dict(labels)
+            values = [d.get(k, "") for k in label_names]
+            if kind == "histogram" and s.buckets is not None:
+                cum, acc = [], 0
+                for le_ns, c in zip((*BUCKETS_NS, None), s.buckets, strict=True):
+                    acc += c
+                    cum.append(("+Inf" if le_ns is None else repr(le_ns / 1e9), acc))
+                fam.add_metric(values, cum, (s.sum_ns or 0) / 1e9)
+            else:
+                fam.add_metric(values, s.value or 0)
+        yield fam
 
 
 class ProcessCollector(Collector):

@@ -24,6 +24,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,15 @@ class Stats:
         self.data = np.frombuffer(self._mm, dtype=np.int64, offset=HEADER_BYTES, count=self._max)
         return self.data
 
+    @property
+    def frozen(self) -> bool:
+        return self._mm is not None
+
+    def samples(self) -> list[Sample]:
+        """This block's current values (frozen or not: an unfrozen block is in-process memory)."""
+        return _samples([{"name": d.name, "kind": d.kind, "help": d.help, "labels": d.labels,
+                          "offset": off} for d, off in self._defs], self.data)
+
     def inc(self, off: int, n: int = 1) -> None:
         self.data[off] += n
 
@@ -150,8 +160,12 @@ def read_block(path: str | os.PathLike[str]) -> tuple[dict[str, object], list[Sa
     if header.get("magic") != MAGIC:
         raise StatsError(f"{path}: not a spotx stats block")
     data = np.frombuffer(raw, dtype=np.int64, offset=HEADER_BYTES, count=int(header["slots"]))
+    return header, _samples(header["metrics"], data)
+
+
+def _samples(metrics: list[dict[str, Any]], data: np.ndarray) -> list[Sample]:
     out = []
-    for m in header["metrics"]:
+    for m in metrics:
         off = int(m["offset"])
         labels = tuple((str(k), str(v)) for k, v in m["labels"])
         if m["kind"] == "histogram":
@@ -159,7 +173,7 @@ def read_block(path: str | os.PathLike[str]) -> tuple[dict[str, object], list[Sa
             out.append(Sample(m["name"], m["kind"], m["help"], labels, None, b, int(data[off + HIST_SLOTS - 1])))
         else:
             out.append(Sample(m["name"], m["kind"], m["help"], labels, int(data[off]), None, None))
-    return header, out
+    return out
 
 
 def read_all(run_dir: str | os.PathLike[str]) -> list[tuple[dict[str, object], list[Sample]]]:
