@@ -15,7 +15,6 @@ INTERNAL and the gateway reports not ready (its state can no longer be trusted).
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import importlib
 import logging
@@ -27,7 +26,7 @@ import numpy as np
 import orjson
 
 from edge.errors import ApiError
-from edge.gateway import Dispatcher, Events
+from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
 from edge.recio import admin_note, unpack_events
 from pipeline.config import Config
@@ -81,6 +80,12 @@ class InprocGateway:
         self._enqueue(cmd.tobytes(), None)
         return await fut
 
+    def send(self, cmd: np.void, slot: int, done: Done) -> bool:
+        self._check()
+        self.dispatcher.register_cb(cmd, slot, done)
+        self._enqueue(cmd.tobytes(), None)
+        return True
+
     async def submit_admin(self, rec: np.void) -> Events:
         self._check()
         cmd: np.void = np.frombuffer(bytearray(rec["cmd"].tobytes()), COMMAND)[0]
@@ -109,7 +114,7 @@ class InprocGateway:
         self._queue.append((raw, note))
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.dispatcher._loop_now().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False

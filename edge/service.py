@@ -12,7 +12,10 @@ decides: a symbol's mode, balances and duplicate clientOrderIds are checked ther
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from edge import schema
 from edge.auth import ApiKey
@@ -29,6 +32,7 @@ from pipeline.records import CmdFlag, Ev, Mode
 _DISCONNECT = int(CmdFlag.DISCONNECT)
 
 MODE_NAME = {int(m): m.name for m in Mode}
+Reply = Callable[[Any, ApiError | None], None]
 
 
 class TradingService:
@@ -59,14 +63,21 @@ class TradingService:
 
     # -- trading ----------------------------------------------------------------------------------
     async def place(self, key: ApiKey, params: Any, slot: int = 0) -> dict[str, Any]:
-        cmd = self.v.place(key.account, params)
-        evs = await self.gw.submit(cmd, slot)
-        return place_response(evs, self.units)
+        return await self.place_cmd(self.v.place(key.account, params), slot)
+
+    async def place_cmd(self, cmd: np.void, slot: int = 0) -> dict[str, Any]:
+        """``place`` of an already validated command."""
+        return place_response(await self.gw.submit(cmd, slot), self.units)
 
     async def cancel(self, key: ApiKey, params: Any, slot: int = 0,
                      query: bool = False) -> dict[str, Any]:
-        cmd = self.v.cancel(key.account, params, query)
-        evs = await self.gw.submit(cmd, slot)
+        return await self.cancel_cmd(key, self.v.cancel(key.account, params, query), slot)
+
+    async def cancel_cmd(self, key: ApiKey, cmd: np.void, slot: int = 0) -> dict[str, Any]:
+        """``cancel`` of an already validated command."""
+        return self._cancel_result(key, await self.gw.submit(cmd, slot))
+
+    def _cancel_result(self, key: ApiKey, evs: Events) -> dict[str, Any]:
         rej = first_reject(evs)
         if rej is not None:
             raise rej
@@ -74,6 +85,43 @@ class TradingService:
             if e.kind == Ev.CANCELED and e.account == key.account:
                 return self._closed_order(key.account, e)
         raise ApiError("UNKNOWN_ORDER", "no open order matched")
+
+    # The same two without a coroutine (the WS order path): validate now (ApiError raised here),
+    # send, and call ``reply(result, None)`` or ``reply(None, error)`` when the events are durable.
+    # They return None once sent, or the validated command when the gateway could not take it at
+    # once (inbound ring full): the caller then awaits ``place_cmd`` / ``cancel_cmd`` with it.
+    def start_place(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> np.void | None:
+        cmd = self.v.place(key.account, params)
+        units = self.units
+
+        def done(evs: Events | None, exc: ApiError | None) -> None:
+            if exc is None and evs is not None:
+                try:
+                    res = place_response(evs, units)
+                except ApiError as e:
+                    exc = e
+                else:
+                    reply(res, None)
+                    return
+            reply(None, exc or ApiError("INTERNAL"))
+
+        return None if self.gw.send(cmd, slot, done) else cmd
+
+    def start_cancel(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> np.void | None:
+        cmd = self.v.cancel(key.account, params)
+
+        def done(evs: Events | None, exc: ApiError | None) -> None:
+            if exc is None and evs is not None:
+                try:
+                    res = self._cancel_result(key, evs)
+                except ApiError as e:
+                    exc = e
+                else:
+                    reply(res, None)
+                    return
+            reply(None, exc or ApiError("INTERNAL"))
+
+        return None if self.gw.send(cmd, slot, done) else cmd
 
     async def cancel_all(self, key: ApiKey, params: Any, slot: int = 0,
                          query: bool = False) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -201,6 +202,8 @@ class TradeSession(WSListener):
         self.closed = False
         self.logon_timer: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []  # frames' payloads waiting for the end of this loop iteration
+        self.in_cb = 0  # requests sent without a coroutine, not answered yet
+        self.drained: asyncio.Future[None] | None = None  # set when in_cb drops to 0
         self.loop = asyncio.get_running_loop()  # looked up once: each lookup calls getpid()
 
     # -- picows callbacks -------------------------------------------------------------------------
@@ -294,6 +297,9 @@ class TradeSession(WSListener):
             self._dispatch(rid, method, spec, msg.get("params"))
         except ApiError as e:
             self._answer_now(rid, method, e)
+        except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on
+            log.exception("WS request %s failed", method)
+            self._answer_now(rid, method, ApiError("INTERNAL"))
 
     def _dispatch(self, rid: Any, method: str, spec: tuple[str, int, bool, str],
                   params: Any) -> None:
@@ -309,13 +315,19 @@ class TradeSession(WSListener):
         svc = self.srv.svc
         slot = _Slot(rid, method)
         if kind == "w":
-            if method == "order.place":
-                coro: Awaitable[Any] = self._place(key, params)
-            elif method == "order.cancel":
-                coro = svc.cancel(key, params, self.slot)
-            else:
-                coro = svc.cancel_all(key, params, self.slot)
-            slot.task = self.loop.create_task(self._run(slot, coro))
+            if method == "orders.cancelAll":
+                slot.task = self.loop.create_task(
+                    self._run(slot, svc.cancel_all(key, params, self.slot)))
+            else:  # order.place / order.cancel: no coroutine unless the inbound ring is full
+                place = method == "order.place"
+                start = svc.start_place if place else svc.start_cancel
+                cmd = start(key, params, self.slot, partial(self._reply, slot, key, place))
+                if cmd is None:
+                    self.in_cb += 1
+                else:
+                    coro: Awaitable[Any] = (self._place_cmd(key, cmd) if place
+                                            else svc.cancel_cmd(key, cmd, self.slot))
+                    slot.task = self.loop.create_task(self._run(slot, coro))
         elif kind == "r":
             if method == "order.status":
                 slot.thunk = lambda: svc.order_status(key, params)
@@ -347,12 +359,31 @@ class TradeSession(WSListener):
         self.queue.append(slot)
         self._flush()
 
-    async def _place(self, key: ApiKey, params: Any) -> Any:
-        res = await self.srv.svc.place(key, params, self.slot)
+    async def _place_cmd(self, key: ApiKey, cmd: Any) -> Any:
+        res = await self.srv.svc.place_cmd(cmd, self.slot)
+        self._placed(key, res)
+        return res
+
+    def _placed(self, key: ApiKey, res: Any) -> None:
         oid = res.get("orderId")
         if oid and res.get("status") in ("NEW", "PARTIALLY_FILLED"):
             self._remember(key, oid)
-        return res
+
+    def _reply(self, slot: _Slot, key: ApiKey, place: bool, result: Any,
+               exc: ApiError | None) -> None:
+        """The answer of a request sent without a coroutine (see ``_dispatch``)."""
+        self.in_cb -= 1
+        if exc is None:
+            if place:
+                self._placed(key, result)
+            slot.data = _ok(slot.rid, result)
+        else:
+            self.srv.metrics.error(exc.name)
+            slot.data = _err(slot.rid, exc)
+        if self.in_cb == 0 and self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        if not self.closed:
+            self._flush()
 
     def _remember(self, key: ApiKey, oid: int) -> None:
         placed = self.placed
@@ -462,6 +493,9 @@ class TradeSession(WSListener):
     async def _cancel_session_orders(self, pending: list[asyncio.Task[None]]) -> None:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.in_cb:  # answers are guaranteed (durable events, or the gateway's timeout)
+            self.drained = self.loop.create_future()
+            await self.drained
         key = self.key
         if key is None:
             return

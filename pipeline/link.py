@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ApiError
-from edge.gateway import Dispatcher, Events
+from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
 from edge.recio import unpack_events
 from pipeline import shm_layout
@@ -166,10 +166,11 @@ class RingGateway:
                 self._throttle_on = False
         return self._throttle_on
 
-    def _admit_new_order(self) -> None:
+    def _admit_new_order(self) -> bool:
+        """Raises RATE_LIMITED while throttled and out of tokens; True if a token was taken."""
         now = time.monotonic()
         if not self._throttled(now):
-            return
+            return False
         self._throttle_tokens = min(float(THROTTLED_ORDERS_PER_S),
                                     self._throttle_tokens + (now - self._throttle_at) * THROTTLED_ORDERS_PER_S)
         self._throttle_at = now
@@ -178,6 +179,7 @@ class RingGateway:
             raise ApiError("RATE_LIMITED", "settlement lag is above T2: new orders are throttled",
                            retry_after_s=1)
         self._throttle_tokens -= 1.0
+        return True
 
     async def submit(self, cmd: np.void, slot: int = 0) -> Events:
         if int(cmd["kind"]) == Cmd.NEW_ORDER:
@@ -188,6 +190,16 @@ class RingGateway:
             self.dispatcher.forget(cmd)
             raise ApiError("ENGINE_UNAVAILABLE", "the engine is not taking commands (inbound ring full)")
         return await fut
+
+    def send(self, cmd: np.void, slot: int, done: Done) -> bool:
+        took = int(cmd["kind"]) == Cmd.NEW_ORDER and self._admit_new_order()
+        self.dispatcher.register_cb(cmd, slot, done)
+        if self.cmd_ring.try_push(np.frombuffer(cmd.tobytes(), COMMAND)):
+            return True
+        self.dispatcher.forget(cmd)
+        if took:
+            self._throttle_tokens += 1.0  # submit() will charge it again
+        return False  # ring full: the caller waits for room through submit()
 
     async def submit_admin(self, rec: np.void) -> Events:
         cmd = rec["cmd"]

@@ -270,3 +270,35 @@ def test_inflight_cap_and_ping_idle(tmp_path: Path, loop_impl: str) -> None:
         s.close()
     finally:
         stop()
+
+
+def test_a_gateway_that_cannot_take_a_command_at_once_falls_back_in_order(live: LiveEdge) -> None:
+    """``send`` returning False (inbound ring full) makes the session wait for room through
+    ``submit``; answers still come back in request order, with the right results."""
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
+    gw = live.edge.gateway
+    real = gw.send
+    calls = [0]
+
+    def every_other_refused(cmd: Any, slot: int, done: Any) -> bool:
+        calls[0] += 1
+        return False if calls[0] % 2 else real(cmd, slot, done)
+
+    gw.send = every_other_refused  # type: ignore[method-assign]
+    try:
+        ws = Ws(live)
+        ws.logon()
+        for i in range(6):
+            ws.send(i, "order.place", {**BUY, "clientOrderId": f"fb-{i}"})
+        placed = [ws.recv() for _ in range(6)]
+        assert [p["id"] for p in placed] == list(range(6))
+        assert [p["result"]["clientOrderId"] for p in placed] == [f"fb-{i}" for i in range(6)]
+        for i, p in enumerate(placed):
+            ws.send(10 + i, "order.cancel", {"orderId": p["result"]["orderId"]})
+        canceled = [ws.recv() for _ in range(6)]
+        assert [c["id"] for c in canceled] == list(range(10, 16))
+        assert {c["result"]["status"] for c in canceled} == {"CANCELED"}
+        assert calls[0] == 12
+        ws.c.close()
+    finally:
+        del gw.send

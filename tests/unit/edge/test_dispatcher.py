@@ -1,0 +1,92 @@
+"""Dispatcher: futures and callbacks resolved in event order, timeouts by the sweep, fail_all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from edge.errors import ApiError
+from edge.gateway import Dispatcher
+from edge.recio import EvT, pack_command
+from pipeline.records import Cmd, Ev, route
+
+
+class Applied:
+    """Records what the dispatcher applies to the read model, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def apply(self, evs: list[EvT]) -> None:
+        self.seen += [e.seq for e in evs]
+
+
+def ev(seq: int, req: int, last: int, edge: int = 1) -> EvT:
+    blank = EvT(*([0] * 25), None)
+    return blank._replace(seq=seq, req=req, conn=route(edge, 3), last=last, kind=int(Ev.ACCEPTED))
+
+
+def cmd() -> Any:
+    return pack_command(int(Cmd.NEW_ORDER), 7)
+
+
+def test_futures_and_callbacks_get_their_own_events_after_the_read_model() -> None:
+    async def main() -> None:
+        rm = Applied()
+        d = Dispatcher(rm, edge_id=1)  # type: ignore[arg-type]
+        a, b = cmd(), cmd()
+        fut = d.register(a, slot=3)
+        got: list[tuple[Any, Any]] = []
+        d.register_cb(b, 3, lambda evs, exc: got.append((evs, exc, list(rm.seen))))
+        assert int(a["conn"]) == route(1, 3) and int(a["req"]) != int(b["req"])
+        ra, rb = int(a["req"]), int(b["req"])
+        d.feed([ev(10, rb, 0), ev(10, rb, 1), ev(11, ra, 1), ev(12, 99, 1, edge=2)])
+        assert [e.seq for e in await fut] == [11]
+        (evs, exc, applied), = got
+        assert exc is None and [e.last for e in evs] == [0, 1]
+        assert applied == [10, 10, 11, 12]  # every event of the batch applied before any answer
+        assert len(d) == 0 and d.late_events == 0
+
+    asyncio.run(main())
+
+
+def test_timeout_by_sweep_and_a_failing_callback_does_not_stop_the_others() -> None:
+    async def main() -> None:
+        d = Dispatcher(Applied(), edge_id=1, timeout_s=0.2)  # type: ignore[arg-type]
+        got: list[Any] = []
+
+        def bad(evs: Any, exc: Any) -> None:
+            raise RuntimeError("caller bug")
+
+        t0 = time.monotonic()
+        x, y = cmd(), cmd()
+        d.register_cb(x, 0, bad)
+        d.register_cb(y, 0, lambda evs, exc: got.append((time.monotonic() - t0, evs, exc)))
+        fut = d.register(cmd(), 0)
+        with pytest.raises(ApiError) as ei:
+            await fut
+        assert ei.value.name == "ENGINE_UNAVAILABLE"
+        (dt, evs, exc), = got
+        assert evs is None and exc.name == "ENGINE_UNAVAILABLE"
+        assert 0.2 <= dt <= 0.2 * 1.25 + 0.1 and d.timeouts == 3 and len(d) == 0
+        d.feed([ev(5, int(y["req"]), 1)])  # late: counted, not answered twice
+        assert d.late_events == 1 and len(got) == 1
+
+    asyncio.run(main())
+
+
+def test_fail_all_answers_every_kind_of_waiter() -> None:
+    async def main() -> None:
+        d = Dispatcher(Applied(), edge_id=1)  # type: ignore[arg-type]
+        got: list[Any] = []
+        d.register_cb(cmd(), 0, lambda evs, exc: got.append(exc))
+        fut = d.register(cmd(), 0)
+        d.fail_all(ApiError("ENGINE_UNAVAILABLE", "edge shutting down"))
+        with pytest.raises(ApiError):
+            await fut
+        assert [e.name for e in got] == ["ENGINE_UNAVAILABLE"] and len(d) == 0
+
+    asyncio.run(main())
