@@ -35,6 +35,7 @@ from confluent_kafka import (
 
 from settle import metrics
 from settle.catalog import Catalog
+from settle.errors import SettleError
 from settle.ledger import Batch, LedgerWriter, WriteResult
 from settle.postings import postings
 from settle.schema import decode_many
@@ -67,6 +68,7 @@ class KafkaLedgerConsumer:
         self.commit_errors = 0
         self.messages = 0
         self.settled_seq = 0
+        self._wal = 0  # the WAL id this shard is known to be bound to
 
     async def start(self) -> None:
         await self.writer.connect()
@@ -87,6 +89,21 @@ class KafkaLedgerConsumer:
                     p.offset = self._db_offsets[p.partition]
         consumer.assign(parts)
 
+    async def _check_wal(self, wal_id: int) -> None:
+        """The shard's ledger settles one WAL: messages from another one (a fresh data directory
+        behind the same topic and shard) would be skipped as duplicates of its seqs. Refuse them
+        before writing anything, offsets uncommitted."""
+        if wal_id == self._wal:
+            return
+        bound = await self.writer.bind_wal(self.catalog.shard, wal_id)
+        if bound != wal_id:
+            metrics.DB_TX_ERRORS.labels("wal_mismatch").inc()
+            raise SettleError(
+                f"ledger shard {self.catalog.shard} is bound to WAL id {bound}, but topic "
+                f"{self.topic} carries events of WAL {wal_id}: settling them would skip postings "
+                "as duplicates. Use another shard or database, or restore the matching WAL")
+        self._wal = wal_id
+
     async def step(self) -> int:
         """Consume, post, commit. Returns the number of messages handled."""
         c = self._consumer
@@ -103,6 +120,8 @@ class KafkaLedgerConsumer:
             if p is not None and o is not None and o + 1 > offsets.get(p, -1):
                 offsets[p] = o + 1
         d = decode_many([m.value() or b"" for m in good], self.catalog.shard)
+        for wal_id in sorted(d.wal_ids):
+            await self._check_wal(wal_id)
         rows = postings(d.events, d.ords, d.fencing, self.catalog)
         batch = Batch(consumer=self.name, shard=self.catalog.shard, postings=rows,
                       last_seq=d.last_seq, fencing_min=d.fencing_min, fencing_max=d.fencing_max,

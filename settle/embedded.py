@@ -96,12 +96,8 @@ class EmbeddedSettler:
         d = self.reader.durable()
         if d is None:
             return  # nothing durable yet: bound before the first write (step)
-        conn = await self.writer._retrying(self.writer._ensure_conn)
-        bound = await conn.fetchval(
-            "INSERT INTO shard_wal (shard, wal_id) VALUES ($1, $2) "
-            "ON CONFLICT (shard) DO UPDATE SET shard = EXCLUDED.shard RETURNING wal_id",
-            self.catalog.shard, int(d.wal_id))
-        self._wal_bound = int(bound) == int(d.wal_id)
+        bound = await self.writer.bind_wal(self.catalog.shard, int(d.wal_id))
+        self._wal_bound = bound == int(d.wal_id)
         if not self._wal_bound:
             raise SettleError(
                 f"ledger shard {self.catalog.shard} is bound to WAL id {bound}, but this WAL is "

@@ -234,6 +234,16 @@ class LedgerWriter:
                         {k: int(v) for k, v in json.loads(offsets).items()},
                         int(row["fencing_token"]))
 
+    async def bind_wal(self, shard: int, wal_id: int) -> int:
+        """Bind ``shard`` to ``wal_id`` on first use; returns the WAL id the shard is bound to
+        (a different one means: refuse, its postings would be skipped as duplicates)."""
+        conn = await self._retrying(self._ensure_conn)
+        bound = await conn.fetchval(
+            "INSERT INTO shard_wal (shard, wal_id) VALUES ($1, $2) "
+            "ON CONFLICT (shard) DO UPDATE SET shard = EXCLUDED.shard RETURNING wal_id",
+            shard, wal_id)
+        return int(bound)
+
     async def highest_fencing(self, shard: int) -> int:
         conn = await self._retrying(self._ensure_conn)
         v = await conn.fetchval("SELECT fencing_token FROM fencing_high_water WHERE shard = $1", shard)

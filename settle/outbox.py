@@ -137,7 +137,7 @@ class Outbox:
         if not self._queue:
             for f in self._tail.poll(256):
                 for b in self._batcher.feed(f):
-                    msgs = encode_batch(b, self.catalog)
+                    msgs = encode_batch(b, self.catalog, self._wal_id())
                     entry = _Pending(b.first_seq, b.last_seq, len(msgs), self._gen)
                     self._pending.append(entry)
                     self._queue.extend((m, entry) for m in msgs)
@@ -172,6 +172,10 @@ class Outbox:
         now = time.monotonic()
         if self.cursor != self._saved_cursor and now - self._saved_at >= self.cursor_interval_s:
             self.save_cursor()
+
+    def _wal_id(self) -> int:
+        d = self.reader.durable()  # a frame was read, so the watermark exists
+        return int(d.wal_id) if d is not None else 0
 
     def save_cursor(self) -> None:
         write_cursor(self.cursor_path, self.cursor)

@@ -53,8 +53,9 @@ def _name(enum_cls: Any, v: int) -> str | int:
         return v
 
 
-def encode_batch(b: WalBatch, catalog: Catalog) -> list[Message]:
-    """The messages of one WAL batch, in WAL order: admin notes first, then the events."""
+def encode_batch(b: WalBatch, catalog: Catalog, wal_id: int = 0) -> list[Message]:
+    """The messages of one WAL batch, in WAL order: admin notes first, then the events.
+    ``wal_id``: the id of the WAL they come from (``wal`` in each message and header)."""
     shard = catalog.shard
     out: list[Message] = []
     legs = len(postings(b.events, b.ords, b.fencing_events, catalog))
@@ -63,8 +64,9 @@ def encode_batch(b: WalBatch, catalog: Catalog) -> list[Message]:
         doc = {"v": SCHEMA_VERSION, "type": ADMIN_NOTE, "shard": shard, "seq": a.seq,
                "ts_ns": a.ts_ns, "fencing": a.fencing, "actor": a.actor, "action": a.action,
                "symbol": a.symbol, "reason": a.reason, "ticket": a.ticket,
-               "note": orjson.loads(a.note)}
-        out.append((KEY_ADMIN, orjson.dumps(doc), _headers(shard, a.seq, a.fencing, ADMIN_NOTE)))
+               "note": orjson.loads(a.note), "wal": wal_id}
+        out.append((KEY_ADMIN, orjson.dumps(doc), _headers(shard, a.seq, a.fencing, ADMIN_NOTE,
+                                                           wal_id)))
     rows = b.events
     n = len(rows)
     cols = {f: rows[f].tolist() for f in (
@@ -77,17 +79,20 @@ def encode_batch(b: WalBatch, catalog: Catalog) -> list[Message]:
         seq = cols["seq"][i]
         doc = {"v": SCHEMA_VERSION, "type": _name(Ev, kind), "shard": shard, "seq": seq,
                "ix": ords[i], "ts_ns": cols["ts_ns"][i], "fencing": b.fencing_events,
-               "conn": cols["conn"][i], "req": cols["req"][i], "last": cols["last"][i]}
+               "conn": cols["conn"][i], "req": cols["req"][i], "last": cols["last"][i],
+               "wal": wal_id}
         if i == n - 1:
             doc["batch"] = info
         key = _fill(doc, kind, cols, i, rows[i], catalog)
-        out.append((key, orjson.dumps(doc), _headers(shard, seq, b.fencing_events, str(doc["type"]))))
+        out.append((key, orjson.dumps(doc), _headers(shard, seq, b.fencing_events, str(doc["type"]),
+                                                     wal_id)))
     return out
 
 
-def _headers(shard: int, seq: int, fencing: int, typ: str) -> Headers:
+def _headers(shard: int, seq: int, fencing: int, typ: str, wal_id: int) -> Headers:
     return [("shard", str(shard).encode()), ("seq", str(seq).encode()),
-            ("fencing", str(fencing).encode()), ("schema", b"1"), ("type", typ.encode())]
+            ("fencing", str(fencing).encode()), ("schema", b"1"), ("type", typ.encode()),
+            ("wal", str(wal_id).encode())]
 
 
 def _fill(doc: dict[str, Any], kind: int, c: dict[str, list[Any]], i: int, rec: Any,
@@ -159,6 +164,7 @@ class Decoded:
     fencing_min: int
     fencing_max: int
     skipped: int  # messages of another shard
+    wal_ids: set[int] = dataclasses.field(default_factory=set)  # WALs the shard's messages came from
 
 
 def decode_many(values: list[bytes], shard: int) -> Decoded:
@@ -204,4 +210,4 @@ def decode_many(values: list[bytes], shard: int) -> Decoded:
         ts_ns=np.array([d["ts_ns"] for d in mine if d.get("type") != ADMIN_NOTE], np.int64),
         ranges=ranges, audit=audit, last_seq=max((int(d["seq"]) for d in mine), default=0),
         fencing_min=min(fencings, default=0), fencing_max=max(fencings, default=0),
-        skipped=len(docs) - len(mine))
+        skipped=len(docs) - len(mine), wal_ids={int(d["wal"]) for d in mine if d.get("wal")})

@@ -239,3 +239,40 @@ def test_outbox_rewinds_after_rejected_deliveries(kafka_bootstrap: str, make_kaf
     finally:
         c.close()
     assert len(seqs) == len(ev)  # every event at least once: nothing skipped by the rewinds
+
+
+def test_a_second_wal_behind_the_same_topic_and_shard_is_refused(
+        pg_database: str, kafka_bootstrap: str, kafka_topic: str, tmp_path: Path) -> None:
+    """A fresh data directory (new WAL id, seqs from 1 again) published into the topic the ledger
+    already settles: its postings would be skipped as duplicates of the first WAL's (shard, seq,
+    leg), so the consumer refuses it loudly, posts nothing of it and commits no offset past it."""
+    wal_a, wal_b = tmp_path / "a", tmp_path / "b"
+    ev_a = write_wal(wal_a, Synth(CAT, accounts=4), 40)
+    write_wal(wal_b, Synth(CAT, accounts=4, seed=99), 40)
+    publish(wal_a, kafka_bootstrap, kafka_topic).close()
+
+    async def go() -> None:
+        from settle.errors import SettleError
+
+        conn = await prepare(pg_database)
+        w = LedgerWriter(pg_database, retry_max_s=10)
+        c = KafkaLedgerConsumer(kafka_bootstrap, kafka_topic, w, CAT, group=kafka_topic,
+                                max_batch=1000)
+        try:
+            await c.start()
+            await consume_until(c, int(ev_a["seq"][-1]))
+            rows = await conn.fetchval("SELECT count(*) FROM ledger_entries")
+            bound = await conn.fetchval("SELECT wal_id FROM shard_wal WHERE shard = 0")
+            publish(wal_b, kafka_bootstrap, kafka_topic).close()
+            with pytest.raises(SettleError, match="bound to WAL id"):
+                for _ in range(200):
+                    await c.step()
+            assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == rows
+            assert await conn.fetchval("SELECT wal_id FROM shard_wal WHERE shard = 0") == bound
+        finally:
+            await c.close()
+            await w.close()
+            await conn.close()
+        assert committed(kafka_bootstrap, kafka_topic, kafka_topic) == len(ev_a)
+
+    asyncio.run(go())
