@@ -55,7 +55,7 @@ def test_keys_headers_and_fields(tmp_path: Path, catalog: Catalog) -> None:
         event(4, Ev.MODE_CHANGED, symbol=3, mode=Mode.CANCEL_ONLY),
         event(5, Ev.REJECTED, symbol=0, account=9, reason=5), event(6, Ev.CHECKPOINT, state_hash=2**64 - 1)])
     (b,) = batches_of(tmp_path, catalog, ev, blobs={3: json.dumps({"actor": "ops", "ticket": "T"}).encode()})
-    msgs = encode_batch(b, catalog)
+    msgs = encode_batch(b, catalog, wal_id=77)
     keys = [m[0] for m in msgs]
     assert keys == [KEY_ADMIN, b"BTC-USDT", KEY_ACCOUNT, KEY_ADMIN, b"SMK-USDT", KEY_ACCOUNT, KEY_ADMIN]
     docs = [orjson.loads(m[1]) for m in msgs]
@@ -68,7 +68,10 @@ def test_keys_headers_and_fields(tmp_path: Path, catalog: Catalog) -> None:
     assert docs[5]["reason"] == "INSUFFICIENT_BALANCE"
     assert docs[6]["state_hash"] == "ffffffffffffffff" and docs[6]["batch"]["last_seq"] == 6
     h = dict(msgs[1][2])
-    assert h == {"shard": b"0", "seq": b"1", "fencing": b"6", "schema": b"1", "type": b"TRADE"}
+    assert h == {"shard": b"0", "seq": b"1", "fencing": b"6", "schema": b"1", "type": b"TRADE",
+                 "wal": b"77"}
+    assert {d["wal"] for d in docs} == {77}
+    assert decode_many([m[1] for m in msgs], 0).wal_ids == {77}
 
 
 @pytest.mark.parametrize("raw, match", [
