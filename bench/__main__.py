@@ -10,7 +10,7 @@ import sys
 
 from bench.harness import format_table, frozen_gc, write_report
 
-SUITES = ("ring", "wal", "engine", "engine_wal", "e2e", "fanout", "settle")
+SUITES = ("ring", "wal", "engine", "engine_wal", "recovery", "e2e", "fanout", "settle")
 
 
 def main(argv: list[str] | None = None) -> int:

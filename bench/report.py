@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.harness import Result, format_table, frozen_gc, machine_info, write_report
 
-ORDER = ("ring", "wal", "engine", "engine_wal", "e2e", "fanout", "settle")
+ORDER = ("ring", "wal", "engine", "engine_wal", "recovery", "e2e", "fanout", "settle")
 
 
 def _plot(suite: str, results: list[Result], out: Path) -> list[str]:

@@ -51,15 +51,20 @@ def wal_dir(cfg: Config) -> Path:
 
 
 class RingGateway:
-    def __init__(self, cfg: Config, edge_id: int, readmodel: ReadModel, timeout_s: float = 5.0) -> None:
+    def __init__(self, cfg: Config, edge_id: int, readmodel: ReadModel, timeout_s: float = 5.0,
+                 attach_rings: bool = True) -> None:
+        """``attach_rings=False``: a read-only gateway (``catch_up`` only; the recovery bench)."""
         from ringbuf import SpscRing
 
         self.cfg = cfg
         self.edge_id = edge_id
         self.readmodel = readmodel
         self.dispatcher = Dispatcher(readmodel, edge_id, timeout_s=timeout_s)
-        self.cmd_ring = SpscRing.attach(shm_layout.cmd_ring(cfg, edge_id), COMMAND)
-        self.adm_ring = SpscRing.attach(shm_layout.admin_ring(cfg, edge_id), ADMIN)
+        self.cmd_ring: Any = None
+        self.adm_ring: Any = None
+        if attach_rings:
+            self.cmd_ring = SpscRing.attach(shm_layout.cmd_ring(cfg, edge_id), COMMAND)
+            self.adm_ring = SpscRing.attach(shm_layout.admin_ring(cfg, edge_id), ADMIN)
         self.reader = WalReader(wal_dir(cfg))
         self.tail = self.reader.tail(1)
         self.audit_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_KEEP)
@@ -102,8 +107,9 @@ class RingGateway:
             self._safety.cancel()
         self.dispatcher.fail_all(ApiError("ENGINE_UNAVAILABLE", "edge shutting down"))
         self.reader.close()
-        self.cmd_ring.close()
-        self.adm_ring.close()
+        if self.cmd_ring is not None:
+            self.cmd_ring.close()
+            self.adm_ring.close()
 
     # -- inbound -------------------------------------------------------------------------------
     def _on_bell(self) -> None:
