@@ -97,7 +97,7 @@ class _Stream:
         self.seq += 1
 
     def place(self, s: int, side: int, price: int, qty: int, acct: int, cid: bool) -> None:
-        f = {"account": acct, "symbol": s + 1, "side": side, "otype": 1, "tif": 1, "stp": 1,
+        f: dict[str, Any] = {"account": acct, "symbol": s + 1, "side": side, "otype": 1, "tif": 1, "stp": 1,
              "price": price, "qty": qty, "flags": int(CmdFlag.POST_ONLY)}
         if cid:
             f["cid"] = _cid48(self.seq + 1)
