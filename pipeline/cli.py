@@ -6,7 +6,7 @@
     spotx db migrate                       apply Postgres migrations (idempotent)
     spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq (exit 1 on a diff)
     spotx check [--against-wal]            ledger invariants once (exit 1 on a violation)
-    spotx wal verify|dump [DIR]            integrity roots / frame listing of the WAL
+    spotx wal verify|dump [DIR] [--events] integrity roots / frame listing (--events: each event)
     spotx forensic-bundle [--out DIR]      WAL, snapshots, offsets, ledger range, configs (.tar.gz)
     spotx admin mode SYM MODE --reason --ticket     symbol mode (NORMAL|CANCEL_ONLY|SOFT_HALT|HARD_HALT)
     spotx admin global-mode MODE --reason --ticket  global SOFT_HALT / NORMAL
@@ -144,7 +144,9 @@ def cmd_wal(args: argparse.Namespace) -> int:
     from pipeline.wal.__main__ import main as wal_main
 
     cfg = _load(args)
-    return int(wal_main([args.action, args.dir or str(Path(cfg.data_dir) / "wal")]) or 0)
+    extra = (["--events"] if getattr(args, "events", False) else []) + (
+        ["--from-seq", str(args.from_seq)] if getattr(args, "from_seq", 0) else [])
+    return int(wal_main([args.action, args.dir or str(Path(cfg.data_dir) / "wal"), *extra]) or 0)
 
 
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None) -> int:
@@ -235,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     wal = sub.add_parser("wal", help="WAL integrity tools")
     wal.add_argument("action", choices=("verify", "dump"))
     wal.add_argument("dir", nargs="?", default=None)
+    wal.add_argument("--events", action="store_true",
+                     help="dump: one line per event (kind, order, account, reason name)")
+    wal.add_argument("--from-seq", type=int, default=0, help="dump: start at this seq")
     wal.set_defaults(fn=cmd_wal)
     def audited(p: argparse.ArgumentParser, default_reason: str | None = None) -> None:
         p.add_argument("--reason", required=default_reason is None, default=default_reason)

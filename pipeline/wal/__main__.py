@@ -43,7 +43,7 @@ def _verify(directory: str) -> int:
     return 0 if rep.ok else 1
 
 
-def _dump(directory: str, from_seq: int, limit: int, seals: bool) -> int:
+def _dump(directory: str, from_seq: int, limit: int, seals: bool, events: bool = False) -> int:
     r = WalReader(directory)
     for i, f in enumerate(r.iter_frames(from_seq, include_seals=seals)):
         if i >= limit:
@@ -51,8 +51,38 @@ def _dump(directory: str, from_seq: int, limit: int, seals: bool) -> int:
             break
         _out(f"{f.segno}:{f.offset:<10d} {FrameKind(f.kind).name:8s} seq {f.first_seq:<12d} "
               f"count {f.count:<6d} bytes {len(f.payload):<8d} fencing {f.fencing} ts {f.ts_ns}")
+        if events and f.kind == FrameKind.EVENTS:
+            for line in event_lines(bytes(f.payload)):
+                _out("    " + line)
     r.close()
     return 0
+
+
+def event_lines(payload: bytes) -> list[str]:
+    """One line per EVENT record: seq, kind, order, account, symbol, quantities, reason by name."""
+    import numpy as np
+
+    from pipeline.records import EVENT, CancelReason, Ev, ExpireReason, RejectReason
+
+    reasons: dict[int, type] = {int(Ev.CANCELED): CancelReason, int(Ev.EXPIRED): ExpireReason,
+                                int(Ev.REJECTED): RejectReason}
+    out = []
+    for e in np.frombuffer(payload, EVENT):
+        kind = int(e["kind"])
+        try:
+            name = Ev(kind).name
+        except ValueError:
+            name = str(kind)
+        line = (f"seq {int(e['seq'])} {name} order {int(e['order_id'])} account "
+                f"{int(e['account'])} symbol {int(e['symbol'])} qty {int(e['qty'])}")
+        enum = reasons.get(kind)
+        if enum is not None:
+            try:
+                line += f" reason {enum(int(e['reason'])).name}"
+            except ValueError:
+                line += f" reason {int(e['reason'])}"
+        out.append(line)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-seq", type=int, default=0)
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--seals", action="store_true", help="dump: include SEAL frames")
+    ap.add_argument("--events", action="store_true",
+                    help="dump: decode EVENTS frames, one line per event with its reason")
     a = ap.parse_args(argv)
     try:
         if a.action == "verify":
             return _verify(a.dir)
         if a.action == "dump":
-            return _dump(a.dir, a.from_seq, a.limit, a.seals)
+            return _dump(a.dir, a.from_seq, a.limit, a.seals, a.events)
         res = recover(a.dir)
         _out(f"recovered: last seq {res.last_seq}, segment {res.segno} offset {res.offset}, "
               f"truncated {res.truncated_bytes} bytes, removed {list(res.removed)}")

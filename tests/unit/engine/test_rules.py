@@ -13,7 +13,7 @@ from engine_helpers import FUNDS, funded, kinds, limit, market, of, run
 
 from engine import Engine
 from engine.testing import small_config
-from pipeline.records import CancelScope, Cmd, CmdFlag, Ev, ExpireReason
+from pipeline.records import CancelReason, CancelScope, Cmd, CmdFlag, Ev, ExpireReason, RejectReason
 
 USDT, BTC = 1, 2
 
@@ -141,3 +141,25 @@ def test_deposits_and_withdrawals_move_against_the_external_account(eng: Engine)
     assert kinds(evs) == ["TRANSFER", "BALANCE"] and int(evs["qty"][0]) == -7
     assert eng.balances(ext)[USDT][0] == before + 7
     assert not eng.asset_totals().any()
+
+
+def test_cancel_reasons_say_who_asked(eng: Engine) -> None:
+    """USER / CANCEL_ALL by default; OPERATOR flag (or conn 0) -> ADMIN; DISCONNECT flag ->
+    DISCONNECT; any other flag on a cancel is BAD_REQUEST. The WAL dump names them."""
+    from pipeline.wal.__main__ import event_lines
+
+    a, b, c = (int(run(eng, limit(3, 1, 90 + i, 5))["order_id"][0]) for i in range(3))
+    user = run(eng, (Cmd.CANCEL, {"account": 3, "order_id": a, "conn": 5}))
+    gone = run(eng, (Cmd.CANCEL, {"account": 3, "order_id": b, "conn": 5,
+                                  "flags": int(CmdFlag.DISCONNECT)}))
+    op = run(eng, (Cmd.CANCEL_ALL, {"symbol": 1, "scope": int(CancelScope.SYMBOL), "conn": 5,
+                                    "flags": int(CmdFlag.OPERATOR)}))
+    assert [int(of(e, Ev.CANCELED)["reason"][0]) for e in (user, gone, op)] == [
+        CancelReason.USER, CancelReason.DISCONNECT, CancelReason.ADMIN]
+    assert int(of(op, Ev.CANCELED)["order_id"][0]) == c
+    d = int(run(eng, limit(3, 1, 95, 5))["order_id"][0])
+    bad = run(eng, (Cmd.CANCEL, {"account": 3, "order_id": d, "conn": 5, "flags": 32}))
+    assert kinds(bad) == ["REJECTED"] and int(bad["reason"][0]) == RejectReason.BAD_REQUEST
+    lines = event_lines(gone.tobytes()) + event_lines(op.tobytes())
+    assert any("CANCELED" in s and s.endswith("reason DISCONNECT") for s in lines)
+    assert any("CANCELED" in s and s.endswith("reason ADMIN") for s in lines)
