@@ -27,6 +27,7 @@ def _declared() -> str:
 def _metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\{[^}]*\}", "", expr)  # drop label matchers
     expr = re.sub(r"\[[^\]]*\]", "", expr)  # drop ranges
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)  # drop grouping label lists
     names = set(re.findall(r"[a-z_][a-z0-9_]*", expr)) - FUNCS
     out = set()
     for n in names:
