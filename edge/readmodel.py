@@ -68,6 +68,16 @@ class ReadModel:
         self.sink_errors = 0
         self._subs: dict[int, list[PrivateSink]] = {}
 
+    # -- snapshots (pipeline.edge_snapshot) ---------------------------------------------------------
+    _NOT_STATE = frozenset({"units", "assets", "closed_max", "fills_max", "_subs"})
+
+    def state(self) -> dict[str, Any]:
+        """What an edge snapshot keeps: everything derived from events (not config, subscribers)."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._NOT_STATE}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: v for k, v in state.items() if k not in self._NOT_STATE})
+
     # -- subscriptions ----------------------------------------------------------------------------
     def subscribe(self, account: int, sink: PrivateSink) -> Callable[[], None]:
         """Deliver ``account``'s private events to ``sink(account, json_bytes)``; returns unsubscribe."""

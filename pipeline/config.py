@@ -105,6 +105,7 @@ class EdgeConfig:
     ws_max_inflight: int = 256  # requests in flight per socket before it stops being read
     ws_max_backlog_bytes: int = 4 << 20  # unsent output per socket before 4008 SLOW_CONSUMER
     ws_logon_timeout_s: int = 30  # a socket not logged on by then is closed (1008)
+    snapshot_every_events: int = 2_000_000  # edge state snapshot period (0: never; see RUNBOOK)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,14 +81,79 @@ class RingGateway:
         self._throttle_tokens = float(THROTTLED_ORDERS_PER_S)
         self._throttle_at = 0.0
         self.throttled_refusals = 0
+        # edge snapshots (pipeline.edge_snapshot): resume point of the last whole batch folded in
+        self._batch_end = 0
+        self._at_boundary = False
+        self._since_snap = 0
+        self._snap_pid = 0
+        self.snapshot_every = cfg.edge.snapshot_every_events
+        self.restored_from = 0  # resume seq of the snapshot catch_up started from (0: none)
+        self.snapshots_written = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def catch_up(self) -> int:
-        """Replay every durable frame (blocking; before serving). Returns events applied."""
+        """Rebuild the state from the newest edge snapshot (if it fits) and every durable frame
+        after it (blocking; before serving). Returns the events replayed from the WAL."""
+        self._restore()
         before = self.events
         while self._drain(4096):
             pass
         return self.events - before
+
+    def _restore(self) -> None:
+        from pipeline import edge_snapshot
+
+        d = self.reader.durable()
+        if d is None:
+            return
+        snap = edge_snapshot.read(self.cfg, int(d.wal_id), int(d.seq))
+        if snap is None:
+            return
+        self.readmodel.restore(snap.readmodel)
+        if self.market is not None and snap.market is not None:
+            snap.market.cfg = self.cfg
+            self.market.d = snap.market
+        self.audit_log.extend(snap.audit)
+        self.tail = self.reader.tail(snap.resume_seq)
+        self._batch_end = snap.resume_seq
+        self.restored_from = snap.resume_seq
+        log.info("edge state restored from snapshot at seq %d (%d events); replaying after it",
+                 snap.resume_seq - 1, snap.events)
+
+    def snapshot(self, in_child: bool = True) -> bool:
+        """Write an edge snapshot of the state now (at a batch boundary only); in a forked child
+        unless ``in_child`` is False (clean shutdown, tests). False if not at a boundary."""
+        from pipeline import edge_snapshot
+
+        d = self.reader.durable()
+        if not self._at_boundary or d is None:
+            return False
+        market = self.market.d if self.market is not None else None
+        snap = edge_snapshot.EdgeSnapshot(
+            edge_snapshot.VERSION, int(d.wal_id), self._batch_end,
+            edge_snapshot.fingerprint(self.cfg), self.events, self.readmodel.state(), market,
+            list(self.audit_log))
+        path = edge_snapshot.snapshot_path(self.cfg)
+        if in_child:
+            self._snap_pid = edge_snapshot.write_in_child(path, snap)
+        else:
+            edge_snapshot.write(path, snap)
+            self.snapshots_written += 1
+        self._since_snap = 0
+        return True
+
+    def _reap(self) -> None:
+        if self._snap_pid:
+            try:
+                pid, status = os.waitpid(self._snap_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self._snap_pid, 0
+            if pid:
+                self._snap_pid = 0
+                if os.waitstatus_to_exitcode(status) == 0:
+                    self.snapshots_written += 1
+                else:
+                    log.warning("edge snapshot child failed (status %d)", status)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         from pipeline.supervisor import run_dir
@@ -99,6 +165,17 @@ class RingGateway:
         self._drain(4096)
 
     def close(self) -> None:
+        if self._snap_pid:  # let a snapshot being written finish (it is bounded: one file)
+            try:
+                os.waitpid(self._snap_pid, 0)
+            except ChildProcessError:
+                pass
+            self._snap_pid = 0
+        if self.snapshot_every and self._since_snap:
+            try:
+                self.snapshot(in_child=False)  # a planned restart then replays almost nothing
+            except OSError as e:
+                log.warning("edge snapshot at shutdown failed: %s", e)
         if self._loop is not None and self.bell is not None:
             self._loop.remove_reader(self.bell.fileno())
         if self.bell is not None:
@@ -126,6 +203,10 @@ class RingGateway:
         try:
             while self._drain(1024):
                 pass
+            self._reap()
+            if self.snapshot_every and self._since_snap >= self.snapshot_every \
+                    and not self._snap_pid and self._loop is not None:
+                self.snapshot()
         finally:
             self._schedule_safety()
 
@@ -136,9 +217,14 @@ class RingGateway:
                 arr = np.frombuffer(f.payload, EVENT)
                 evs = unpack_events(arr)
                 self.events += len(evs)
+                self._since_snap += len(evs)
                 if self.market is not None:
                     self.market.apply(arr)
                 self.dispatcher.feed(evs)
+                self._at_boundary = True
+            elif f.kind == FrameKind.COMMANDS:
+                self._batch_end = f.first_seq + f.count
+                self._at_boundary = False
             elif f.kind == FrameKind.BLOB:
                 self._audit(f.first_seq, f.ts_ns, bytes(f.payload))
         self.frames += len(frames)

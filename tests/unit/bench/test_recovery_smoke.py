@@ -15,8 +15,9 @@ def test_replay_catch_up_and_restart_on_a_small_wal() -> None:
         last, h = recovery.write_wal(cfg, 20_000)
         rep = recovery._replay(cfg, last, h)
         assert rep.correct is True and rep.value and rep.value > 0 and rep.peer_value
-        cu = recovery._edge_catch_up(cfg, last)
+        cu, snap = recovery._edge_catch_up(cfg, last)
         assert cu.correct is True and cu.value and cu.value > 0
+        assert snap.correct is True and snap.value is not None and snap.peer_value
     finally:
         shutil.rmtree(data, ignore_errors=True)
     data = recovery._tmp()
