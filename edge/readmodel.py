@@ -37,6 +37,9 @@ from pipeline.config import Asset
 from pipeline.records import GLOBAL_SYMBOL, Ev, RejectReason
 
 log = logging.getLogger(__name__)
+(_TRADE, _BALANCE, _ACCEPTED, _EXPIRED, _CANCELED, _REJECTED, _MODE_CHANGED, _WITHDRAWALS,
+ _CHECKPOINT) = (int(k) for k in (Ev.TRADE, Ev.BALANCE, Ev.ACCEPTED, Ev.EXPIRED, Ev.CANCELED,
+                                  Ev.REJECTED, Ev.MODE_CHANGED, Ev.WITHDRAWALS, Ev.CHECKPOINT))
 PrivateSink = Callable[[int, bytes], None]
 
 
@@ -130,11 +133,11 @@ class ReadModel:
 
     def apply(self, evs: list[EvT]) -> None:
         subs = self._subs
-        for e in evs:
+        for e in evs:  # kinds compared as plain ints (module constants): cheaper than Ev.X
             k = e.kind
             if e.seq > self.last_seq:
                 self.last_seq = e.seq
-            if k == Ev.TRADE:
+            if k == _TRADE:
                 for maker in (False, True):
                     oid = e.maker_order_id if maker else e.order_id
                     st = self.open_index.get(oid)
@@ -147,7 +150,7 @@ class ReadModel:
                         self._order_update(st, fill, e.seq)
                     if not st.is_open:
                         self._close(st, oid)
-            elif k == Ev.BALANCE:
+            elif k == _BALANCE:
                 a = self._acct(e.account)
                 a.balances[e.asset] = (e.available, e.locked)
                 if e.account in subs:
@@ -158,7 +161,7 @@ class ReadModel:
                             "available": format_units(e.available, asset.scale),
                             "locked": format_units(e.locked, asset.scale), "seq": e.seq,
                             "timeUs": e.ts_ns // 1000})
-            elif k == Ev.ACCEPTED:
+            elif k == _ACCEPTED:
                 st = OrderState(e)
                 a = self._acct(e.account)
                 a.open[e.order_id] = st
@@ -167,23 +170,23 @@ class ReadModel:
                     a.cids[st.cid] = e.order_id
                 if e.account in subs:
                     self._order_update(st, None, e.seq)
-            elif k == Ev.EXPIRED or k == Ev.CANCELED:
+            elif k == _EXPIRED or k == _CANCELED:
                 st = self.open_index.get(e.order_id)
                 if st is not None:
-                    st.close("EXPIRED" if k == Ev.EXPIRED else "CANCELED", e.ts_ns)
+                    st.close("EXPIRED" if k == _EXPIRED else "CANCELED", e.ts_ns)
                     if st.account in subs:
                         self._order_update(st, None, e.seq)
                     self._close(st, e.order_id)
-            elif k == Ev.REJECTED:
+            elif k == _REJECTED:
                 self._rejected(e)
-            elif k == Ev.MODE_CHANGED:
+            elif k == _MODE_CHANGED:
                 if e.symbol == GLOBAL_SYMBOL:
                     self.global_mode = e.mode
                 else:
                     self.modes[e.symbol] = e.mode
-            elif k == Ev.WITHDRAWALS:
+            elif k == _WITHDRAWALS:
                 self.withdrawals_halted = bool(e.mode)
-            elif k == Ev.CHECKPOINT:
+            elif k == _CHECKPOINT:
                 self.state_hash = e.order_id
 
     def _rejected(self, e: EvT) -> None:
