@@ -302,3 +302,29 @@ def test_a_gateway_that_cannot_take_a_command_at_once_falls_back_in_order(live: 
         ws.c.close()
     finally:
         del gw.send
+
+
+def test_frames_of_every_length_class_arrive_whole_and_in_order(live: LiveEdge) -> None:
+    """Output is written as pre-built frames, coalesced per loop iteration: short (< 126 B),
+    16-bit (< 64 KiB) and 64-bit length headers must all parse, in request order."""
+    from edge.ws_trade import _frame_header
+
+    assert _frame_header(125) == b"\x81\x7d" and _frame_header(126) == b"\x81\x7e\x00\x7e"
+    assert _frame_header(65535) == b"\x81\x7e\xff\xff"
+    assert _frame_header(65536) == b"\x81\x7f" + (65536).to_bytes(8, "big")
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "10000000"})
+    ws = Ws(live)
+    ws.logon()
+    n = 260  # orders.open of all of them is > 64 KiB of JSON
+    for i in range(n):
+        ws.send(i, "order.place", {**BUY, "price": f"{50000 + i}.00", "clientOrderId": f"len-{i}"})
+    ws.send("small", "balances.get")
+    ws.send("big", "orders.open", {"symbol": "BTC-USDT"})
+    got = [ws.recv() for _ in range(n + 2)]
+    assert [g["id"] for g in got] == [*range(n), "small", "big"]
+    assert all(g["status"] == 200 for g in got)
+    big = got[-1]["result"]
+    assert len(orjson.dumps(big)) > 65536 and len(big) == n
+    assert {o["clientOrderId"] for o in big} == {f"len-{i}" for i in range(n)}
+    assert len(ws.events) > 0  # pushes interleaved with responses parsed as well
+    ws.c.close()
