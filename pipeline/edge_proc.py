@@ -87,7 +87,8 @@ async def serve(cfg: Config, edge_id: int, ready: Connection | None,
              cfg.edge.ws_trade_port, n)
     if ready is not None:
         ready.send({"ready": True, "rest_port": cfg.edge.rest_port,
-                    "ws_port": cfg.edge.ws_trade_port, "replayed_events": n})
+                    "ws_port": cfg.edge.ws_trade_port, "replayed_events": n,
+                    "restored_from_seq": gateway.restored_from})
     try:
         await stop.wait()
     finally:
