@@ -51,6 +51,7 @@ SIDE = {"BUY": int(Side.BUY), "SELL": int(Side.SELL)}
 OTYPE = {"LIMIT": int(OrdType.LIMIT), "MARKET": int(OrdType.MARKET)}
 TIF = {t.name: int(t) for t in Tif}
 STP = {s.name: int(s) for s in Stp}
+_QUOTE_QTY, _POST_ONLY, _NEW_ORDER = int(CmdFlag.QUOTE_QTY), int(CmdFlag.POST_ONLY), int(Cmd.NEW_ORDER)
 MODE = {m.name: int(m) for m in Mode}
 
 
@@ -120,15 +121,15 @@ class Validator:
                 qty = u.quote_minor(p["quoteQuantity"])
                 if qty < u.sym.min_notional_minor:
                     raise ApiError("MIN_NOTIONAL", f"quoteQuantity is below minNotional {u.sym.min_notional}")
-                flags |= CmdFlag.QUOTE_QTY
+                flags |= _QUOTE_QTY
         if p.get("postOnly"):
             if otype != OrdType.LIMIT or tif != Tif.GTC:
                 raise ApiError("BAD_REQUEST", "postOnly needs a LIMIT GTC order")
-            flags |= CmdFlag.POST_ONLY
+            flags |= _POST_ONLY
         cid = _cid(p.get("clientOrderId"))
         stp = STP[p.get("stp", "EXPIRE_TAKER")]
-        return pack_command(Cmd.NEW_ORDER, account, price=price, qty=qty, symbol=u.sym.symbol_id,
-                            flags=int(flags), side=side, otype=otype, tif=tif, stp=stp, cid=cid)
+        return pack_command(_NEW_ORDER, account, price=price, qty=qty, symbol=u.sym.symbol_id,
+                            flags=flags, side=side, otype=otype, tif=tif, stp=stp, cid=cid)
 
     def cancel(self, account: int, params: Any, query: bool = False) -> np.void:
         p = schema.check(params, schema.CANCEL, query)

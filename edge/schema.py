@@ -74,14 +74,22 @@ LOGON = (F("apiKey", "string", True), F("timestamp", "integer", True, doc="ms (o
 CANCEL_ON_DISCONNECT = (F("enabled", "boolean", True),)
 
 
+# id(spec) -> (spec, fields by name, required names); holding spec keeps its id from being reused
+_INDEX: dict[int, tuple[tuple[F, ...], dict[str, F], tuple[str, ...]]] = {}
+
+
 def check(params: Any, spec: tuple[F, ...], query: bool = False) -> dict[str, Any]:
     """Validate ``params`` against ``spec``; returns the present (non-null) fields."""
     if params is None:
         params = {}
     if type(params) is not dict:
         raise ApiError("BAD_REQUEST", "parameters must be a JSON object")
+    ix = _INDEX.get(id(spec))
+    if ix is None or ix[0] is not spec:
+        ix = _INDEX[id(spec)] = (spec, {f.name: f for f in spec},
+                                 tuple(f.name for f in spec if f.required))
+    _, names, required = ix
     out: dict[str, Any] = {}
-    names = {f.name: f for f in spec}
     for k, v in params.items():
         f = names.get(k)
         if f is None:
@@ -89,9 +97,9 @@ def check(params: Any, spec: tuple[F, ...], query: bool = False) -> dict[str, An
         if v is None:
             continue
         out[k] = _value(f, v, query)
-    for f in spec:
-        if f.required and f.name not in out:
-            raise ApiError("BAD_REQUEST", f"missing field {f.name!r}")
+    for name in required:
+        if name not in out:
+            raise ApiError("BAD_REQUEST", f"missing field {name!r}")
     return out
 
 
