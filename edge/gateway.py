@@ -199,6 +199,12 @@ class Dispatcher:
                 del pending[e.req]
                 w.resolve(w.events, None)
 
+    def fail(self, req: int, exc: ApiError) -> None:
+        """Answer one pending command with ``exc`` (its record was never handed to the engine)."""
+        w = self._pending.pop(req, None)
+        if w is not None:
+            w.resolve(None, exc)
+
     def fail_all(self, exc: BaseException) -> None:
         waits = list(self._pending.values())
         self._pending.clear()

@@ -47,8 +47,78 @@ SAFETY_POLL_S = 0.05
 PUSH_RETRY_S = 0.2
 
 
+QUEUE_RECORDS = 4096  # commands an edge can hold for its ring between loop iterations
+QUEUE_RETRY_S = 0.0002
+
+
 def wal_dir(cfg: Config) -> Path:
     return Path(cfg.data_dir) / "wal"
+
+
+class CommandQueue:
+    """The commands of one loop iteration, pushed into the engine's ring in one call, in order.
+
+    ``put`` copies a COMMAND record into a preallocated buffer and schedules one ``flush`` for the
+    end of the iteration: one ring push (one kernel call) per iteration instead of one per order.
+    Every command of the edge goes through it, so ring order = call order. When the ring is full
+    the rest stays queued and is retried every ``QUEUE_RETRY_S``; after ``stall_s`` without any
+    progress the queued commands are given up (``fail(req)``: never sent, so never executed).
+    ``put`` returns False when the buffer itself is full (the caller waits or refuses)."""
+
+    def __init__(self, ring: Any, fail: Callable[[int], None], capacity: int = QUEUE_RECORDS,
+                 stall_s: float = PUSH_RETRY_S) -> None:
+        self.ring = ring
+        self.fail = fail
+        self.buf = np.zeros(capacity, COMMAND)
+        self.n = 0
+        self.stall_s = stall_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._stalled_at = 0.0
+        self.pushes = 0
+        self.given_up = 0
+
+    def put(self, cmd: np.void, loop: asyncio.AbstractEventLoop) -> bool:
+        n = self.n
+        if n >= len(self.buf):
+            return False
+        self.buf[n] = cmd
+        self.n = n + 1
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop = loop
+            loop.call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        n = self.n
+        if n == 0:
+            return
+        k = self.ring.try_push(self.buf[:n])
+        self.pushes += 1
+        if k == n:
+            self.n = 0
+            self._stalled_at = 0.0
+            return
+        now = time.monotonic()
+        if k:
+            self.buf[:n - k] = self.buf[k:n]  # numpy copes with the overlap
+            self.n = n - k
+            self._stalled_at = now
+        elif not self._stalled_at:
+            self._stalled_at = now
+        if now - self._stalled_at >= self.stall_s:
+            reqs = self.buf["req"][:self.n].tolist()
+            self.n = 0
+            self._stalled_at = 0.0
+            self.given_up += len(reqs)
+            for req in reqs:
+                self.fail(int(req))
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._scheduled = True
+            self._loop.call_later(QUEUE_RETRY_S, self.flush)
 
 
 class RingGateway:
@@ -63,9 +133,11 @@ class RingGateway:
         self.dispatcher = Dispatcher(readmodel, edge_id, timeout_s=timeout_s)
         self.cmd_ring: Any = None
         self.adm_ring: Any = None
+        self.cmdq: CommandQueue | None = None
         if attach_rings:
             self.cmd_ring = SpscRing.attach(shm_layout.cmd_ring(cfg, edge_id), COMMAND)
             self.adm_ring = SpscRing.attach(shm_layout.admin_ring(cfg, edge_id), ADMIN)
+            self.cmdq = CommandQueue(self.cmd_ring, self._give_up)
         self.reader = WalReader(wal_dir(cfg))
         self.tail = self.reader.tail(1)
         self.audit_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_KEEP)
@@ -273,25 +345,36 @@ class RingGateway:
         self._throttle_tokens -= 1.0
         return True
 
+    def _give_up(self, req: int) -> None:
+        self.dispatcher.fail(req, ApiError(
+            "ENGINE_UNAVAILABLE", "the engine is not taking commands (inbound ring full)"))
+
     async def submit(self, cmd: np.void, slot: int = 0) -> Events:
         if int(cmd["kind"]) == Cmd.NEW_ORDER:
             self._admit_new_order()
         fut = self.dispatcher.register(cmd, slot)
-        rec = np.frombuffer(cmd.tobytes(), COMMAND)
-        if not await self._push(self.cmd_ring, rec):
-            self.dispatcher.forget(cmd)
-            raise ApiError("ENGINE_UNAVAILABLE", "the engine is not taking commands (inbound ring full)")
+        q = self.cmdq
+        assert q is not None, "a read-only gateway (attach_rings=False) cannot submit"
+        loop = self.dispatcher._loop_now()
+        deadline = loop.time() + PUSH_RETRY_S
+        while not q.put(cmd, loop):  # the edge's own queue is full: wait for it to drain
+            if loop.time() >= deadline:
+                self.dispatcher.forget(cmd)
+                raise ApiError("ENGINE_UNAVAILABLE",
+                               "the engine is not taking commands (inbound ring full)")
+            await asyncio.sleep(QUEUE_RETRY_S)
         return await fut
 
     def send(self, cmd: np.void, slot: int, done: Done) -> bool:
         took = int(cmd["kind"]) == Cmd.NEW_ORDER and self._admit_new_order()
         self.dispatcher.register_cb(cmd, slot, done)
-        if self.cmd_ring.try_push(np.frombuffer(cmd.tobytes(), COMMAND)):
+        q = self.cmdq
+        if q is not None and q.put(cmd, self.dispatcher._loop_now()):
             return True
         self.dispatcher.forget(cmd)
         if took:
             self._throttle_tokens += 1.0  # submit() will charge it again
-        return False  # ring full: the caller waits for room through submit()
+        return False  # the queue is full: the caller waits for room through submit()
 
     async def submit_admin(self, rec: np.void) -> Events:
         cmd = rec["cmd"]

@@ -1,0 +1,75 @@
+"""CommandQueue: an iteration's commands go into the engine's ring in one push, in call order;
+a full ring keeps the rest queued and retried; a ring that never drains gives them up, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+
+import numpy as np
+
+from edge.recio import pack_command
+from pipeline.link import CommandQueue
+from pipeline.records import COMMAND, Cmd
+from ringbuf import SpscRing
+
+
+def ring(cap: int) -> SpscRing:
+    return SpscRing.create(f"spotx-test-cq-{os.getpid()}-{secrets.token_hex(4)}", COMMAND, cap)
+
+
+def cmd(req: int) -> np.void:
+    c = pack_command(int(Cmd.CANCEL), 7, price=req)
+    c["req"] = req
+    return c
+
+
+def test_one_push_per_iteration_in_order_and_retry_when_full() -> None:
+    r = ring(8)
+    failed: list[int] = []
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        q = CommandQueue(r, failed.append, capacity=64, stall_s=5.0)
+        assert all(q.put(cmd(i), loop) for i in range(1, 21))
+        await asyncio.sleep(0)  # end of the iteration: one push
+        assert q.pushes == 1 and q.n == 12  # 8 fit
+        got: list[int] = []
+        out = np.zeros(8, COMMAND)
+        deadline = loop.time() + 5
+        while len(got) < 20:
+            k = r.try_pop(out)
+            got += out["req"][:k].tolist()
+            assert loop.time() < deadline
+            await asyncio.sleep(0.001)
+        assert q.n == 0 and failed == []
+        return got
+
+    try:
+        assert asyncio.run(main()) == list(range(1, 21))
+    finally:
+        r.close()
+        r.unlink()
+
+
+def test_a_ring_that_never_drains_gives_the_rest_up_in_order() -> None:
+    r = ring(4)
+    failed: list[int] = []
+
+    async def main() -> CommandQueue:
+        loop = asyncio.get_running_loop()
+        q = CommandQueue(r, failed.append, capacity=4 + 3, stall_s=0.05)
+        assert all(q.put(cmd(i), loop) for i in range(1, 8))
+        assert not q.put(cmd(99), loop)  # its own buffer is full: the caller must wait
+        await asyncio.sleep(0.3)
+        return q
+
+    try:
+        q = asyncio.run(main())
+        assert failed == [5, 6, 7] and q.given_up == 3 and q.n == 0
+        out = np.zeros(8, COMMAND)
+        assert r.try_pop(out) == 4 and out["req"][:4].tolist() == [1, 2, 3, 4]
+    finally:
+        r.close()
+        r.unlink()
