@@ -127,7 +127,7 @@ def run_durable(quick: bool) -> list[Result]:
     out = []
     peer_n = 2_000 if quick else 10_000
     peer_rate, _plat, _pok = _run("fdatasync", peer_n, 1, per_command_sync=True)
-    for batch in (64, 256):
+    for batch in (64, 256, 1024):
         r, lat, ok = _run("fdatasync", n, batch)
         p50, p99, p999 = lat.summary_us()
         out.append(Result(f"engine+WAL fdatasync batch {batch}", "commands/s", r, p50=p50, p99=p99,
