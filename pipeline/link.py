@@ -75,12 +75,18 @@ class CommandQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._stalled_at = 0.0
+        self._closed = False
         self.pushes = 0
         self.given_up = 0
 
+    def close(self) -> None:
+        """Drop what is queued (its waiters are failed by the caller) and stop flushing."""
+        self._closed = True
+        self.n = 0
+
     def put(self, cmd: np.void, loop: asyncio.AbstractEventLoop) -> bool:
         n = self.n
-        if n >= len(self.buf):
+        if n >= len(self.buf) or self._closed:
             return False
         self.buf[n] = cmd
         self.n = n + 1
@@ -93,7 +99,7 @@ class CommandQueue:
     def flush(self) -> None:
         self._scheduled = False
         n = self.n
-        if n == 0:
+        if n == 0 or self._closed:
             return
         k = self.ring.try_push(self.buf[:n])
         self.pushes += 1
@@ -254,6 +260,8 @@ class RingGateway:
             self.bell.close()
         if self._safety is not None:
             self._safety.cancel()
+        if self.cmdq is not None:
+            self.cmdq.close()
         self.dispatcher.fail_all(ApiError("ENGINE_UNAVAILABLE", "edge shutting down"))
         self.reader.close()
         if self.cmd_ring is not None:

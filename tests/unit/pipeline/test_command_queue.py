@@ -73,3 +73,22 @@ def test_a_ring_that_never_drains_gives_the_rest_up_in_order() -> None:
     finally:
         r.close()
         r.unlink()
+
+
+def test_a_closed_queue_takes_nothing_and_its_pending_flush_does_not_push() -> None:
+    r = ring(8)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        q = CommandQueue(r, lambda req: None, capacity=8)
+        assert q.put(cmd(1), loop)
+        q.close()  # before the scheduled flush runs (an edge shutting down)
+        assert not q.put(cmd(2), loop)
+        await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(main())
+        assert r.try_pop(np.zeros(8, COMMAND)) == 0
+    finally:
+        r.close()
+        r.unlink()
