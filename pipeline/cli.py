@@ -6,6 +6,8 @@
     spotx db migrate                       apply Postgres migrations (idempotent)
     spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq (exit 1 on a diff)
     spotx check [--against-wal]            ledger invariants once (exit 1 on a violation)
+    spotx ledger correct --asset --amount --from-account --to-account --reason --ticket
+                                           a balanced, audited CORRECTION (two legs)
     spotx wal verify|dump [DIR] [--events] integrity roots / frame listing (--events: each event)
     spotx forensic-bundle [--out DIR]      WAL, snapshots, offsets, ledger range, configs (.tar.gz)
     spotx admin mode SYM MODE --reason --ticket     symbol mode (NORMAL|CANCEL_ONLY|SOFT_HALT|HARD_HALT)
@@ -135,6 +137,12 @@ def cmd_settle(args: argparse.Namespace) -> int:
             snap = str(found[0])  # the newest
         argv += ["reconcile"] + (["--snapshot", snap] if snap else
                                  ["--engine-balances", args.engine_balances])
+    elif args.cmd == "ledger":
+        argv += ["correct", "--asset", args.asset, "--amount", args.amount,
+                 "--from-account", str(args.from_account), "--to-account", str(args.to_account),
+                 "--reason", args.reason, "--ticket", args.ticket]
+        argv += (["--as-of-seq", str(args.as_of_seq)] if args.as_of_seq is not None else [])
+        argv += (["--actor", args.actor] if args.actor else [])
     else:
         argv += ["check"] + (["--against-wal"] if args.against_wal else [])
     return int(settle_main(argv))
@@ -233,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="run the ledger invariants once (exit 1 on a violation)")
     ck.add_argument("--against-wal", action="store_true", help="also recompute postings from the WAL")
     ck.set_defaults(fn=cmd_settle)
+
+    led = sub.add_parser("ledger", help="ledger operations (Postgres)")
+    leds = led.add_subparsers(dest="ledger_cmd", required=True)
+    lc = leds.add_parser("correct", help="post a balanced CORRECTION: --amount of --asset from one "
+                                         "account to another (audited; settle/correct.py)")
+    lc.add_argument("--asset", required=True)
+    lc.add_argument("--amount", required=True)
+    lc.add_argument("--from-account", type=int, required=True)
+    lc.add_argument("--to-account", type=int, required=True)
+    lc.add_argument("--reason", required=True)
+    lc.add_argument("--ticket", required=True)
+    lc.add_argument("--actor", default=None)
+    lc.add_argument("--as-of-seq", type=int, default=None)
+    lc.set_defaults(fn=cmd_settle)
 
     wal = sub.add_parser("wal", help="WAL integrity tools")
     wal.add_argument("action", choices=("verify", "dump"))

@@ -78,6 +78,29 @@ async def _reconcile(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+async def _correct(args: argparse.Namespace) -> int:
+    import getpass
+
+    from settle.catalog import Catalog
+    from settle.correct import correct
+
+    cfg = _cfg(args)
+    catalog = Catalog.from_config(cfg)
+    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    try:
+        c = await correct(conn, shard=catalog.shard, asset=args.asset, amount=args.amount,
+                          from_account=args.from_account, to_account=args.to_account,
+                          reason=args.reason, ticket=args.ticket,
+                          actor=args.actor or f"cli:{getpass.getuser()}",
+                          external_account=catalog.external_account, as_of_seq=args.as_of_seq)
+    finally:
+        await conn.close()
+    sys.stdout.write(json.dumps({"shard": c.shard, "seq": c.seq, "legs": list(c.legs),
+                                 "asset": c.asset, "amount_minor": c.amount_minor,
+                                 "from": c.from_account, "to": c.to_account}) + "\n")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from settle.process import main
 
@@ -101,11 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--engine-balances", help="JSON file of engine balances at a seq")
     r.add_argument("--seq", type=int, default=None, help="expected seq of the engine balances")
     sub.add_parser("run", help="run the settle process in the foreground")
+    k = sub.add_parser("correct", help="post a balanced CORRECTION (two legs), audited")
+    k.add_argument("--asset", required=True)
+    k.add_argument("--amount", required=True, help="decimal, in asset units")
+    k.add_argument("--from-account", type=int, required=True, help="debited")
+    k.add_argument("--to-account", type=int, required=True, help="credited")
+    k.add_argument("--reason", required=True)
+    k.add_argument("--ticket", required=True)
+    k.add_argument("--actor", default=None, help="default: cli:<user>")
+    k.add_argument("--as-of-seq", type=int, default=None,
+                   help="engine seq the correction is as of (default: the settled seq)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
             return _run(args)
-        fn = {"migrate": _migrate, "check": _check, "reconcile": _reconcile}[args.cmd]
+        fn = {"migrate": _migrate, "check": _check, "reconcile": _reconcile,
+              "correct": _correct}[args.cmd]
         return int(asyncio.run(fn(args)))
     except (SettleError, OSError, asyncpg.PostgresError, config_mod.ConfigError) as e:
         sys.stderr.write(f"settle {args.cmd}: {e}\n")

@@ -78,7 +78,7 @@ _AUDIT = """INSERT INTO audit_log (shard, seq, actor, action, symbol, reason, ti
     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                 $8::text[], $9::bigint[], $10::bigint[])
          AS t(seq, actor, action, symbol, reason, ticket, note, fencing, ts_ns)
-    ON CONFLICT (shard, seq) DO NOTHING"""
+    ON CONFLICT (shard, seq, sub) DO NOTHING"""
 def connect_kwargs(dsn: str) -> dict[str, Any]:
     """asyncpg.connect options: TLS off for a loopback server unless the DSN asks for a sslmode
     (TLS on 127.0.0.1 buys nothing and costs a measurable share of the writer's CPU)."""

@@ -10,7 +10,8 @@ locked, at ``seq``) comes from one of:
   "asset": "BTC" | 2, "total": T} | {"account", "asset", "available", "locked"}, ...]}``;
 * any mapping a caller builds.
 
-Ledger side: ``SUM(amount)`` of the shard's postings with ``seq <= N`` per (account, asset). Every
+Ledger side: ``SUM(amount)`` of the shard's postings with ``seq <= N`` per (account, asset), plus
+the shard's operator corrections as of seq ``<= N`` (``settle/correct.py``). Every
 (account, asset) present on either side is compared, the fee account and the external account
 (the engine keeps it as the negative of everything deposited) included; ``skip`` leaves accounts
 out (an engine that does not track the external account).
@@ -31,6 +32,7 @@ import asyncpg
 
 from pipeline.config import Config
 from settle.catalog import Catalog
+from settle.correct import correction_shard
 from settle.errors import ReconcileError
 
 EngineBalances = Mapping[tuple[int, int], int]
@@ -75,9 +77,11 @@ class ReconcileReport:
 
 
 async def ledger_balances(conn: asyncpg.Connection, shard: int, seq: int) -> dict[tuple[int, int], int]:
+    """The shard's postings and its operator corrections (settle/correct.py) as of ``seq``."""
     rows = await conn.fetch(
         """SELECT account, asset, sum(amount)::bigint AS total FROM ledger_entries
-           WHERE shard = $1 AND seq <= $2 GROUP BY account, asset""", shard, seq)
+           WHERE shard = ANY($1::smallint[]) AND seq <= $2 GROUP BY account, asset""",
+        [shard, correction_shard(shard)], seq)
     return {(int(r["account"]), int(r["asset"])): int(r["total"]) for r in rows}
 
 
