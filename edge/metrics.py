@@ -30,12 +30,10 @@ Names are the ones the dashboards and alert rules query (infra/grafana, infra/pr
 
 from __future__ import annotations
 
-import bisect
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from pipeline.exporter import LocalStatsCollector
-from pipeline.stats import BUCKETS_NS, HIST_SLOTS, Stats
+from pipeline.stats import Stats, observe
 
 HTTP_LATENCY = ("http_request_duration_seconds", "REST request latency by route template")
 WS_LATENCY = ("ws_request_duration_seconds", "WS order-entry request latency by method")
@@ -94,19 +92,16 @@ class EdgeMetrics:
         off = self._http.get(route)
         if off is None:
             off = self._slot(self._http, HTTP_LATENCY, route, route=route)
-        ns = int(seconds * 1e9)
-        data = self.stats.data
-        data[off + bisect.bisect_left(BUCKETS_NS, ns)] += 1
-        data[off + HIST_SLOTS - 1] += ns
+        self._record(off, seconds)
 
     def observe_ws(self, method: str, seconds: float) -> None:
         off = self._ws.get(method)
         if off is None:
             off = self._slot(self._ws, WS_LATENCY, method, method=method)
-        ns = int(seconds * 1e9)
-        data = self.stats.data
-        data[off + bisect.bisect_left(BUCKETS_NS, ns)] += 1
-        data[off + HIST_SLOTS - 1] += ns
+        self._record(off, seconds)
+
+    def _record(self, off: int, seconds: float) -> None:
+        observe(self.stats.data, off, int(seconds * 1e9))
 
     def error(self, name: str) -> None:
         c = self._err.get(name)

@@ -35,6 +35,24 @@ MODE_NAME = {int(m): m.name for m in Mode}
 Reply = Callable[[Any, ApiError | None], None]
 
 
+def _answering(reply: Reply, build: Callable[[Events], Any]) -> Callable[..., None]:
+    """A gateway ``done`` callback: ``reply(build(events), None)``, or ``reply(None, error)`` when
+    the command failed or ``build`` refused it (a reject)."""
+
+    def done(evs: Events | None, exc: ApiError | None) -> None:
+        if exc is None and evs is not None:
+            try:
+                res = build(evs)
+            except ApiError as e:
+                exc = e
+            else:
+                reply(res, None)
+                return
+        reply(None, exc or ApiError("INTERNAL"))
+
+    return done
+
+
 class TradingService:
     def __init__(self, cfg: Config, gateway: EngineGateway) -> None:
         self.cfg = cfg
@@ -93,34 +111,12 @@ class TradingService:
     def start_place(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> np.void | None:
         cmd = self.v.place(key.account, params)
         units = self.units
-
-        def done(evs: Events | None, exc: ApiError | None) -> None:
-            if exc is None and evs is not None:
-                try:
-                    res = place_response(evs, units)
-                except ApiError as e:
-                    exc = e
-                else:
-                    reply(res, None)
-                    return
-            reply(None, exc or ApiError("INTERNAL"))
-
+        done = _answering(reply, lambda evs: place_response(evs, units))
         return None if self.gw.send(cmd, slot, done) else cmd
 
     def start_cancel(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> np.void | None:
         cmd = self.v.cancel(key.account, params)
-
-        def done(evs: Events | None, exc: ApiError | None) -> None:
-            if exc is None and evs is not None:
-                try:
-                    res = self._cancel_result(key, evs)
-                except ApiError as e:
-                    exc = e
-                else:
-                    reply(res, None)
-                    return
-            reply(None, exc or ApiError("INTERNAL"))
-
+        done = _answering(reply, lambda evs: self._cancel_result(key, evs))
         return None if self.gw.send(cmd, slot, done) else cmd
 
     async def cancel_all(self, key: ApiKey, params: Any, slot: int = 0,

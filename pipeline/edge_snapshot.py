@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.wal.segment import fsync_dir
 
 log = logging.getLogger("spotx.edge_snapshot")
 
@@ -73,11 +74,7 @@ def write(path: Path, snap: EdgeSnapshot) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)
 
 
 def write_in_child(path: Path, snap: EdgeSnapshot) -> int:
