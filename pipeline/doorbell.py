@@ -29,6 +29,15 @@ def doorbell_dir(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / "doorbells"
 
 
+def engine_bell_root(run_dir: str | os.PathLike[str]) -> Path:
+    """Where the engine's own doorbell lives (``<root>/doorbells/engine.fifo``): apart from the
+    WAL readers' bells, so edges ringing the engine wake only the engine and the flusher's rings
+    never reach it. Edges ring it after pushing commands; a parked engine sleeps on it instead of
+    a timer, so the first command after an idle spell is picked up at once, not after the rest of
+    a back-off sleep (up to ``ParkBackoff.max_s``)."""
+    return Path(run_dir) / "engine"
+
+
 class Doorbell:
     """The reader side. ``fileno()`` becomes readable when the bell rang; ``drain()`` resets it."""
 

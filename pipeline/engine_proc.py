@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -291,6 +292,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
     log.info("engine ready at seq %d (snapshot %d, replayed %d)", host.next_seq - 1, host.snap_seq,
              host.replayed)
     wait = strategy(cfg.engine.wait)
+    idle_wait = _bell_wait(wait, cfg)
     idle = 0
     batches = 0
     try:
@@ -298,7 +300,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
             t0 = time.perf_counter_ns()
             n = host.step()
             if n == 0:
-                wait.idle(idle)
+                idle_wait(idle)
                 idle += 1
                 if idle % 1024 == 0:
                     data[s_depth] = host.queue_depth()
@@ -327,6 +329,26 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
         host.close()
         stats.close()
         log.info("engine stopped at seq %d", host.next_seq - 1)
+
+
+def _bell_wait(wait: Any, cfg: Config) -> Any:
+    """The idle wait of the loop. ``park``: sleep on the engine's doorbell (edges ring it after
+    each push) for at most the back-off's sleep, so new commands wake the engine at once; the
+    other strategies never sleep long enough to need it."""
+    from pipeline.doorbell import Doorbell, engine_bell_root
+    from ringbuf import ParkBackoff
+
+    if not isinstance(wait, ParkBackoff):
+        return wait.idle
+    bell = Doorbell(engine_bell_root(run_dir(cfg)), "engine")
+    fd = bell.fileno()
+
+    def idle(attempt: int) -> None:
+        s = wait.sleep_s(attempt)
+        if s and select.select((fd,), (), (), s)[0]:
+            bell.drain()
+
+    return idle
 
 
 def dump_status(cfg: Config) -> dict[str, Any]:

@@ -66,9 +66,10 @@ class CommandQueue:
     ``put`` returns False when the buffer itself is full (the caller waits or refuses)."""
 
     def __init__(self, ring: Any, fail: Callable[[int], None], capacity: int = QUEUE_RECORDS,
-                 stall_s: float = PUSH_RETRY_S) -> None:
+                 stall_s: float = PUSH_RETRY_S, wake: Callable[[], None] | None = None) -> None:
         self.ring = ring
         self.fail = fail
+        self.wake = wake  # rings the engine's doorbell after a push (pipeline.doorbell)
         self.buf = np.zeros(capacity, COMMAND)
         self.n = 0
         self.stall_s = stall_s
@@ -103,6 +104,8 @@ class CommandQueue:
             return
         k = self.ring.try_push(self.buf[:n])
         self.pushes += 1
+        if k and self.wake is not None:
+            self.wake()
         if k == n:
             self.n = 0
             self._stalled_at = 0.0
@@ -143,7 +146,11 @@ class RingGateway:
         if attach_rings:
             self.cmd_ring = SpscRing.attach(shm_layout.cmd_ring(cfg, edge_id), COMMAND)
             self.adm_ring = SpscRing.attach(shm_layout.admin_ring(cfg, edge_id), ADMIN)
-            self.cmdq = CommandQueue(self.cmd_ring, self._give_up)
+            from pipeline.doorbell import Ringer, engine_bell_root
+            from pipeline.supervisor import run_dir
+
+            self._engine_bell = Ringer(engine_bell_root(run_dir(cfg)))
+            self.cmdq = CommandQueue(self.cmd_ring, self._give_up, wake=self._engine_bell.ring)
         self.reader = WalReader(wal_dir(cfg))
         self.tail = self.reader.tail(1)
         self.audit_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_KEEP)
@@ -262,6 +269,7 @@ class RingGateway:
             self._safety.cancel()
         if self.cmdq is not None:
             self.cmdq.close()
+            self._engine_bell.close()
         self.dispatcher.fail_all(ApiError("ENGINE_UNAVAILABLE", "edge shutting down"))
         self.reader.close()
         if self.cmd_ring is not None:
@@ -393,6 +401,7 @@ class RingGateway:
         if not await self._push(self.adm_ring, arr):
             self.dispatcher.forget(cmd)
             raise ApiError("ENGINE_UNAVAILABLE", "the engine is not taking admin commands")
+        self._engine_bell.ring()
         return await fut
 
     def subscribe(self, account: int, sink: PrivateSink) -> Callable[[], None]:

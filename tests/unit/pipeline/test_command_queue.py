@@ -31,10 +31,12 @@ def test_one_push_per_iteration_in_order_and_retry_when_full() -> None:
 
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()
-        q = CommandQueue(r, failed.append, capacity=64, stall_s=5.0)
+        wakes: list[int] = []
+        q = CommandQueue(r, failed.append, capacity=64, stall_s=5.0,
+                         wake=lambda: wakes.append(q.n))
         assert all(q.put(cmd(i), loop) for i in range(1, 21))
-        await asyncio.sleep(0)  # end of the iteration: one push
-        assert q.pushes == 1 and q.n == 12  # 8 fit
+        await asyncio.sleep(0)  # end of the iteration: one push, and the engine's bell rung
+        assert q.pushes == 1 and q.n == 12 and len(wakes) == 1  # 8 fit
         got: list[int] = []
         out = np.zeros(8, COMMAND)
         deadline = loop.time() + 5

@@ -41,3 +41,29 @@ def test_ringer_forgets_gone_readers_and_survives_full_fifo(tmp_path: Path) -> N
     r.ring()  # the FIFO is gone: dropped on rescan, no exception
     assert r._fds == {}
     r.close()
+
+
+def test_a_parked_engine_wakes_on_its_bell_not_after_its_backoff(tmp_path: Path) -> None:
+    """The engine's idle wait with ``park`` sleeps on its doorbell: a ring (an edge pushed
+    commands) ends the sleep at once, while an unrung sleep lasts the back-off's duration."""
+    import threading
+
+    from pipeline import config
+    from pipeline.doorbell import Ringer, engine_bell_root
+    from pipeline.engine_proc import _bell_wait
+    from pipeline.supervisor import run_dir
+    from ringbuf import ParkBackoff
+
+    cfg = config.load(env={"SPOTX_DATA_DIR": str(tmp_path)})
+    wait = ParkBackoff(spins=0, min_s=0.6, max_s=0.6)
+    idle = _bell_wait(wait, cfg)
+    t0 = time.monotonic()
+    idle(5)  # nobody rings: the whole back-off sleep
+    assert time.monotonic() - t0 >= 0.55
+    ringer = Ringer(engine_bell_root(run_dir(cfg)))
+    threading.Timer(0.05, ringer.ring).start()
+    t0 = time.monotonic()
+    idle(5)
+    assert time.monotonic() - t0 < 0.4  # woken by the ring
+    assert ringer.rings == 1
+    ringer.close()
