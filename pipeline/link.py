@@ -1,16 +1,18 @@
 """The stack gateway: an edge's link to the engine over shared memory and the WAL.
 
-Outbound: COMMAND records into the edge's SPSC ring ``spotx-<instance>-cmd-<e>``; ADMIN records
-(command + audit note) into ``spotx-<instance>-adm-<e>``. This edge process is the only producer of
-both (single-writer by construction: one gateway per edge process).
+Outbound: COMMAND records into the edge's SPSC ring ``spotx-<instance>-cmd-<e>``, through the
+``CommandQueue`` (one push per loop iteration, in order), then a ring of the engine's doorbell;
+ADMIN records (command + audit note) into ``spotx-<instance>-adm-<e>``. This edge process is the
+only producer of both (single-writer by construction: one gateway per edge process).
 
 Inbound: the WAL is the event bus (docs/ARCHITECTURE.md). A ``WalTail`` yields only frames below
 the durable watermark, so every event handed to ``Dispatcher.feed`` is durable: an order's answer
 cannot leave before its batch is synced. Wake-ups come from a FIFO doorbell the engine's flusher
 rings after each durable advance (pipeline/doorbell.py), plus a slow safety poll.
 
-Start-up: the read model is rebuilt by replaying every durable EVENTS frame from the start of the
-WAL before the edge reports ready (cost: linear in the WAL; a read-model snapshot would bound it).
+Start-up: the read model and market state are restored from the newest edge snapshot (if it fits
+this WAL and config; ``pipeline/edge_snapshot.py``) and the durable EVENTS frames after it are
+replayed before the edge reports ready; without a snapshot, every frame from the start of the WAL.
 Audit notes (BLOB frames) are kept in a bounded deque for ``GET /v1/admin/audit``.
 """
 
