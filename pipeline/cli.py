@@ -8,6 +8,7 @@
     spotx check [--against-wal]            ledger invariants once (exit 1 on a violation)
     spotx ledger correct --asset --amount --from-account --to-account --reason --ticket
                                            a balanced, audited CORRECTION (two legs)
+    spotx ledger repair --reason --ticket  counter-legs making the ledger equal the WAL (audited)
     spotx wal verify|dump [DIR] [--events] integrity roots / frame listing (--events: each event)
     spotx forensic-bundle [--out DIR]      WAL, snapshots, offsets, ledger range, configs (.tar.gz)
     spotx admin mode SYM MODE --reason --ticket     symbol mode (NORMAL|CANCEL_ONLY|SOFT_HALT|HARD_HALT)
@@ -137,6 +138,10 @@ def cmd_settle(args: argparse.Namespace) -> int:
             snap = str(found[0])  # the newest
         argv += ["reconcile"] + (["--snapshot", snap] if snap else
                                  ["--engine-balances", args.engine_balances])
+    elif args.cmd == "ledger" and args.ledger_cmd == "repair":
+        argv += ["repair", "--reason", args.reason, "--ticket", args.ticket,
+                 "--from-seq", str(args.from_seq)]
+        argv += (["--actor", args.actor] if args.actor else [])
     elif args.cmd == "ledger":
         argv += ["correct", "--asset", args.asset, "--amount", args.amount,
                  "--from-account", str(args.from_account), "--to-account", str(args.to_account),
@@ -255,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--actor", default=None)
     lc.add_argument("--as-of-seq", type=int, default=None)
     lc.set_defaults(fn=cmd_settle)
+    lr = leds.add_parser("repair", help="post the counter-legs that make the ledger equal the WAL "
+                                        "(corrupted, missing or extra legs; audited; idempotent)")
+    lr.add_argument("--reason", required=True)
+    lr.add_argument("--ticket", required=True)
+    lr.add_argument("--actor", default=None)
+    lr.add_argument("--from-seq", type=int, default=1)
+    lr.set_defaults(fn=cmd_settle)
 
     wal = sub.add_parser("wal", help="WAL integrity tools")
     wal.add_argument("action", choices=("verify", "dump"))

@@ -101,6 +101,30 @@ async def _correct(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _repair(args: argparse.Namespace) -> int:
+    import getpass
+    from pathlib import Path
+
+    from settle.catalog import Catalog
+    from settle.correct import repair
+
+    cfg = _cfg(args)
+    catalog = Catalog.from_config(cfg)
+    wal = Path(args.wal or Path(cfg.data_dir) / "wal")
+    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    try:
+        fixed = await repair(conn, wal, catalog, reason=args.reason, ticket=args.ticket,
+                             actor=args.actor or f"cli:{getpass.getuser()}",
+                             from_seq=args.from_seq)
+    finally:
+        await conn.close()
+    for d in fixed:
+        sys.stdout.write(f"repaired seq {d['seq']} leg {d['leg']}: ledger {d['ledger']} -> "
+                         f"expected {d['expected']}\n")
+    sys.stdout.write(f"repaired legs: {len(fixed)}\n")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from settle.process import main
 
@@ -134,12 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--actor", default=None, help="default: cli:<user>")
     k.add_argument("--as-of-seq", type=int, default=None,
                    help="engine seq the correction is as of (default: the settled seq)")
+    rp = sub.add_parser("repair", help="post the counter-legs that make the ledger equal the WAL")
+    rp.add_argument("--wal", default=None, help="WAL directory (default: <data_dir>/wal)")
+    rp.add_argument("--from-seq", type=int, default=1)
+    rp.add_argument("--reason", required=True)
+    rp.add_argument("--ticket", required=True)
+    rp.add_argument("--actor", default=None, help="default: cli:<user>")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
             return _run(args)
         fn = {"migrate": _migrate, "check": _check, "reconcile": _reconcile,
-              "correct": _correct}[args.cmd]
+              "correct": _correct, "repair": _repair}[args.cmd]
         return int(asyncio.run(fn(args)))
     except (SettleError, OSError, asyncpg.PostgresError, config_mod.ConfigError) as e:
         sys.stderr.write(f"settle {args.cmd}: {e}\n")

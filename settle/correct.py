@@ -16,14 +16,26 @@ in the asset's scale, two different accounts, a known asset, and the debited acc
 negative (the external account may: it is the outside world's side). One transaction with its
 ``audit_log`` row (actor, action ``ledger.correction``, reason, ticket, the legs); a
 transaction-scoped advisory lock serialises concurrent corrections.
+
+Repairs (``spotx ledger repair``). A posting the writer stored wrong (a corrupted leg: the asset no
+longer sums to zero) cannot be fixed by moving value, and a replay will not overwrite it. ``repair``
+recomputes the postings from the WAL (``settle.invariants.wal_differences``, the same comparison
+as ``spotx check --against-wal``) and, for each differing leg, posts in the correction shard at
+that seq the reversal of the stored row and the expected row (either may be absent: a missing or
+an extra leg). The ledger then sums to what the WAL says. Each repaired (seq, leg) is recorded in
+its ``ledger.repair`` audit row; ``check --against-wal`` and a second ``repair`` skip it, so
+repairing twice posts nothing twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import asyncpg
 
@@ -117,3 +129,78 @@ async def correct(conn: asyncpg.Connection, *, shard: int, asset: str, amount: s
             "fencing_token, time) VALUES ($1, $2, $3, $4, 'ledger.correction', $5, $6, $7::jsonb, "
             "$8, $9)", cshard, as_of_seq, sub, actor, reason, ticket, json.dumps(note), token, now)
     return Correction(cshard, as_of_seq, (leg0, leg0 + 1), asset, minor, from_account, to_account)
+
+
+async def repaired_legs(conn: asyncpg.Connection, shard: int) -> set[tuple[int, int]]:
+    """(seq, leg) of the shard's legs already repaired from the WAL."""
+    rows = await conn.fetch(
+        "SELECT note FROM audit_log WHERE shard = $1 AND action = 'ledger.repair'",
+        correction_shard(shard))
+    done: set[tuple[int, int]] = set()
+    for r in rows:
+        done.update((int(s), int(leg)) for s, leg in json.loads(r["note"]).get("repaired", []))
+    return done
+
+
+async def repair(conn: asyncpg.Connection, wal_dir: str | os.PathLike[str], catalog: Any, *,
+                 reason: str, ticket: str, actor: str, from_seq: int = 1,
+                 to_seq: int | None = None) -> list[dict[str, Any]]:
+    """Post the counter-legs that make the shard's ledger equal the WAL (module header); returns
+    the differences repaired (empty: nothing to do)."""
+    from settle.invariants import wal_differences
+
+    if not reason.strip() or not ticket.strip():
+        raise SettleError("a repair needs a reason and a ticket")
+    shard = int(catalog.shard)
+    cshard = correction_shard(shard)
+    if to_seq is None:
+        to_seq = int(await conn.fetchval(
+            "SELECT coalesce(max(last_seq), 0) FROM settlement_progress WHERE shard = $1", shard))
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        done = await repaired_legs(conn, shard)
+        todo = [d for d in await wal_differences(conn, wal_dir, catalog, from_seq=from_seq,
+                                                 to_seq=to_seq)
+                if (d["seq"], d["leg"]) not in done]
+        if not todo:
+            return []
+        token = int(await conn.fetchval(
+            "SELECT coalesce(max(fencing_token), 0) FROM fencing_high_water "
+            "WHERE shard = ANY($1::smallint[])", [shard, cshard]))
+        now = dt.datetime.now(dt.UTC)
+        by_seq: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for d in todo:
+            by_seq[int(d["seq"])].append(d)
+        for seq, diffs in sorted(by_seq.items()):
+            leg = int(await conn.fetchval(
+                "SELECT coalesce(max(leg) + 1, 0) FROM ledger_entries WHERE shard = $1 "
+                "AND seq = $2", cshard, seq))
+            rows = []
+            for d in diffs:
+                if d["ledger"] is not None:
+                    a, asset, amount = d["ledger"]
+                    rows.append((int(a), int(asset), -int(amount)))
+                if d["expected"] is not None:
+                    a, asset, amount = d["expected"]
+                    rows.append((int(a), int(asset), int(amount)))
+            await conn.executemany(
+                "INSERT INTO accounts (account) VALUES ($1) ON CONFLICT DO NOTHING",
+                [(a,) for a, _, _ in rows])
+            await conn.executemany(
+                "INSERT INTO ledger_entries (shard, seq, leg, account, asset, amount, kind, "
+                "fencing_token, event_time) VALUES ($1, $2, $3, $4, $5, $6, 5, $7, $8)",
+                [(cshard, seq, leg + i, a, asset, amount, token, now)
+                 for i, (a, asset, amount) in enumerate(rows)])
+            sub = int(await conn.fetchval(
+                "SELECT coalesce(max(sub) + 1, 0) FROM audit_log WHERE shard = $1 AND seq = $2",
+                cshard, seq))
+            note = {"repaired": [[seq, int(d["leg"])] for d in diffs],
+                    "legs": list(range(leg, leg + len(rows))),
+                    "differences": [{"leg": int(d["leg"]), "expected": d["expected"],
+                                     "ledger": d["ledger"]} for d in diffs]}
+            await conn.execute(
+                "INSERT INTO audit_log (shard, seq, sub, actor, action, reason, ticket, note, "
+                "fencing_token, time) VALUES ($1, $2, $3, $4, 'ledger.repair', $5, $6, "
+                "$7::jsonb, $8, $9)", cshard, seq, sub, actor, reason, ticket,
+                json.dumps(note, default=int), token, now)
+    return todo

@@ -155,14 +155,36 @@ async def check_against_wal(conn: asyncpg.Connection, wal_dir: str | os.PathLike
                             catalog: Catalog, *, from_seq: int = 1, to_seq: int | None = None,
                             chunk_events: int = 200_000) -> CheckReport:
     """Recompute postings from the WAL for seqs ``from_seq..to_seq`` (default: up to the shard's
-    settled seq) and compare with the ledger leg by leg: missing, extra and different rows."""
-    from pipeline.wal import WalReader
+    settled seq) and compare with the ledger leg by leg: missing, extra and different rows. Legs
+    an operator already repaired (``spotx ledger repair``, settle/correct.py) are not reported."""
+    from settle.correct import repaired_legs
 
     shard = catalog.shard
     if to_seq is None:
         to_seq = int(await conn.fetchval(
             "SELECT coalesce(max(last_seq), 0) FROM settlement_progress WHERE shard = $1", shard))
     rep = CheckReport(checked=["wal_mismatch"])
+    done = await repaired_legs(conn, shard)
+    bad = [d for d in await wal_differences(conn, wal_dir, catalog, from_seq=from_seq,
+                                            to_seq=to_seq, chunk_events=chunk_events)
+           if (d["seq"], d["leg"]) not in done]
+    if bad:
+        v = Violation("wal_mismatch", shard, {"rows": bad[:LIMIT], "count": len(bad),
+                                             "from_seq": from_seq, "to_seq": to_seq})
+        rep.violations.append(v)
+        await record_violation(conn, "wal_mismatch", shard, v.evidence)
+    metrics.INVARIANT_CHECKS.labels("ok" if rep.ok else "violation").inc()
+    return rep
+
+
+async def wal_differences(conn: asyncpg.Connection, wal_dir: str | os.PathLike[str],
+                          catalog: Catalog, *, from_seq: int, to_seq: int,
+                          chunk_events: int = 200_000) -> list[dict[str, Any]]:
+    """Every leg where the shard's ledger differs from the postings recomputed from the WAL:
+    ``{"seq", "leg", "expected": (account, asset, amount) | None, "ledger": ... | None}``."""
+    from pipeline.wal import WalReader
+
+    shard = catalog.shard
     bad: list[dict[str, Any]] = []
     batcher = WalBatcher(catalog)
     pending: list[np.ndarray] = []
@@ -187,13 +209,7 @@ async def check_against_wal(conn: asyncpg.Connection, wal_dir: str | os.PathLike
     if lo <= to_seq:
         bad += await _compare(conn, shard, np.concatenate(pending) if pending else
                               np.zeros(0, POSTING), lo, to_seq)
-    if bad:
-        v = Violation("wal_mismatch", shard, {"rows": bad[:LIMIT], "count": len(bad),
-                                             "from_seq": from_seq, "to_seq": to_seq})
-        rep.violations.append(v)
-        await record_violation(conn, "wal_mismatch", shard, v.evidence)
-    metrics.INVARIANT_CHECKS.labels("ok" if rep.ok else "violation").inc()
-    return rep
+    return bad
 
 
 async def _compare(conn: asyncpg.Connection, shard: int, exp: np.ndarray, lo: int,

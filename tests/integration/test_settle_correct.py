@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -145,3 +146,80 @@ def test_bad_corrections_are_refused_and_write_nothing(pg_database: str) -> None
             await conn.close()
 
     asyncio.run(go())
+
+
+def test_a_corrupted_leg_is_repaired_from_the_wal_once(
+        pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The writer stored one leg wrong (the asset no longer sums to zero; a replay would not
+    overwrite it): `spotx ledger repair` posts the reversal and the WAL's posting as CORRECTION
+    legs, after which the invariants and `check --against-wal` pass; a second repair posts
+    nothing."""
+    from pipeline.wal import WalReader, WalWriter
+    from settle.invariants import check_against_wal
+    from settle.synth import append_batches
+    from settle.walbatch import WalBatcher
+
+    data = tmp_path / "data"
+    wal = data / "wal"
+    s = Synth(CAT, accounts=5, seed=9)
+    ev = concat_events([s.deposits(), s.trades(60, fills=2)])
+    with WalWriter(wal, segment_bytes=1 << 20, fencing_token=1) as w:
+        append_batches(w, ev, seqs_per_batch=16)
+    batches = []
+    reader = WalReader(wal)
+    b8 = WalBatcher(CAT)
+    for f in reader.iter_frames(1):
+        for b in b8.feed(f):
+            rows = postings(b.events, b.ords, b.fencing_events, CAT)
+            batches.append(Batch(consumer="embedded", shard=0, postings=rows,
+                                 last_seq=b.last_seq, fencing_min=1, fencing_max=1,
+                                 ranges=[(b.first_seq, b.last_seq, len(rows))],
+                                 event_ts_ns=b.events["ts_ns"].astype(np.int64)))
+    reader.close()
+    bad = batches[2].postings
+    bad["amount"][3] += 7  # one leg stored wrong
+    seq, leg = int(bad["seq"][3]), int(bad["leg"][3])
+
+    async def setup() -> None:
+        await migrate(pg_database)
+        conn = await asyncpg.connect(pg_database)
+        w = LedgerWriter(pg_database, retry_max_s=5)
+        try:
+            await sync(conn, CAT)
+            for b in batches:
+                await w.write(b)
+            assert "asset_zero_sum" in (await check_all(
+                conn, external_account=CAT.external_account, grace_s=0)).names()
+            rep = await check_against_wal(conn, wal, CAT)
+            assert [(r["seq"], r["leg"]) for r in rep.violations[0].evidence["rows"]] == [(seq, leg)]
+        finally:
+            await w.close()
+            await conn.close()
+
+    asyncio.run(setup())
+    monkeypatch.setenv("SPOTX_SETTLE_PG_DSN", pg_database)
+    monkeypatch.setenv("SPOTX_DATA_DIR", str(data))
+    args = ["ledger", "repair", "--reason", "writer bug INC-80", "--ticket", "INC-80"]
+    assert cli.main(args) == 0
+    assert "repaired legs: 1" in capsys.readouterr().out
+    assert cli.main(args) == 0  # idempotent
+    assert "repaired legs: 0" in capsys.readouterr().out
+
+    async def verify() -> None:
+        conn = await asyncpg.connect(pg_database)
+        try:
+            assert (await check_all(conn, external_account=CAT.external_account, grace_s=0)
+                    ).names() <= {"entry_balanced"}  # reported once, for the corrupt seq
+            assert (await check_all(conn, external_account=CAT.external_account, grace_s=0)).ok
+            assert (await check_against_wal(conn, wal, CAT)).ok
+            legs = await conn.fetch("SELECT seq, amount, kind FROM ledger_entries WHERE shard = -1")
+            stored = int(bad["amount"][3])
+            assert sorted((r["seq"], r["amount"], r["kind"]) for r in legs) == sorted(
+                [(seq, -stored, 5), (seq, stored - 7, 5)])
+            a = await conn.fetchrow("SELECT note, ticket FROM audit_log WHERE action = 'ledger.repair'")
+            assert a["ticket"] == "INC-80" and json.loads(a["note"])["repaired"] == [[seq, leg]]
+        finally:
+            await conn.close()
+
+    asyncio.run(verify())
