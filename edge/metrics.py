@@ -66,13 +66,12 @@ class EdgeMetrics:
     def declare(self, routes: list[str], methods: list[str]) -> None:
         """Latency slots for these labels (before the block is frozen)."""
         for route in routes:
-            self._http[route] = self.stats.slot(HTTP_LATENCY[0], "histogram", HTTP_LATENCY[1],
-                                                route=route)
+            self._slot(self._http, HTTP_LATENCY, route, route=route)
         for method in methods:
-            self._ws[method] = self.stats.slot(WS_LATENCY[0], "histogram", WS_LATENCY[1],
-                                               method=method)
+            self._slot(self._ws, WS_LATENCY, method, method=method)
 
     def _slot(self, table: dict[str, int], spec: tuple[str, str], label: str, **kv: str) -> int:
+        """The latency slot of ``label`` (declared now if the block is not frozen yet)."""
         if self.stats.frozen:
             return table[OTHER]
         off = table[label] = self.stats.slot(spec[0], "histogram", spec[1], **kv)
