@@ -105,6 +105,10 @@ class SymbolUnits:
     # formatted prices / quantities: a market maker's orders reuse a few levels and sizes
     _price_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
     _qty_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    _quote_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    # accepted price / quantity strings -> ticks / lots (only valid ones are ever stored)
+    _ticks: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _lots: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, sym: Symbol) -> SymbolUnits:
@@ -140,6 +144,36 @@ class SymbolUnits:
             raise ApiError("INVALID_QUANTITY", f"{field} {value} is outside the symbol's limits")
         return units
 
+    def ticks_of(self, value: Any) -> int | None:
+        """``price_ticks(value)`` through a cache, or None where that would raise."""
+        if type(value) is not str:
+            return None
+        t = self._ticks.get(value)
+        if t is None:
+            try:
+                t = self.price_ticks(value)
+            except ApiError:
+                return None
+            if len(self._ticks) >= FORMAT_CACHE:
+                self._ticks.clear()
+            self._ticks[value] = t
+        return t
+
+    def lots_of(self, value: Any) -> int | None:
+        """``qty_lots(value)`` through a cache, or None where that would raise."""
+        if type(value) is not str:
+            return None
+        n = self._lots.get(value)
+        if n is None:
+            try:
+                n = self.qty_lots(value)
+            except ApiError:
+                return None
+            if len(self._lots) >= FORMAT_CACHE:
+                self._lots.clear()
+            self._lots[value] = n
+        return n
+
     # -- format ---------------------------------------------------------------------------------
     def price_str(self, ticks: int) -> str:
         s = self._price_s.get(ticks)
@@ -160,7 +194,12 @@ class SymbolUnits:
         return s
 
     def quote_str(self, minor: int) -> str:
-        return format_units(minor, self.sym.quote_scale)
+        s = self._quote_s.get(minor)
+        if s is None:
+            if len(self._quote_s) >= FORMAT_CACHE:
+                self._quote_s.clear()
+            s = self._quote_s[minor] = format_units(minor, self.sym.quote_scale)
+        return s
 
     def base_str(self, minor: int) -> str:
         return format_units(minor, self.sym.base_scale)

@@ -45,7 +45,7 @@ import numpy as np
 
 from edge.errors import ApiError
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import EvT
+from edge.recio import Command, EvT, cmd_req, stamp
 from pipeline.records import route
 
 Events = list[EvT]
@@ -57,11 +57,11 @@ class EngineGateway(Protocol):
     readmodel: ReadModel
     edge_id: int
 
-    async def submit(self, cmd: np.void, slot: int = 0) -> Events:
+    async def submit(self, cmd: Command, slot: int = 0) -> Events:
         """Send a COMMAND record; its events once durable (see the module header)."""
         ...
 
-    def send(self, cmd: np.void, slot: int, done: Done) -> bool:
+    def send(self, cmd: Command, slot: int, done: Done) -> bool:
         """``submit`` without a coroutine: ``done(events, None)`` or ``done(None, error)`` later;
         False (nothing registered) when the record cannot be sent right now."""
         ...
@@ -127,13 +127,13 @@ class Dispatcher:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def register(self, cmd: np.void, slot: int = 0) -> asyncio.Future[Events]:
+    def register(self, cmd: Command, slot: int = 0) -> asyncio.Future[Events]:
         """Stamp ``cmd`` with conn/req and return the future of its events."""
         fut = self._loop_now().create_future()
         self._add(cmd, slot, fut, None)
         return fut
 
-    def register_cb(self, cmd: np.void, slot: int, done: Done) -> None:
+    def register_cb(self, cmd: Command, slot: int, done: Done) -> None:
         """Stamp ``cmd`` with conn/req; ``done`` gets its events (or the error) from the loop."""
         self._loop_now()
         self._add(cmd, slot, None, done)
@@ -145,7 +145,7 @@ class Dispatcher:
             self._sweeper = None
         return loop
 
-    def _add(self, cmd: np.void, slot: int, fut: asyncio.Future[Events] | None,
+    def _add(self, cmd: Command, slot: int, fut: asyncio.Future[Events] | None,
              done: Done | None) -> None:
         if len(self._pending) >= self.max_inflight:
             raise ApiError("CAPACITY_EXHAUSTED", f"{self.max_inflight} commands in flight on this edge")
@@ -155,16 +155,15 @@ class Dispatcher:
             if req not in self._pending:
                 break
         self._req = req
-        cmd["req"] = req
-        cmd["conn"] = route(self.edge_id, slot)
+        stamp(cmd, route(self.edge_id, slot), req)
         self._pending[req] = _Wait(fut, done, time.monotonic() + self.timeout_s)
         if self._sweeper is None:
             assert self._loop is not None
             self._sweeper = self._loop.call_later(self.timeout_s / 4, self._sweep)
 
-    def forget(self, cmd: np.void) -> None:
+    def forget(self, cmd: Command) -> None:
         """Drop a registration whose record could not be sent."""
-        self._pending.pop(int(cmd["req"]), None)
+        self._pending.pop(cmd_req(cmd), None)
 
     def _sweep(self) -> None:
         """Expire, from the oldest, every command past its deadline; rearm while any is pending."""

@@ -28,7 +28,7 @@ import orjson
 from edge.errors import ApiError
 from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import admin_note, unpack_events
+from edge.recio import Command, admin_note, cmd_bytes, unpack_events
 from pipeline.config import Config
 from pipeline.records import COMMAND
 
@@ -74,16 +74,16 @@ class InprocGateway:
         self._broken = False
 
     # -- EngineGateway ----------------------------------------------------------------------------
-    async def submit(self, cmd: np.void, slot: int = 0) -> Events:
+    async def submit(self, cmd: Command, slot: int = 0) -> Events:
         self._check()
         fut = self.dispatcher.register(cmd, slot)
-        self._enqueue(cmd.tobytes(), None)
+        self._enqueue(cmd_bytes(cmd), None)
         return await fut
 
-    def send(self, cmd: np.void, slot: int, done: Done) -> bool:
+    def send(self, cmd: Command, slot: int, done: Done) -> bool:
         self._check()
         self.dispatcher.register_cb(cmd, slot, done)
-        self._enqueue(cmd.tobytes(), None)
+        self._enqueue(cmd_bytes(cmd), None)
         return True
 
     async def submit_admin(self, rec: np.void) -> Events:

@@ -11,7 +11,7 @@ order.place / POST /v1/orders
   * ``postOnly`` only with LIMIT GTC.
   * price: exact tick multiple in (0, maxPrice] (INVALID_PRICE); quantity: exact lot multiple in
     [minQty, maxQty] (INVALID_QUANTITY); LIMIT notional >= minNotional (MIN_NOTIONAL).
-  * ``clientOrderId`` packed with ``pipeline.records.cid_encode`` (BAD_REQUEST if outside the
+  * ``clientOrderId`` packed with ``pipeline.records.cid_pack`` (BAD_REQUEST if outside the
     alphabet); ``stp`` default EXPIRE_TAKER.
 cancel: exactly one of ``orderId`` / ``clientOrderId``; a clientOrderId needs ``symbol``.
 cancel-all: ``symbol`` optional (absent: every symbol of the account).
@@ -31,6 +31,7 @@ import orjson
 from edge import schema
 from edge.convert import SymbolUnits, amount_minor
 from edge.errors import ApiError
+from edge.fast_orders import cancel_fast, place_fast
 from edge.recio import pack_admin, pack_command
 from pipeline.config import Asset, Config
 from pipeline.records import (
@@ -44,7 +45,7 @@ from pipeline.records import (
     Side,
     Stp,
     Tif,
-    cid_encode,
+    cid_pack,
 )
 
 SIDE = {"BUY": int(Side.BUY), "SELL": int(Side.SELL)}
@@ -84,6 +85,15 @@ class Validator:
         return self.symbol(name).sym.symbol_id if name is not None else 0
 
     # -- trading ------------------------------------------------------------------------------
+    def place_raw(self, account: int, params: Any) -> bytearray:
+        """``place`` as the record's bytes: the common shapes straight-line (``edge.fast_orders``)."""
+        raw = place_fast(self, account, params)
+        return raw if raw is not None else bytearray(self.place(account, params).tobytes())
+
+    def cancel_raw(self, account: int, params: Any) -> bytearray:
+        raw = cancel_fast(self, account, params)
+        return raw if raw is not None else bytearray(self.cancel(account, params).tobytes())
+
     def place(self, account: int, params: Any) -> np.void:
         p = schema.check(params, schema.PLACE)
         u = self.symbol(p["symbol"])
@@ -192,7 +202,7 @@ def _cid(value: str | None) -> bytes:
     if value is None:
         return bytes(28)
     try:
-        return cid_encode(value).tobytes()
+        return cid_pack(value)
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
 

@@ -20,11 +20,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.records import ADMIN, ADMIN_NOTE_BYTES, CID_BYTES, COMMAND, EVENT, Ev, cid_decode
+from pipeline.records import ADMIN, ADMIN_NOTE_BYTES, CID_BYTES, COMMAND, EVENT, Ev, cid_unpack
 
 # COMMAND: price|order_id, qty|amount, account, conn, req, symbol|asset, kind, flags,
 #          side|mode, otype|scope, tif, stp, cid[28]
 _CMD = struct.Struct("<qqIIIHBBBBBB28s")
+CMD_STRUCT = _CMD
+_CONN_REQ = struct.Struct("<II")  # conn, req at bytes 20..28
+_CONN_OFF = 20
+_KIND_BYTE = 30
+# A command on its way to the engine: a numpy COMMAND record, or its 64 bytes as a bytearray (the
+# hot path packs bytes directly: ``edge.fast_orders``). Both are stamped and sent the same way.
+Command = np.void | bytearray
 _NO_CID = bytes(CID_BYTES)
 _ADMIN_TAIL = struct.Struct(f"<I{ADMIN_NOTE_BYTES}s")
 
@@ -93,6 +100,38 @@ def pack_command(kind: int, account: int = 0, *, price: int = 0, qty: int = 0, s
     return rec
 
 
+def cmd_kind(cmd: Command) -> int:
+    return cmd[_KIND_BYTE] if isinstance(cmd, bytearray) else int(cmd["kind"])
+
+
+def cmd_req(cmd: Command) -> int:
+    if isinstance(cmd, bytearray):
+        req: int = _CONN_REQ.unpack_from(cmd, _CONN_OFF)[1]
+        return req
+    return int(cmd["req"])
+
+
+def stamp(cmd: Command, conn: int, req: int) -> None:
+    """Set ``conn`` and ``req`` (the gateway's routing) in place."""
+    if isinstance(cmd, bytearray):
+        _CONN_REQ.pack_into(cmd, _CONN_OFF, conn, req)
+    else:
+        cmd["conn"] = conn
+        cmd["req"] = req
+
+
+def cmd_bytes(cmd: Command) -> bytes:
+    return bytes(cmd) if isinstance(cmd, bytearray) else cmd.tobytes()
+
+
+def as_record(cmd: Command) -> np.void:
+    """The numpy record of ``cmd`` (a view of a bytearray's bytes, not a copy)."""
+    if isinstance(cmd, bytearray):
+        rec: np.void = np.frombuffer(cmd, COMMAND)[0]
+        return rec
+    return cmd
+
+
 def pack_admin(cmd: np.void, note: bytes) -> np.void:
     """An ADMIN record: ``cmd`` plus the UTF-8 JSON audit ``note`` (<= ADMIN_NOTE_BYTES)."""
     if len(note) > ADMIN_NOTE_BYTES:
@@ -122,7 +161,7 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
         if raw[off + _KIND_OFF] in _CID_KINDS:
             c = _EV_CID.unpack_from(raw, off)
             try:
-                cid = cid_decode(c[5]) if any(c[5]) else None
+                cid = cid_unpack(c[5])
             except ValueError:  # never let one malformed field drop a whole durable frame
                 cid = None
             out.append(make((*c[:5], 0, 0, 0, 0, *c[6:20], *c[22:], cid)))

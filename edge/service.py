@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from edge import schema
 from edge.auth import ApiKey
 from edge.convert import SymbolUnits, amount_str
@@ -24,7 +22,7 @@ from edge.errors import ApiError
 from edge.gateway import EngineGateway, Events
 from edge.orders import Validator
 from edge.readmodel import ReadModel
-from edge.recio import EvT
+from edge.recio import Command, EvT
 from edge.views import OrderState, first_reject, order_json, place_response
 from pipeline.config import Config
 from pipeline.records import CmdFlag, Ev, Mode
@@ -81,9 +79,9 @@ class TradingService:
 
     # -- trading ----------------------------------------------------------------------------------
     async def place(self, key: ApiKey, params: Any, slot: int = 0) -> dict[str, Any]:
-        return await self.place_cmd(self.v.place(key.account, params), slot)
+        return await self.place_cmd(self.v.place_raw(key.account, params), slot)
 
-    async def place_cmd(self, cmd: np.void, slot: int = 0) -> dict[str, Any]:
+    async def place_cmd(self, cmd: Command, slot: int = 0) -> dict[str, Any]:
         """``place`` of an already validated command."""
         return place_response(await self.gw.submit(cmd, slot), self.units)
 
@@ -91,7 +89,7 @@ class TradingService:
                      query: bool = False) -> dict[str, Any]:
         return await self.cancel_cmd(key, self.v.cancel(key.account, params, query), slot)
 
-    async def cancel_cmd(self, key: ApiKey, cmd: np.void, slot: int = 0) -> dict[str, Any]:
+    async def cancel_cmd(self, key: ApiKey, cmd: Command, slot: int = 0) -> dict[str, Any]:
         """``cancel`` of an already validated command."""
         return self._cancel_result(key, await self.gw.submit(cmd, slot))
 
@@ -108,14 +106,14 @@ class TradingService:
     # send, and call ``reply(result, None)`` or ``reply(None, error)`` when the events are durable.
     # They return None once sent, or the validated command when the gateway could not take it at
     # once (inbound ring full): the caller then awaits ``place_cmd`` / ``cancel_cmd`` with it.
-    def start_place(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> np.void | None:
-        cmd = self.v.place(key.account, params)
+    def start_place(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> Command | None:
+        cmd = self.v.place_raw(key.account, params)
         units = self.units
         done = _answering(reply, lambda evs: place_response(evs, units))
         return None if self.gw.send(cmd, slot, done) else cmd
 
-    def start_cancel(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> np.void | None:
-        cmd = self.v.cancel(key.account, params)
+    def start_cancel(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> Command | None:
+        cmd = self.v.cancel_raw(key.account, params)
         done = _answering(reply, lambda evs: self._cancel_result(key, evs))
         return None if self.gw.send(cmd, slot, done) else cmd
 

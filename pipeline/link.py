@@ -33,7 +33,7 @@ import numpy as np
 from edge.errors import ApiError
 from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import unpack_events
+from edge.recio import Command, cmd_kind, unpack_events
 from pipeline import shm_layout
 from pipeline.config import Config
 from pipeline.doorbell import Doorbell
@@ -51,6 +51,8 @@ PUSH_RETRY_S = 0.2
 
 QUEUE_RECORDS = 4096  # commands an edge can hold for its ring between loop iterations
 QUEUE_RETRY_S = 0.0002
+_CMD_SIZE = COMMAND.itemsize
+_NEW_ORDER = int(Cmd.NEW_ORDER)
 
 
 def wal_dir(cfg: Config) -> Path:
@@ -72,7 +74,9 @@ class CommandQueue:
         self.ring = ring
         self.fail = fail
         self.wake = wake  # rings the engine's doorbell after a push (pipeline.doorbell)
-        self.buf = np.zeros(capacity, COMMAND)
+        self.raw = bytearray(capacity * COMMAND.itemsize)
+        self.buf = np.frombuffer(self.raw, COMMAND)  # the records, a view of ``raw``
+        self.mv = memoryview(self.raw)
         self.n = 0
         self.stall_s = stall_s
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,11 +91,14 @@ class CommandQueue:
         self._closed = True
         self.n = 0
 
-    def put(self, cmd: np.void, loop: asyncio.AbstractEventLoop) -> bool:
+    def put(self, cmd: Command, loop: asyncio.AbstractEventLoop) -> bool:
         n = self.n
         if n >= len(self.buf) or self._closed:
             return False
-        self.buf[n] = cmd
+        if type(cmd) is bytearray:
+            self.mv[n * _CMD_SIZE:(n + 1) * _CMD_SIZE] = cmd
+        else:
+            self.buf[n] = cmd
         self.n = n + 1
         if not self._scheduled:
             self._scheduled = True
@@ -367,8 +374,8 @@ class RingGateway:
         self.dispatcher.fail(req, ApiError(
             "ENGINE_UNAVAILABLE", "the engine is not taking commands (inbound ring full)"))
 
-    async def submit(self, cmd: np.void, slot: int = 0) -> Events:
-        if int(cmd["kind"]) == Cmd.NEW_ORDER:
+    async def submit(self, cmd: Command, slot: int = 0) -> Events:
+        if cmd_kind(cmd) == _NEW_ORDER:
             self._admit_new_order()
         fut = self.dispatcher.register(cmd, slot)
         q = self.cmdq
@@ -383,8 +390,8 @@ class RingGateway:
             await asyncio.sleep(QUEUE_RETRY_S)
         return await fut
 
-    def send(self, cmd: np.void, slot: int, done: Done) -> bool:
-        took = int(cmd["kind"]) == Cmd.NEW_ORDER and self._admit_new_order()
+    def send(self, cmd: Command, slot: int, done: Done) -> bool:
+        took = cmd_kind(cmd) == _NEW_ORDER and self._admit_new_order()
         self.dispatcher.register_cb(cmd, slot, done)
         q = self.cmdq
         if q is not None and q.put(cmd, self.dispatcher._loop_now()):

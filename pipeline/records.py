@@ -25,7 +25,9 @@ No float column anywhere. Enum values below are stable: they are written to the 
 
 from __future__ import annotations
 
+import binascii
 import enum
+import re
 from typing import Any
 
 import numpy as np
@@ -257,38 +259,48 @@ assert COMMAND.itemsize == 64 and EVENT.itemsize == 128 and ADMIN.itemsize == 51
 # --------------------------------------------------------------------------------------------
 
 CID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-_CID_INDEX = {c: i for i, c in enumerate(CID_ALPHABET)}
+# The alphabet is base64's with "_-" for "+/", so the 6-bit packing is base64 itself: one C call
+# (binascii) instead of a Python loop per char (the loop was ~5 % of an edge's CPU at load).
+_TO_B64 = bytes.maketrans(b"_-", b"+/")
+_FROM_B64 = bytes.maketrans(b"+/", b"_-")
+_CID_RE = re.compile(rf"[A-Za-z0-9_\-]{{1,{CID_MAX_LEN}}}")
+_PAD = "AAAA"  # "A" is symbol 0: padding adds zero bits, exactly what the left alignment needs
+_NO_CID = bytes(CID_BYTES)
+
+
+def cid_pack(cid: str) -> bytes:
+    """Pack ``cid`` into ``CID_BYTES`` bytes (length symbol, then 6-bit chars). Raises ValueError."""
+    if type(cid) is not str or _CID_RE.fullmatch(cid) is None:
+        n = len(cid)
+        if not 1 <= n <= CID_MAX_LEN:
+            raise ValueError(f"clientOrderId must be 1..{CID_MAX_LEN} chars, got {n}")
+        bad = next(ch for ch in cid if ch not in CID_ALPHABET)
+        raise ValueError(f"clientOrderId has a character outside [A-Za-z0-9_-]: {bad!r}")
+    sym = CID_ALPHABET[len(cid)] + cid
+    sym += _PAD[:-len(sym) % 4]
+    raw = binascii.a2b_base64(sym.encode().translate(_TO_B64))
+    return raw[:CID_BYTES] if len(raw) >= CID_BYTES else raw + _NO_CID[len(raw):]
+
+
+def cid_unpack(raw: bytes) -> str | None:
+    """Inverse of ``cid_pack``; None for the all-zero (absent) cid. Raises ValueError if corrupt."""
+    if raw == _NO_CID:
+        return None
+    s = binascii.b2a_base64(raw + b"\0\0", newline=False).translate(_FROM_B64).decode()  # 40 symbols
+    n = CID_ALPHABET.index(s[0])
+    if not 1 <= n <= CID_MAX_LEN:
+        raise ValueError(f"corrupt cid field (length symbol {n})")
+    return s[1:1 + n]
 
 
 def cid_encode(cid: str) -> np.ndarray:
-    """Pack ``cid`` into 28 bytes (length symbol, then 6-bit chars). Raises ValueError."""
-    n = len(cid)
-    if not 1 <= n <= CID_MAX_LEN:
-        raise ValueError(f"clientOrderId must be 1..{CID_MAX_LEN} chars, got {n}")
-    acc = n
-    try:
-        for ch in cid:
-            acc = (acc << 6) | _CID_INDEX[ch]
-    except KeyError as e:
-        raise ValueError(f"clientOrderId has a character outside [A-Za-z0-9_-]: {e.args[0]!r}") from None
-    bits = 6 * (n + 1)
-    acc <<= CID_BYTES * 8 - bits
-    return np.frombuffer(acc.to_bytes(CID_BYTES, "big"), dtype=np.uint8).copy()
+    """``cid_pack`` as a uint8 array (for record fields). Raises ValueError."""
+    return np.frombuffer(cid_pack(cid), dtype=np.uint8).copy()
 
 
 def cid_decode(raw: np.ndarray | bytes) -> str | None:
     """Inverse of cid_encode; None for the all-zero (absent) cid."""
-    acc = int.from_bytes(bytes(raw), "big")
-    if acc == 0:
-        return None
-    total = CID_BYTES * 8
-    n = (acc >> (total - 6)) & 63
-    if not 1 <= n <= CID_MAX_LEN:
-        raise ValueError(f"corrupt cid field (length symbol {n})")
-    out = []
-    for i in range(n):
-        out.append(CID_ALPHABET[(acc >> (total - 6 * (i + 2))) & 63])
-    return "".join(out)
+    return cid_unpack(bytes(raw))
 
 
 def route(edge_id: int, slot: int) -> int:
