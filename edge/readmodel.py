@@ -4,7 +4,7 @@ Fed by the gateway with every durable event in seq order (in the stack: the WAL 
 the engine's output), *before* the command's response is released, so a client reads its own
 writes. Answers GET /v1/orders[/{id}], /v1/fills, /v1/balances and their WS twins, and produces the
 private WS events (``OrderUpdate`` with ``lastFill``, ``BalanceUpdate``) for subscribed accounts,
-serialised once per event and handed to every subscriber as bytes. In ``OrderUpdate`` the order's
+serialised once per event (``edge.views_text``) and handed to every subscriber as bytes. In ``OrderUpdate`` the order's
 own ``type`` (LIMIT/MARKET) is named ``orderType``, since ``type`` names the event.
 
 Memory (bounded, per process):
@@ -27,12 +27,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from edge.convert import SymbolUnits, format_units
 from edge.errors import REJECT_AS_EXPIRED, REJECT_TO_ERROR
 from edge.recio import EvT
-from edge.views import Fill, OrderState, fill_json, fill_row_json, order_json
+from edge.views import Fill, OrderState, fill_row_json, order_json
+from edge.views_text import balance_update_text, order_update_text
 from pipeline.config import Asset
 from pipeline.records import GLOBAL_SYMBOL, Ev, RejectReason
 
@@ -94,8 +93,8 @@ class ReadModel:
                     del self._subs[account]
         return unsubscribe
 
-    def _notify(self, account: int, msg: dict[str, Any]) -> None:
-        payload = orjson.dumps(msg)
+    def _notify(self, account: int, text: str) -> None:
+        payload = text.encode()
         for sink in list(self._subs.get(account, ())):
             try:
                 sink(account, payload)
@@ -105,13 +104,8 @@ class ReadModel:
 
     def _order_update(self, st: OrderState, fill: Fill | None, seq: int) -> None:
         u = self.units.get(st.symbol)
-        if u is None:
-            return
-        d = order_json(st, u)
-        d["orderType"] = d.pop("type")  # "type" names the event (API.md); the order's type moves
-        msg = {"type": "OrderUpdate", **d, "seq": seq,
-               "lastFill": fill_json(fill, u) if fill is not None else None}
-        self._notify(st.account, msg)
+        if u is not None:
+            self._notify(st.account, order_update_text(st, u, seq, fill))
 
     # -- feeding ----------------------------------------------------------------------------------
     def _acct(self, account: int) -> AccountView:
@@ -156,11 +150,8 @@ class ReadModel:
                 if e.account in subs:
                     asset = self.assets.get(e.asset)
                     if asset is not None:
-                        self._notify(e.account, {
-                            "type": "BalanceUpdate", "asset": asset.name,
-                            "available": format_units(e.available, asset.scale),
-                            "locked": format_units(e.locked, asset.scale), "seq": e.seq,
-                            "timeUs": e.ts_ns // 1000})
+                        self._notify(e.account, balance_update_text(
+                            asset, e.available, e.locked, e.seq, e.ts_ns))
             elif k == _ACCEPTED:
                 st = OrderState(e)
                 a = self._acct(e.account)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from edge import schema
 from edge.auth import ApiKey
 from edge.convert import SymbolUnits, amount_str
@@ -23,11 +25,13 @@ from edge.gateway import EngineGateway, Events
 from edge.orders import Validator
 from edge.readmodel import ReadModel
 from edge.recio import Command, EvT
-from edge.views import OrderState, first_reject, order_json, place_response
+from edge.views import OrderState, first_reject, order_json, place_outcome, place_response
+from edge.views_text import order_text
 from pipeline.config import Config
 from pipeline.records import CmdFlag, Ev, Mode
 
 _DISCONNECT = int(CmdFlag.DISCONNECT)
+_CANCELED = int(Ev.CANCELED)
 
 MODE_NAME = {int(m): m.name for m in Mode}
 Reply = Callable[[Any, ApiError | None], None]
@@ -94,27 +98,35 @@ class TradingService:
         return self._cancel_result(key, await self.gw.submit(cmd, slot))
 
     def _cancel_result(self, key: ApiKey, evs: Events) -> dict[str, Any]:
+        return order_json(*self._canceled(key, evs))
+
+    def _canceled(self, key: ApiKey, evs: Events) -> tuple[OrderState, SymbolUnits]:
         rej = first_reject(evs)
         if rej is not None:
             raise rej
         for e in evs:
-            if e.kind == Ev.CANCELED and e.account == key.account:
-                return self._closed_order(key.account, e)
+            if e.kind == _CANCELED and e.account == key.account:
+                return self._closed_state(key.account, e)
         raise ApiError("UNKNOWN_ORDER", "no open order matched")
 
     # The same two without a coroutine (the WS order path): validate now (ApiError raised here),
     # send, and call ``reply(result, None)`` or ``reply(None, error)`` when the events are durable.
+    # The result is the order as JSON text (``orjson.Fragment``, ``edge.views_text``); a place's
+    # comes with the order id while the order rests (0 once it is closed).
     # They return None once sent, or the validated command when the gateway could not take it at
     # once (inbound ring full): the caller then awaits ``place_cmd`` / ``cancel_cmd`` with it.
     def start_place(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> Command | None:
         cmd = self.v.place_raw(key.account, params)
-        units = self.units
-        done = _answering(reply, lambda evs: place_response(evs, units))
+        done = _answering(reply, self._placed_text)
         return None if self.gw.send(cmd, slot, done) else cmd
+
+    def _placed_text(self, evs: Events) -> tuple[orjson.Fragment, int]:
+        st, u, fills = place_outcome(evs, self.units)
+        return orjson.Fragment(order_text(st, u, fills)), st.order_id if st.is_open else 0
 
     def start_cancel(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> Command | None:
         cmd = self.v.cancel_raw(key.account, params)
-        done = _answering(reply, lambda evs: self._cancel_result(key, evs))
+        done = _answering(reply, lambda evs: orjson.Fragment(order_text(*self._canceled(key, evs))))
         return None if self.gw.send(cmd, slot, done) else cmd
 
     async def cancel_all(self, key: ApiKey, params: Any, slot: int = 0,
@@ -124,8 +136,8 @@ class TradingService:
         rej = first_reject(evs)
         if rej is not None:
             raise rej
-        return [self._closed_order(key.account, e) for e in evs
-                if e.kind == Ev.CANCELED and e.account == key.account]
+        return [order_json(*self._closed_state(key.account, e)) for e in evs
+                if e.kind == _CANCELED and e.account == key.account]
 
     async def cancel_orders(self, key: ApiKey, order_ids: list[int], slot: int = 0) -> int:
         """Cancel-on-disconnect: cancel each still-open order; returns how many were canceled."""
@@ -143,11 +155,11 @@ class TradingService:
             n += sum(1 for e in evs if e.kind == Ev.CANCELED)
         return n
 
-    def _closed_order(self, account: int, e: EvT) -> dict[str, Any]:
+    def _closed_state(self, account: int, e: EvT) -> tuple[OrderState, SymbolUnits]:
         st = self.rm.order(account, e.order_id)
         if st is None:  # evicted already (tiny closed cache): answer from the event alone
             st = OrderState(e, "CANCELED")
-        return order_json(st, self._units(st.symbol))
+        return st, self._units(st.symbol)
 
     async def withdraw(self, key: ApiKey, params: Any, slot: int = 0) -> dict[str, Any]:
         cmd = self.v.withdraw(key.account, params)

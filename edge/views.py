@@ -32,6 +32,8 @@ SIDE_NAME = {int(Side.BUY): "BUY", int(Side.SELL): "SELL"}
 TYPE_NAME = {int(OrdType.LIMIT): "LIMIT", int(OrdType.MARKET): "MARKET"}
 TIF_NAME = {int(t): t.name for t in Tif}
 STP_NAME = {int(s): s.name for s in Stp}
+_ACCEPTED, _REJECTED, _TRADE, _EXPIRED, _CANCELED = (
+    int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.TRADE), int(Ev.EXPIRED), int(Ev.CANCELED))
 FINAL = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED"})
 
 
@@ -137,38 +139,45 @@ def order_json(o: OrderState, u: SymbolUnits, fills: list[Fill] | None = None) -
     return d
 
 
-def place_response(evs: list[EvT], units: dict[int, SymbolUnits]) -> dict[str, Any]:
-    """The order JSON for the events of one NEW_ORDER command; raises ApiError if rejected."""
+def place_outcome(evs: list[EvT], units: dict[int, SymbolUnits]
+                  ) -> tuple[OrderState, SymbolUnits, list[Fill]]:
+    """The order, its units and entry fills after the events of one NEW_ORDER command; raises
+    ApiError if it was rejected (a FOK that could not fill is answered as an EXPIRED order)."""
     state: OrderState | None = None
     fills: list[Fill] = []
     for e in evs:
         k = e.kind
-        if k == Ev.ACCEPTED and state is None:
+        if k == _ACCEPTED and state is None:
             state = OrderState(e)
-        elif k == Ev.REJECTED:
+        elif k == _REJECTED:
             if e.reason in REJECT_AS_EXPIRED and e.symbol in units:
                 state = OrderState(e, "EXPIRED")
                 state.leaves = 0
-                return order_json(state, units[e.symbol], [])
+                return state, units[e.symbol], []
             raise from_reject(e.reason)
         elif state is None:
             continue
-        elif k == Ev.TRADE and e.order_id == state.order_id:
+        elif k == _TRADE and e.order_id == state.order_id:
             fills.append(state.trade(e, maker=False))
-        elif k == Ev.EXPIRED and e.order_id == state.order_id:
+        elif k == _EXPIRED and e.order_id == state.order_id:
             state.close("EXPIRED", e.ts_ns)
-        elif k == Ev.CANCELED and e.order_id == state.order_id:
+        elif k == _CANCELED and e.order_id == state.order_id:
             state.close("CANCELED", e.ts_ns)
     if state is None:
         raise ApiError("INTERNAL", "engine answered a new order without ACCEPTED or REJECTED")
     u = units.get(state.symbol)
     if u is None:
         raise ApiError("INTERNAL", f"engine answered with unknown symbol id {state.symbol}")
-    return order_json(state, u, fills)
+    return state, u, fills
+
+
+def place_response(evs: list[EvT], units: dict[int, SymbolUnits]) -> dict[str, Any]:
+    """The order JSON for the events of one NEW_ORDER command; raises ApiError if rejected."""
+    return order_json(*place_outcome(evs, units))
 
 
 def first_reject(evs: list[EvT]) -> ApiError | None:
     for e in evs:
-        if e.kind == Ev.REJECTED:
+        if e.kind == _REJECTED:
             return from_reject(e.reason)
     return None

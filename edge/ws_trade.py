@@ -374,8 +374,10 @@ class TradeSession(WSListener):
         """The answer of a request sent without a coroutine (see ``_dispatch``)."""
         self.in_cb -= 1
         if exc is None:
-            if place:
-                self._placed(key, result)
+            if place:  # (order text, id of the order while it rests)
+                result, oid = result
+                if oid:
+                    self._remember(key, oid)
             slot.data = _ok(slot.rid, result)
         else:
             self.srv.metrics.error(exc.name)

@@ -1,0 +1,97 @@
+"""The text views (edge.views_text) say exactly what the dict views (edge.views) say.
+
+Generated orders cover every branch of the order view: MARKET (price null), quote-budget orders
+(quantity null, quoteQuantity), rejects, absent/present clientOrderIds, fills as maker and taker,
+and odd enum values ("?").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.orders import Validator
+from edge.views import FINAL, Fill, OrderState, fill_json, order_json
+from edge.views_text import balance_update_text, fill_text, order_text, order_update_text
+from pipeline import config
+
+CFG = config.load(env={})
+UNITS = Validator(CFG).units_by_id
+ASSETS = list(CFG.assets)
+I64 = st.integers(0, 2**62)
+
+
+@st.composite
+def orders(draw: Any) -> tuple[OrderState, Any]:
+    o = OrderState.__new__(OrderState)
+    u = draw(st.sampled_from(list(UNITS.values())))
+    s = u.sym
+    o.order_id = draw(st.one_of(st.just(0), I64))
+    o.account = draw(st.integers(1, 2**32 - 1))
+    o.symbol = s.symbol_id
+    o.side = draw(st.integers(0, 3))
+    o.otype = draw(st.integers(0, 3))
+    o.tif = draw(st.integers(0, 4))
+    o.flags = draw(st.integers(0, 255))
+    o.stp = draw(st.integers(0, 5))
+    o.price = draw(st.integers(0, s.max_price_ticks))
+    o.qty = draw(st.one_of(st.just(0), st.integers(1, s.max_qty_lots)))
+    o.quote = draw(st.one_of(st.just(0), st.integers(1, 10**15)))
+    o.cid = draw(st.one_of(st.none(), st.text("AZaz09_-", min_size=1, max_size=36)))
+    o.time_ns = draw(I64)
+    o.executed = draw(st.integers(0, s.max_qty_lots))
+    o.cum_quote = draw(st.integers(0, 10**15))
+    o.leaves = draw(st.integers(0, s.max_qty_lots))
+    o.status = draw(st.sampled_from(sorted(FINAL | {"NEW", "PARTIALLY_FILLED"})))
+    o.update_ns = draw(I64)
+    o.reject = draw(st.one_of(st.none(), st.sampled_from(["INSUFFICIENT_BALANCE", "WOULD_TAKE"])))
+    return o, u
+
+
+@st.composite
+def fills(draw: Any, u: Any) -> Fill:
+    s = u.sym
+    return Fill(draw(I64), draw(I64), s.symbol_id, draw(st.integers(0, 2)),
+                draw(st.integers(1, s.max_price_ticks)), draw(st.integers(1, s.max_qty_lots)),
+                draw(st.integers(0, 10**15)), draw(st.integers(0, 10**12)), draw(st.booleans()),
+                draw(I64))
+
+
+@settings(max_examples=400, deadline=None)
+@given(orders(), st.data())
+def test_order_text_is_order_json(ou: tuple[OrderState, Any], data: Any) -> None:
+    o, u = ou
+    assert orjson.loads(order_text(o, u)) == order_json(o, u)
+    fs = data.draw(st.lists(fills(u), max_size=3))
+    text = order_text(o, u, fs)
+    assert orjson.loads(text) == order_json(o, u, fs)
+    assert list(orjson.loads(text)) == list(order_json(o, u, fs))  # and in the same order
+    for f in fs:
+        assert orjson.loads(fill_text(f, u)) == fill_json(f, u)
+
+
+@settings(max_examples=300, deadline=None)
+@given(orders(), st.integers(1, 2**62), st.data())
+def test_order_update_text_is_the_order_update_event(ou: tuple[OrderState, Any], seq: int,
+                                                     data: Any) -> None:
+    o, u = ou
+    fill = data.draw(st.one_of(st.none(), fills(u)))
+    d = order_json(o, u)
+    d["orderType"] = d.pop("type")  # API.md: "type" names the event
+    want = {"type": "OrderUpdate", **d, "seq": seq,
+            "lastFill": fill_json(fill, u) if fill is not None else None}
+    got = orjson.loads(order_update_text(o, u, seq, fill))
+    assert got == want and list(got) == list(want)
+
+
+@given(st.sampled_from(ASSETS), st.integers(-2**62, 2**62), st.integers(0, 2**62),
+       st.integers(1, 2**62), I64)
+def test_balance_update_text(asset: Any, avail: int, locked: int, seq: int, ts: int) -> None:
+    from edge.convert import format_units
+    assert orjson.loads(balance_update_text(asset, avail, locked, seq, ts)) == {
+        "type": "BalanceUpdate", "asset": asset.name,
+        "available": format_units(avail, asset.scale), "locked": format_units(locked, asset.scale),
+        "seq": seq, "timeUs": ts // 1000}
