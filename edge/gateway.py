@@ -83,6 +83,12 @@ class EngineGateway(Protocol):
         ...
 
 
+class EventFeed(Protocol):
+    """What the dispatcher feeds before answering: the read model (or a test's recorder)."""
+
+    def apply(self, evs: Events) -> None: ...
+
+
 class _Wait:
     __slots__ = ("fut", "done", "events", "deadline")
 
@@ -109,7 +115,7 @@ class _Wait:
 
 
 class Dispatcher:
-    def __init__(self, readmodel: ReadModel, edge_id: int, timeout_s: float = 5.0,
+    def __init__(self, readmodel: EventFeed, edge_id: int, timeout_s: float = 5.0,
                  max_inflight: int = 65536) -> None:
         if not 1 <= edge_id <= 255:
             raise ValueError(f"edge_id must be 1..255, got {edge_id}")

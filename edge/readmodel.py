@@ -52,6 +52,16 @@ class AccountView:
         self.fills: deque[Fill] = deque(maxlen=fills_max)
         self.balances: dict[int, tuple[int, int]] = {}
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled the same compiled or not
+        return _account_view, (self.open, self.closed, self.cids, self.fills, self.balances)
+
+
+def _account_view(open_: dict[int, OrderState], closed: dict[int, OrderState], cids: dict[str, int],
+                  fills: deque[Fill], balances: dict[int, tuple[int, int]]) -> AccountView:
+    a = AccountView(fills.maxlen or 0)
+    a.open, a.closed, a.cids, a.fills, a.balances = open_, closed, cids, fills, balances
+    return a
+
 
 class ReadModel:
     def __init__(self, units: dict[int, SymbolUnits], assets: dict[int, Asset],
@@ -71,14 +81,22 @@ class ReadModel:
         self._subs: dict[int, list[PrivateSink]] = {}
 
     # -- snapshots (pipeline.edge_snapshot) ---------------------------------------------------------
-    _NOT_STATE = frozenset({"units", "assets", "closed_max", "fills_max", "_subs"})
-
     def state(self) -> dict[str, Any]:
         """What an edge snapshot keeps: everything derived from events (not config, subscribers)."""
-        return {k: v for k, v in self.__dict__.items() if k not in self._NOT_STATE}
+        return {"accounts": self.accounts, "open_index": self.open_index, "modes": self.modes,
+                "global_mode": self.global_mode, "withdrawals_halted": self.withdrawals_halted,
+                "last_seq": self.last_seq, "state_hash": self.state_hash,
+                "sink_errors": self.sink_errors}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({k: v for k, v in state.items() if k not in self._NOT_STATE})
+        self.accounts = state["accounts"]
+        self.open_index = state["open_index"]
+        self.modes = state["modes"]
+        self.global_mode = state["global_mode"]
+        self.withdrawals_halted = state["withdrawals_halted"]
+        self.last_seq = state["last_seq"]
+        self.state_hash = state["state_hash"]
+        self.sink_errors = state["sink_errors"]
 
     # -- subscriptions ----------------------------------------------------------------------------
     def subscribe(self, account: int, sink: PrivateSink) -> Callable[[], None]:

@@ -50,10 +50,13 @@ class Fill(NamedTuple):
     ts_ns: int
 
 
-class OrderState:
-    __slots__ = ("order_id", "account", "symbol", "side", "otype", "tif", "flags", "stp", "price",
+_ORDER_FIELDS = ("order_id", "account", "symbol", "side", "otype", "tif", "flags", "stp", "price",
                  "qty", "quote", "cid", "time_ns", "executed", "cum_quote", "leaves", "status",
                  "update_ns", "reject")
+
+
+class OrderState:
+    __slots__ = _ORDER_FIELDS
 
     def __init__(self, ev: EvT, status: str = "NEW") -> None:
         self.order_id = ev.order_id
@@ -77,6 +80,9 @@ class OrderState:
         self.update_ns = ev.ts_ns
         self.reject: str | None = None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled the same compiled or not
+        return _order_state, tuple([getattr(self, k) for k in _ORDER_FIELDS])
+
     def trade(self, ev: EvT, maker: bool) -> Fill:
         self.executed += ev.qty
         self.cum_quote += ev.quote_qty
@@ -94,6 +100,16 @@ class OrderState:
     @property
     def is_open(self) -> bool:
         return self.status not in FINAL
+
+
+_BLANK = EvT._make((0,) * 25 + (None,))
+
+
+def _order_state(*values: Any) -> OrderState:
+    o = OrderState(_BLANK)  # (a compiled class has no bare __new__)
+    for k, v in zip(_ORDER_FIELDS, values, strict=True):
+        setattr(o, k, v)
+    return o
 
 
 def fill_json(f: Fill, u: SymbolUnits) -> dict[str, Any]:

@@ -211,6 +211,22 @@ def cmd_forensics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    from edge import native
+
+    if args.action == "build":
+        try:
+            native.build()
+        except (RuntimeError, OSError) as e:
+            _out(f"spotx native: {e}", file=sys.stderr)
+            return 1
+        _out(f"spotx native: {len(native.MODULES)} edge modules compiled into {native.NATIVE_DIR}")
+        return 0
+    why = native.check()
+    _out(f"edge modules: {'compiled (' + str(native.NATIVE_DIR) + ')' if not why else 'interpreted: ' + why}")
+    return 0 if not why else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spotx", description="spotx exchange operator CLI")
     ap.add_argument("--config", default=None, help="spotx.toml (default: embedded single-host)")
@@ -312,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     fb = sub.add_parser("forensic-bundle", help="WAL + snapshots + offsets + ledger range + configs")
     fb.add_argument("--out", default=".", help="directory for the .tar.gz")
     fb.set_defaults(fn=cmd_forensics)
+
+    nat = sub.add_parser("native", help="the edge's compiled per-order modules (mypyc)")
+    nat.add_argument("action", choices=("build", "status"))
+    nat.set_defaults(fn=cmd_native)
     return ap
 
 

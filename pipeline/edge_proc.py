@@ -83,12 +83,15 @@ async def serve(cfg: Config, edge_id: int, ready: Connection | None,
     http_server, sweeper = await serve_http(state, cfg.edge.host, cfg.edge.rest_port, reuse_port=reuse)
     ws_server = await ws.start(cfg.edge.host, cfg.edge.ws_trade_port, reuse_port=reuse)
     heap.settle()
-    log.info("edge-%d ready: REST :%d WS :%d (replayed %d events)", edge_id, cfg.edge.rest_port,
-             cfg.edge.ws_trade_port, n)
+    from edge.native import STATE as native
+
+    log.info("edge-%d ready: REST :%d WS :%d (replayed %d events; modules %s: %s)", edge_id,
+             cfg.edge.rest_port, cfg.edge.ws_trade_port, n,
+             "compiled" if native["active"] else "interpreted", native["reason"])
     if ready is not None:
         ready.send({"ready": True, "rest_port": cfg.edge.rest_port,
                     "ws_port": cfg.edge.ws_trade_port, "replayed_events": n,
-                    "restored_from_seq": gateway.restored_from})
+                    "restored_from_seq": gateway.restored_from, "native": native["active"]})
     try:
         await stop.wait()
     finally:

@@ -120,15 +120,21 @@ def signed_headers(key: ApiKey, method: str, target: str, body: bytes = b"",
     return h
 
 
+class _Tap:
+    """An EventFeed that records what the dispatcher feeds, then feeds the read model."""
+
+    def __init__(self, inner: Any, seen: list[Any]) -> None:
+        self.inner = inner
+        self.seen = seen
+
+    def apply(self, evs: list[Any]) -> None:
+        self.seen.extend(evs)
+        self.inner.apply(evs)
+
+
 def tap_events(live: LiveEdge) -> list[Any]:
     """Every event the live edge's dispatcher is fed from now on (the engine's output, decoded)."""
     seen: list[Any] = []
     d = live.edge.gateway.dispatcher  # type: ignore[attr-defined]
-    feed = d.feed
-
-    def tapped(evs: list[Any]) -> None:
-        seen.extend(evs)
-        feed(evs)
-
-    d.feed = tapped
+    d.readmodel = _Tap(d.readmodel, seen)
     return seen

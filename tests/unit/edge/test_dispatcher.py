@@ -36,7 +36,7 @@ def cmd() -> Any:
 def test_futures_and_callbacks_get_their_own_events_after_the_read_model() -> None:
     async def main() -> None:
         rm = Applied()
-        d = Dispatcher(rm, edge_id=1)  # type: ignore[arg-type]
+        d = Dispatcher(rm, edge_id=1)
         a, b = cmd(), cmd()
         fut = d.register(a, slot=3)
         got: list[tuple[Any, Any]] = []
@@ -55,7 +55,7 @@ def test_futures_and_callbacks_get_their_own_events_after_the_read_model() -> No
 
 def test_timeout_by_sweep_and_a_failing_callback_does_not_stop_the_others() -> None:
     async def main() -> None:
-        d = Dispatcher(Applied(), edge_id=1, timeout_s=0.2)  # type: ignore[arg-type]
+        d = Dispatcher(Applied(), edge_id=1, timeout_s=0.2)
         got: list[Any] = []
 
         def bad(evs: Any, exc: Any) -> None:
@@ -80,7 +80,7 @@ def test_timeout_by_sweep_and_a_failing_callback_does_not_stop_the_others() -> N
 
 def test_fail_all_answers_every_kind_of_waiter() -> None:
     async def main() -> None:
-        d = Dispatcher(Applied(), edge_id=1)  # type: ignore[arg-type]
+        d = Dispatcher(Applied(), edge_id=1)
         got: list[Any] = []
         d.register_cb(cmd(), 0, lambda evs, exc: got.append(exc))
         fut = d.register(cmd(), 0)

@@ -276,15 +276,19 @@ def test_a_gateway_that_cannot_take_a_command_at_once_falls_back_in_order(live: 
     """``send`` returning False (inbound ring full) makes the session wait for room through
     ``submit``; answers still come back in request order, with the right results."""
     admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
-    gw = live.edge.gateway
-    real = gw.send
+    svc = live.edge.service
+    gw = svc.gw
     calls = [0]
 
-    def every_other_refused(cmd: Any, slot: int, done: Any) -> bool:
-        calls[0] += 1
-        return False if calls[0] % 2 else real(cmd, slot, done)
+    class EveryOtherRefused:  # the real gateway, whose send() refuses every other command
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gw, name)
 
-    gw.send = every_other_refused  # type: ignore[method-assign]
+        def send(self, cmd: Any, slot: int, done: Any) -> bool:
+            calls[0] += 1
+            return False if calls[0] % 2 else gw.send(cmd, slot, done)
+
+    svc.gw = EveryOtherRefused()  # type: ignore[assignment]
     try:
         ws = Ws(live)
         ws.logon()
@@ -301,7 +305,7 @@ def test_a_gateway_that_cannot_take_a_command_at_once_falls_back_in_order(live: 
         assert calls[0] == 12
         ws.c.close()
     finally:
-        del gw.send
+        svc.gw = gw
 
 
 def test_frames_of_every_length_class_arrive_whole_and_in_order(live: LiveEdge) -> None:

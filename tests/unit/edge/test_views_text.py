@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.orders import Validator
+from edge.recio import EvT
 from edge.views import FINAL, Fill, OrderState, fill_json, order_json
 from edge.views_text import balance_update_text, fill_text, order_text, order_update_text
 from pipeline import config
@@ -26,7 +27,7 @@ I64 = st.integers(0, 2**62)
 
 @st.composite
 def orders(draw: Any) -> tuple[OrderState, Any]:
-    o = OrderState.__new__(OrderState)
+    o = OrderState(EvT._make((0,) * 25 + (None,)))
     u = draw(st.sampled_from(list(UNITS.values())))
     s = u.sym
     o.order_id = draw(st.one_of(st.just(0), I64))
