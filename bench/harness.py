@@ -61,7 +61,7 @@ def machine_info() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a missing optional module is a fact, not an error
             info[mod] = None
     info["virtualized"] = _virtualized()
-    from edge import native  # the edge's per-order modules: compiled (mypyc) or interpreted
+    from pipeline import native  # the edge's per-order modules: compiled (mypyc) or interpreted
 
     why = native.check()
     info["edge_native"] = not why and os.environ.get("SPOTX_NATIVE", "1") != "0"

@@ -1,9 +1,9 @@
 """The edge: REST and WebSocket order entry, auth, limits, read model (see ARCHITECTURE.md).
 
 Its per-order modules run compiled when ``var/native`` holds a build of exactly these sources
-(``edge.native``); otherwise interpreted, with the same behaviour.
+(``pipeline.native``); otherwise interpreted, with the same behaviour.
 """
 
-from edge.native import activate as _activate
+from pipeline.native import activate as _activate
 
-_activate(__path__)
+_activate(__name__, __path__)

@@ -212,7 +212,7 @@ def cmd_forensics(args: argparse.Namespace) -> int:
 
 
 def cmd_native(args: argparse.Namespace) -> int:
-    from edge import native
+    from pipeline import native
 
     if args.action == "build":
         try:
@@ -220,7 +220,7 @@ def cmd_native(args: argparse.Namespace) -> int:
         except (RuntimeError, OSError) as e:
             _out(f"spotx native: {e}", file=sys.stderr)
             return 1
-        _out(f"spotx native: {len(native.MODULES)} edge modules compiled into {native.NATIVE_DIR}")
+        _out(f"spotx native: {len(native.MODULES)} modules compiled into {native.NATIVE_DIR}")
         return 0
     why = native.check()
     _out(f"edge modules: {'compiled (' + str(native.NATIVE_DIR) + ')' if not why else 'interpreted: ' + why}")

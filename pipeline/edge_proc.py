@@ -83,7 +83,7 @@ async def serve(cfg: Config, edge_id: int, ready: Connection | None,
     http_server, sweeper = await serve_http(state, cfg.edge.host, cfg.edge.rest_port, reuse_port=reuse)
     ws_server = await ws.start(cfg.edge.host, cfg.edge.ws_trade_port, reuse_port=reuse)
     heap.settle()
-    from edge.native import STATE as native
+    from pipeline.native import STATE as native
 
     log.info("edge-%d ready: REST :%d WS :%d (replayed %d events; modules %s: %s)", edge_id,
              cfg.edge.rest_port, cfg.edge.ws_trade_port, n,

@@ -271,7 +271,8 @@ class RingGateway:
             except OSError as e:
                 log.warning("edge snapshot at shutdown failed: %s", e)
         if self._loop is not None and self.bell is not None:
-            self._loop.remove_reader(self.bell.fileno())
+            loop: Any = self._loop  # uvloop's remove_reader returns None, not the declared bool
+            loop.remove_reader(self.bell.fileno())
         if self.bell is not None:
             self.bell.close()
         if self._safety is not None:

@@ -55,7 +55,7 @@ else
   .venv/bin/python -m pip install -q -e '.[dev]' || die "pip install -e '.[dev]' failed"
   echo "$want" > "$stamp"
 fi
-# the edge's per-order modules compiled by mypyc (edge/native.py); interpreted if this fails
+# the edge's per-order modules compiled by mypyc (pipeline/native.py); interpreted if this fails
 if .venv/bin/spotx native status >/dev/null 2>&1; then
   say "python: compiled edge modules up to date"
 elif .venv/bin/spotx native build; then

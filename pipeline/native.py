@@ -1,4 +1,4 @@
-"""The edge's per-order modules compiled to C with mypyc, used only when they match their sources.
+"""The per-order modules compiled to C with mypyc, used only when they match their sources.
 
 Why. An edge spends its CPU in Python per order: validation, the read model, order views, the
 dispatcher. Compiled by mypyc (the mypy project's compiler: the same type annotations, checked at
@@ -11,12 +11,13 @@ Build. ``spotx native build`` (``scripts/setup.sh`` runs it; ``spotx native stat
 source, the Python version and the compiler's version. It needs a C compiler and Python headers; if
 it fails, the edge runs interpreted (setup says so).
 
-Use. ``import edge`` calls ``activate``: when ``SPOTX_NATIVE`` is not ``0`` and the manifest matches
-this interpreter and *every* listed source byte for byte, ``var/native/edge`` is put first on the
-package path, so ``import edge.readmodel`` loads the compiled module. Any edit to a listed module
-(or a different Python) silently turns the whole set off until the next build: never a compiled
-module older than its source, never half a set. ``edge.native.STATE`` says which (``spotx status``,
-the edge's ready message and the bench's machine facts report it).
+Use. Each package holding listed modules (``edge``, ``pipeline``, ``pipeline.publisher``) calls
+``activate`` from its ``__init__``: when ``SPOTX_NATIVE`` is not ``0`` and the manifest matches this
+interpreter and *every* listed source byte for byte, ``var/native/<package>`` is put first on the
+package's path, so ``import edge.readmodel`` loads the compiled module. Any edit to a listed module
+(or a different Python) turns the whole set off until the next build: never a compiled module older
+than its source, never half a set. ``STATE`` says which (``spotx native status``, the edge's ready
+log line and the bench's machine facts report it).
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE_DIR = ROOT / "var" / "native"
 MANIFEST = "manifest.json"
-# The per-order path. ws_trade is left out: its session subclasses picows' Cython listener, which a
-# native class cannot.
+RUNTIME = "runtime"
+# The per-order path of the edge. Left out: ws_trade (its session subclasses picows' Cython
+# listener, which a native class cannot) and the market-state derivation (pickled whole into edge
+# snapshots; a native class unpickles only through an explicit __reduce__).
 MODULES = ("edge/fast_orders.py", "edge/views_text.py", "edge/views.py", "edge/readmodel.py",
            "edge/recio.py", "edge/gateway.py", "edge/convert.py", "edge/ratelimit.py",
-           "edge/service.py", "edge/orders.py", "edge/inproc.py", "edge/schema.py")
+           "edge/service.py", "edge/orders.py", "edge/inproc.py", "edge/schema.py",
+           "pipeline/link.py")
 STATE = {"active": False, "reason": "not checked"}
 
 
@@ -78,22 +82,30 @@ def check(native_dir: Path = NATIVE_DIR, root: Path = ROOT) -> str:
     return ""
 
 
-def activate(package_path: list[str], native_dir: Path = NATIVE_DIR) -> bool:
-    """Put the compiled modules first on ``package_path`` (edge.__path__) if they may be used."""
+def activate(package: str, package_path: list[str], native_dir: Path = NATIVE_DIR) -> bool:
+    """Put the compiled modules of ``package`` first on its ``__path__`` if they may be used."""
     if os.environ.get("SPOTX_NATIVE", "1") == "0":
         STATE.update(active=False, reason="SPOTX_NATIVE=0")
         return False
-    why = check(native_dir)
+    why = _checked.get(native_dir)
+    if why is None:
+        why = _checked[native_dir] = check(native_dir)
     if why:
         STATE.update(active=False, reason=why)
         return False
-    compiled = str(native_dir / "edge")
+    compiled = str(native_dir.joinpath(*package.split(".")))
     if compiled not in package_path:
         package_path.insert(0, compiled)
-    if str(native_dir) not in sys.path:
-        sys.path.append(str(native_dir))  # mypyc's shared runtime library is a top-level module
+    runtime = str(native_dir / RUNTIME)
+    if runtime not in sys.path:
+        # mypyc's shared library is a top-level module; it lives alone in its directory, so that
+        # directory on sys.path (inherited by spawned children) can never shadow a package
+        sys.path.append(runtime)
     STATE.update(active=True, reason=f"{len(MODULES)} modules compiled by mypyc")
     return True
+
+
+_checked: dict[Path, str] = {}  # one check of the sources per process and build directory
 
 
 def build(native_dir: Path = NATIVE_DIR) -> None:
@@ -115,8 +127,12 @@ def build(native_dir: Path = NATIVE_DIR) -> None:
         raise RuntimeError("mypyc build failed:\n" + "\n".join(tail))
     if any(_digest(ROOT / rel) != d for rel, d in digests.items()):
         raise RuntimeError("sources changed during the build; run it again")
+    lib = tmp / "lib"
+    (lib / RUNTIME).mkdir()
+    for so in lib.glob("*__mypyc*"):
+        so.rename(lib / RUNTIME / so.name)
     shutil.rmtree(native_dir, ignore_errors=True)
-    (tmp / "lib").rename(native_dir)
+    lib.rename(native_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     (native_dir / MANIFEST).write_text(json.dumps(
         {"python": _py_tag(), "compiler": f"mypyc {_compiler_version()}", "sources": digests},

@@ -1,4 +1,4 @@
-"""edge.native: compiled modules are used only when they are a build of exactly these sources."""
+"""pipeline.native: compiled modules are used only when they are a build of exactly these sources."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import native
+from pipeline import native
 
 
 def _fake_build(tmp: Path, root: Path, change: str = "") -> Path:
@@ -45,11 +45,11 @@ def test_activate_puts_a_usable_build_first_and_leaves_a_stale_one_out(
     stale = _fake_build(tmp_path / "b", native.ROOT, change="edge/schema.py")
     good = _fake_build(tmp_path / "a", native.ROOT)
     try:
-        assert not native.activate(path, stale) and path == ["/src/edge"]
-        assert native.activate(path, good) and path == [str(good / "edge"), "/src/edge"]
+        assert not native.activate("edge", path, stale) and path == ["/src/edge"]
+        assert native.activate("edge", path, good) and path == [str(good / "edge"), "/src/edge"]
         monkeypatch.setenv("SPOTX_NATIVE", "0")
         path2 = ["/src/edge"]
-        assert not native.activate(path2, good) and path2 == ["/src/edge"]
+        assert not native.activate("edge", path2, good) and path2 == ["/src/edge"]
     finally:
         native.STATE.update(old)
 
