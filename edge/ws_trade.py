@@ -1,5 +1,9 @@
 """WebSocket order entry on picows: ``/v1/ws/trade`` (API.md "WebSocket order entry").
 
+Split. This module is the socket side (``WsTradeServer``, and ``TradeListener``: picows'
+listener, fragments, CLOSE); ``edge.ws_session.TradeSession`` is what a session does with whole
+messages, kept free of picows so that it runs compiled (``pipeline.native``).
+
 Frames. picows hands each frame to ``on_ws_frame`` as a zero-copy view into its read buffer, valid
 only during that call: the payload is parsed there (``orjson.loads`` of the memoryview) and nothing
 keeps the view. Fragmented messages are reassembled up to ``max_frame_bytes``; a frame over it is
@@ -40,14 +44,9 @@ when the socket drops for any reason, every order *this session* placed that is 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Awaitable
 from typing import Any
 
-import orjson
 from picows import (
     WSAutoPingStrategy,
     WSCloseCode,
@@ -59,61 +58,13 @@ from picows import (
     ws_create_server,
 )
 
-from edge import schema
-from edge.auth import ApiKey, Authenticator
-from edge.errors import ApiError
+from edge.auth import Authenticator
 from edge.metrics import EdgeMetrics
-from edge.ratelimit import NS, KeyLimiter, TokenBucket, retry_after_s
+from edge.ratelimit import KeyLimiter
 from edge.service import TradingService
+from edge.ws_session import METHODS, TradeSession, _frame_header
 
-log = logging.getLogger(__name__)
-_TOP_KEYS = frozenset({"id", "method", "params"})
-# method -> (role, weight, order-bucket, kind): kind "w" write (async), "r" read (deferred), "s" session
-METHODS: dict[str, tuple[str, int, bool, str]] = {
-    "session.logon": ("", 0, False, "s"),
-    "session.cancelOnDisconnect": ("trade", 1, False, "s"),
-    "order.place": ("trade", 1, True, "w"),
-    "order.cancel": ("trade", 1, True, "w"),
-    "orders.cancelAll": ("trade", 1, True, "w"),
-    "order.status": ("read", 1, False, "r"),
-    "orders.open": ("read", 2, False, "r"),
-    "balances.get": ("read", 5, False, "r"),
-}
-
-
-class _Slot:
-    __slots__ = ("rid", "method", "t0", "data", "task", "thunk")
-
-    def __init__(self, rid: Any, method: str) -> None:
-        self.rid = rid
-        self.method = method
-        self.t0 = time.perf_counter()
-        self.data: bytes | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.thunk: Callable[[], Any] | None = None
-
-
-_HDR_SMALL = [bytes((0x81, n)) for n in range(126)]  # FIN + TEXT, 7-bit length
-
-
-def _frame_header(n: int) -> bytes:
-    if n < 126:
-        return _HDR_SMALL[n]
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big")
-    return b"\x81\x7f" + n.to_bytes(8, "big")
-
-
-def _ok(rid: Any, result: Any) -> bytes:
-    return orjson.dumps({"id": rid, "status": 200, "result": result})
-
-
-def _err(rid: Any, e: ApiError) -> bytes:
-    d: dict[str, Any] = {"id": rid, "status": e.status, "error": e.body()}
-    ra = e.fields.get("retry_after_s")
-    if ra is not None:
-        d["retryAfter"] = ra
-    return orjson.dumps(d)
+__all__ = ["METHODS", "TradeListener", "TradeSession", "WsTradeServer", "_frame_header"]
 
 
 class WsTradeServer:
@@ -142,6 +93,10 @@ class WsTradeServer:
         self._slot = 0
         self._dirty: list[TradeSession] = []  # sessions with queued output this iteration
 
+    @staticmethod
+    def close_code(code: int) -> WSCloseCode:
+        return WSCloseCode(code)
+
     def want_write(self, sess: TradeSession) -> None:
         if not self._dirty:
             sess.loop.call_soon(self._write_all)
@@ -163,7 +118,7 @@ class WsTradeServer:
     def _factory(self, request: WSUpgradeRequest) -> WSListener | None:
         if request.path.split(b"?", 1)[0] != self.path:
             return None
-        return TradeSession(self, self._next_slot())
+        return TradeListener(TradeSession(self, self._next_slot()), self.max_frame_bytes)
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> asyncio.Server:
         return await ws_create_server(
@@ -184,323 +139,45 @@ class WsTradeServer:
             await asyncio.gather(*list(self.background), return_exceptions=True)
 
 
-class TradeSession(WSListener):
-    def __init__(self, server: WsTradeServer, slot: int) -> None:
-        self.srv = server
-        self.slot = slot
-        self.t: WSTransport | None = None
-        self.key: ApiKey | None = None
-        self.queue: deque[_Slot] = deque()
-        self.bucket = TokenBucket(server.messages_per_second, NS, time.monotonic_ns())
-        self.cancel_on_disconnect = False
-        self.placed: set[int] = set()  # open orders placed by this session (cancel-on-disconnect)
-        self.prune_at = 4096
-        self.unsubscribe: Callable[[], None] | None = None
+class TradeListener(WSListener):
+    """picows' side of one connection: frames in, whole messages to the ``TradeSession``."""
+
+    def __init__(self, session: TradeSession, max_frame_bytes: int) -> None:
+        self.sess = session
+        self.max_frame_bytes = max_frame_bytes
         self.frag: list[bytes] = []
         self.frag_size = 0
-        self.paused = False
-        self.closed = False
-        self.logon_timer: asyncio.TimerHandle | None = None
-        self.out: list[bytes] = []  # frames' payloads waiting for the end of this loop iteration
-        self.in_cb = 0  # requests sent without a coroutine, not answered yet
-        self.drained: asyncio.Future[None] | None = None  # set when in_cb drops to 0
-        self.loop = asyncio.get_running_loop()  # looked up once: each lookup calls getpid()
 
-    # -- picows callbacks -------------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self.t = transport
-        self.srv.sessions[self.slot] = self
-        self.srv.metrics.ws_clients.labels("trade").inc()
-        self.logon_timer = self.loop.call_later(
-            self.srv.logon_timeout_s, self._logon_timeout)
+        self.sess.connected(transport)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.closed = True
-        self.srv.sessions.pop(self.slot, None)
-        self.srv.metrics.ws_clients.labels("trade").dec()
-        self.srv.metrics.ws_closes.labels("disconnect").inc()
-        if self.logon_timer is not None:
-            self.logon_timer.cancel()
-        if self.unsubscribe is not None:
-            self.unsubscribe()
-            self.unsubscribe = None
-        pending = [s.task for s in self.queue if s.task is not None and not s.task.done()]
-        self.queue.clear()
-        if self.cancel_on_disconnect and self.key is not None:
-            self.srv.spawn(self._cancel_session_orders(pending))
-        else:
-            for task in pending:
-                task.cancel()
+        self.sess.disconnected()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         mt = frame.msg_type
         if mt == WSMsgType.TEXT or mt == WSMsgType.BINARY:
             if frame.fin and not self.frag:
-                self._message(frame.get_payload_as_memoryview())
+                self.sess.message(frame.get_payload_as_memoryview())
                 return
             self.frag = [frame.get_payload_as_bytes()]
             self.frag_size = frame.payload_size
         elif mt == WSMsgType.CONTINUATION:
             if not self.frag:
-                self._send(_err(None, ApiError("BAD_REQUEST", "continuation without a first frame")))
+                self.sess.refuse("continuation without a first frame")
                 return
             self.frag.append(frame.get_payload_as_bytes())
             self.frag_size += frame.payload_size
         elif mt == WSMsgType.CLOSE:
-            self.write_out()
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
-            transport.disconnect()
+            self.sess.peer_closed(frame.get_close_code(), frame.get_close_message())
             return
         else:
             return  # PING is auto-answered; PONG needs nothing
-        if self.frag_size > self.srv.max_frame_bytes:
+        if self.frag_size > self.max_frame_bytes:
             self.frag = []
-            self._close(1009, "message too big")
+            self.sess.close(1009, "message too big")
             return
         if frame.fin:
             data = b"".join(self.frag)
             self.frag = []
-            self._message(data)
-
-    # -- requests ---------------------------------------------------------------------------------
-    def _message(self, data: bytes | memoryview) -> None:
-        try:
-            msg = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self._answer_now(None, "?", ApiError("BAD_REQUEST", "message is not valid JSON"))
-            return
-        rid: Any = None
-        method = "?"
-        try:
-            if type(msg) is not dict:
-                raise ApiError("BAD_REQUEST", "message must be a JSON object")
-            rid = msg.get("id")
-            if not (type(rid) is int or (type(rid) is str and len(rid) <= 64)):
-                rid = None
-                raise ApiError("BAD_REQUEST", "id must be an integer or a string of <= 64 chars")
-            if not -2**63 <= (rid if type(rid) is int else 0) < 2**63:
-                rid = None
-                raise ApiError("BAD_REQUEST", "id out of range")
-            if msg.keys() - _TOP_KEYS:
-                raise ApiError("BAD_REQUEST", "unknown member "
-                               + repr(sorted(str(k)[:40] for k in msg.keys() - _TOP_KEYS)[0]))
-            m = msg.get("method")
-            spec = METHODS.get(m) if type(m) is str else None
-            if spec is None:
-                raise ApiError("BAD_REQUEST", f"unknown method {str(m)[:40]!r}")
-            method = str(m)
-            wait = self.bucket.take(1, time.monotonic_ns())
-            if wait:
-                self.srv.limiter.drop(self.key.key_id if self.key else "-", "ws_messages")
-                raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
-                               "on this connection", retry_after_s=retry_after_s(wait))
-            self._dispatch(rid, method, spec, msg.get("params"))
-        except ApiError as e:
-            self._answer_now(rid, method, e)
-        except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on
-            log.exception("WS request %s failed", method)
-            self._answer_now(rid, method, ApiError("INTERNAL"))
-
-    def _dispatch(self, rid: Any, method: str, spec: tuple[str, int, bool, str],
-                  params: Any) -> None:
-        role, weight, order, kind = spec
-        if method == "session.logon":
-            self._logon(rid, params)
-            return
-        key = self.key
-        if key is None:
-            raise ApiError("AUTH_MISSING", "session.logon first")
-        self.srv.auth.require(key, role)
-        self.srv.limiter.charge(key.key_id, weight, order)
-        svc = self.srv.svc
-        slot = _Slot(rid, method)
-        if kind == "w":
-            if method == "orders.cancelAll":
-                slot.task = self.loop.create_task(
-                    self._run(slot, svc.cancel_all(key, params, self.slot)))
-            else:  # order.place / order.cancel: no coroutine unless the inbound ring is full
-                place = method == "order.place"
-                start = svc.start_place if place else svc.start_cancel
-                cmd = start(key, params, self.slot, partial(self._reply, slot, key, place))
-                if cmd is None:
-                    self.in_cb += 1
-                else:
-                    coro: Awaitable[Any] = (self._place_cmd(key, cmd) if place
-                                            else svc.cancel_cmd(key, cmd, self.slot))
-                    slot.task = self.loop.create_task(self._run(slot, coro))
-        elif kind == "r":
-            if method == "order.status":
-                slot.thunk = lambda: svc.order_status(key, params)
-            elif method == "orders.open":
-                slot.thunk = lambda: svc.open_orders(key, params)
-            else:
-                slot.thunk = lambda: svc.balances(key, params)
-        else:  # session.cancelOnDisconnect
-            p = schema.check(params, schema.CANCEL_ON_DISCONNECT)
-            self.cancel_on_disconnect = p["enabled"]
-            slot.data = _ok(rid, {"cancelOnDisconnect": self.cancel_on_disconnect})
-        self.queue.append(slot)
-        self._flush()
-
-    def _logon(self, rid: Any, params: Any) -> None:
-        p = schema.check(params, schema.LOGON)
-        if self.key is not None:
-            raise ApiError("BAD_REQUEST", "this session is already logged on")
-        key = self.srv.auth.verify_logon(p["apiKey"], p["timestamp"], p["signature"],
-                                         p.get("recvWindow"))
-        self.key = key
-        if self.logon_timer is not None:
-            self.logon_timer.cancel()
-            self.logon_timer = None
-        if key.allows("read"):
-            self.unsubscribe = self.srv.svc.gw.subscribe(key.account, self._private)
-        slot = _Slot(rid, "session.logon")
-        slot.data = _ok(rid, {"apiKey": key.key_id, "account": key.account, "role": key.role})
-        self.queue.append(slot)
-        self._flush()
-
-    async def _place_cmd(self, key: ApiKey, cmd: Any) -> Any:
-        res = await self.srv.svc.place_cmd(cmd, self.slot)
-        self._placed(key, res)
-        return res
-
-    def _placed(self, key: ApiKey, res: Any) -> None:
-        oid = res.get("orderId")
-        if oid and res.get("status") in ("NEW", "PARTIALLY_FILLED"):
-            self._remember(key, oid)
-
-    def _reply(self, slot: _Slot, key: ApiKey, place: bool, result: Any,
-               exc: ApiError | None) -> None:
-        """The answer of a request sent without a coroutine (see ``_dispatch``)."""
-        self.in_cb -= 1
-        if exc is None:
-            if place:  # (order text, id of the order while it rests)
-                result, oid = result
-                if oid:
-                    self._remember(key, oid)
-            slot.data = _ok(slot.rid, result)
-        else:
-            self.srv.metrics.error(exc.name)
-            slot.data = _err(slot.rid, exc)
-        if self.in_cb == 0 and self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
-        if not self.closed:
-            self._flush()
-
-    def _remember(self, key: ApiKey, oid: int) -> None:
-        placed = self.placed
-        placed.add(oid)
-        if len(placed) > self.prune_at:  # drop orders closed since; amortised O(1) per order
-            rm = self.srv.svc.rm
-            for o in [o for o in placed if (st := rm.order(key.account, o)) is None or not st.is_open]:
-                placed.discard(o)
-            self.prune_at = max(4096, 2 * len(placed))
-
-    async def _run(self, slot: _Slot, coro: Awaitable[Any]) -> None:
-        try:
-            slot.data = _ok(slot.rid, await coro)
-        except ApiError as e:
-            self.srv.metrics.error(e.name)
-            slot.data = _err(slot.rid, e)
-        except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on
-            log.exception("WS request %s failed", slot.method)
-            slot.data = _err(slot.rid, ApiError("INTERNAL"))
-        slot.task = None
-        if not self.closed:
-            self._flush()
-
-    # -- output -----------------------------------------------------------------------------------
-    def _answer_now(self, rid: Any, method: str, e: ApiError) -> None:
-        self.srv.metrics.error(e.name)
-        slot = _Slot(rid, method)
-        slot.data = _err(rid, e)
-        self.queue.append(slot)
-        self._flush()
-
-    def _flush(self) -> None:
-        q = self.queue
-        m = self.srv.metrics
-        while q:
-            head = q[0]
-            if head.data is None:
-                if head.thunk is None:
-                    break
-                try:
-                    head.data = _ok(head.rid, head.thunk())
-                except ApiError as e:
-                    m.error(e.name)
-                    head.data = _err(head.rid, e)
-            q.popleft()
-            self._send(head.data)
-            m.observe_ws(head.method, time.perf_counter() - head.t0)
-        self._update_reading()
-
-    def _send(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if not self.out:
-            self.srv.want_write(self)
-        self.out.append(data)
-
-    def write_out(self) -> None:
-        """Write the queued messages as one buffer of TEXT frames; 4008 if the peer lags."""
-        out = self.out
-        if not out:
-            return
-        self.out = []
-        t = self.t
-        if t is None or t.is_disconnected:
-            return
-        parts: list[bytes] = []
-        for d in out:
-            parts.append(_frame_header(len(d)))
-            parts.append(d)
-        tr = t.underlying_transport
-        tr.write(b"".join(parts))
-        if not self.closed and tr.get_write_buffer_size() > self.srv.max_backlog_bytes:
-            self._close(4008, "SLOW_CONSUMER")
-
-    def _private(self, account: int, payload: bytes) -> None:
-        self._send(payload)
-
-    def _update_reading(self) -> None:
-        t = self.t
-        if t is None or self.closed:
-            return
-        full = len(self.queue) >= self.srv.max_inflight
-        if full and not self.paused:
-            t.underlying_transport.pause_reading()
-            self.paused = True
-        elif not full and self.paused:
-            t.underlying_transport.resume_reading()
-            self.paused = False
-
-    def _close(self, code: int, reason: str) -> None:
-        t = self.t
-        if t is None or self.closed:
-            return
-        if code != 4008:
-            self.write_out()  # answers queued before the close go first
-        self.out = []
-        self.closed = True
-        self.srv.metrics.ws_closes.labels(reason).inc()
-        t.send_close(WSCloseCode(code), reason.encode())
-        t.disconnect()
-
-    def _logon_timeout(self) -> None:
-        self.logon_timer = None
-        if self.key is None:
-            self._close(1008, "LOGON_TIMEOUT")
-
-    async def _cancel_session_orders(self, pending: list[asyncio.Task[None]]) -> None:
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        if self.in_cb:  # answers are guaranteed (durable events, or the gateway's timeout)
-            self.drained = self.loop.create_future()
-            await self.drained
-        key = self.key
-        if key is None:
-            return
-        n = await self.srv.svc.cancel_orders(key, sorted(self.placed), self.slot)
-        if n:
-            log.info("cancel-on-disconnect: %d orders of account %d canceled", n, key.account)
+            self.sess.message(data)

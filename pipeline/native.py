@@ -34,13 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 NATIVE_DIR = ROOT / "var" / "native"
 MANIFEST = "manifest.json"
 RUNTIME = "runtime"
-# The per-order path of the edge. Left out: ws_trade (its session subclasses picows' Cython
-# listener, which a native class cannot) and the market-state derivation (pickled whole into edge
-# snapshots; a native class unpickles only through an explicit __reduce__).
+# The per-order path of the edge. Left out: ws_trade (picows' listener and the server: a native
+# class cannot subclass picows' Cython listener, so the session logic lives in ws_session) and the
+# market-state derivation (pickled whole into edge snapshots; a native class unpickles only
+# through an explicit __reduce__).
 MODULES = ("edge/fast_orders.py", "edge/views_text.py", "edge/views.py", "edge/readmodel.py",
            "edge/recio.py", "edge/gateway.py", "edge/convert.py", "edge/ratelimit.py",
            "edge/service.py", "edge/orders.py", "edge/inproc.py", "edge/schema.py",
-           "pipeline/link.py")
+           "pipeline/link.py", "edge/ws_session.py")
 STATE = {"active": False, "reason": "not checked"}
 
 
