@@ -41,7 +41,7 @@ RUNTIME = "runtime"
 MODULES = ("edge/fast_orders.py", "edge/views_text.py", "edge/views.py", "edge/readmodel.py",
            "edge/recio.py", "edge/gateway.py", "edge/convert.py", "edge/ratelimit.py",
            "edge/service.py", "edge/orders.py", "edge/inproc.py", "edge/schema.py",
-           "pipeline/link.py", "edge/ws_session.py")
+           "pipeline/link.py", "edge/ws_session.py", "pipeline/cid.py")
 STATE = {"active": False, "reason": "not checked"}
 
 

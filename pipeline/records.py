@@ -25,12 +25,17 @@ No float column anywhere. Enum values below are stable: they are written to the 
 
 from __future__ import annotations
 
-import binascii
 import enum
-import re
 from typing import Any
 
 import numpy as np
+
+# the clientOrderId codec lives in pipeline.cid (compiled with the edge); re-exported here
+from pipeline.cid import CID_ALPHABET as CID_ALPHABET
+from pipeline.cid import CID_BYTES as CID_BYTES
+from pipeline.cid import CID_MAX_LEN as CID_MAX_LEN
+from pipeline.cid import cid_pack as cid_pack
+from pipeline.cid import cid_unpack as cid_unpack
 
 
 def _dtype(fields: list[tuple[str, Any, int]], itemsize: int) -> np.dtype:
@@ -43,8 +48,6 @@ def _dtype(fields: list[tuple[str, Any, int]], itemsize: int) -> np.dtype:
                     align=True)
 
 
-CID_BYTES = 28
-CID_MAX_LEN = 36
 
 # --------------------------------------------------------------------------------------------
 # Commands (64 bytes)
@@ -255,43 +258,8 @@ ADMIN = _dtype(
 assert COMMAND.itemsize == 64 and EVENT.itemsize == 128 and ADMIN.itemsize == 512  # import-time layout check
 
 # --------------------------------------------------------------------------------------------
-# clientOrderId codec (cold path: the edge encodes, the publisher decodes)
+# clientOrderId as a record field (the codec itself: pipeline.cid)
 # --------------------------------------------------------------------------------------------
-
-CID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-# The alphabet is base64's with "_-" for "+/", so the 6-bit packing is base64 itself: one C call
-# (binascii) instead of a Python loop per char (the loop was ~5 % of an edge's CPU at load).
-_TO_B64 = bytes.maketrans(b"_-", b"+/")
-_FROM_B64 = bytes.maketrans(b"+/", b"_-")
-_CID_RE = re.compile(rf"[A-Za-z0-9_\-]{{1,{CID_MAX_LEN}}}")
-_PAD = "AAAA"  # "A" is symbol 0: padding adds zero bits, exactly what the left alignment needs
-_NO_CID = bytes(CID_BYTES)
-
-
-def cid_pack(cid: str) -> bytes:
-    """Pack ``cid`` into ``CID_BYTES`` bytes (length symbol, then 6-bit chars). Raises ValueError."""
-    if type(cid) is not str or _CID_RE.fullmatch(cid) is None:
-        n = len(cid)
-        if not 1 <= n <= CID_MAX_LEN:
-            raise ValueError(f"clientOrderId must be 1..{CID_MAX_LEN} chars, got {n}")
-        bad = next(ch for ch in cid if ch not in CID_ALPHABET)
-        raise ValueError(f"clientOrderId has a character outside [A-Za-z0-9_-]: {bad!r}")
-    sym = CID_ALPHABET[len(cid)] + cid
-    sym += _PAD[:-len(sym) % 4]
-    raw = binascii.a2b_base64(sym.encode().translate(_TO_B64))
-    return raw[:CID_BYTES] if len(raw) >= CID_BYTES else raw + _NO_CID[len(raw):]
-
-
-def cid_unpack(raw: bytes) -> str | None:
-    """Inverse of ``cid_pack``; None for the all-zero (absent) cid. Raises ValueError if corrupt."""
-    if raw == _NO_CID:
-        return None
-    s = binascii.b2a_base64(raw + b"\0\0", newline=False).translate(_FROM_B64).decode()  # 40 symbols
-    n = CID_ALPHABET.index(s[0])
-    if not 1 <= n <= CID_MAX_LEN:
-        raise ValueError(f"corrupt cid field (length symbol {n})")
-    return s[1:1 + n]
-
 
 def cid_encode(cid: str) -> np.ndarray:
     """``cid_pack`` as a uint8 array (for record fields). Raises ValueError."""

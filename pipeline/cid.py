@@ -1,0 +1,49 @@
+"""clientOrderId <-> the 28-byte ``cid`` field of COMMAND / EVENT records (``pipeline.records``).
+
+Format: the length as one 6-bit symbol, then each char as 6 bits, MSB first, left-aligned in 224
+bits (37 symbols = 222 bits at most); all-zero means "no clientOrderId". The alphabet
+``[A-Za-z0-9_-]`` is base64's with ``_-`` for ``+/``, so the 6-bit packing is base64 itself: one C
+call (binascii) instead of a Python loop per char (the loop was ~5 % of an edge's CPU at load).
+Compiled with the edge's per-order modules (``pipeline.native``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+CID_BYTES = 28
+CID_MAX_LEN = 36
+CID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+# The alphabet is base64's with "_-" for "+/", so the 6-bit packing is base64 itself: one C call
+# (binascii) instead of a Python loop per char (the loop was ~5 % of an edge's CPU at load).
+_TO_B64 = bytes.maketrans(b"_-", b"+/")
+_FROM_B64 = bytes.maketrans(b"+/", b"_-")
+_CID_RE = re.compile(rf"[A-Za-z0-9_\-]{{1,{CID_MAX_LEN}}}")
+_PAD = "AAAA"  # "A" is symbol 0: padding adds zero bits, exactly what the left alignment needs
+_NO_CID = bytes(CID_BYTES)
+
+
+def cid_pack(cid: str) -> bytes:
+    """Pack ``cid`` into ``CID_BYTES`` bytes (length symbol, then 6-bit chars). Raises ValueError."""
+    if type(cid) is not str or _CID_RE.fullmatch(cid) is None:
+        n = len(cid)
+        if not 1 <= n <= CID_MAX_LEN:
+            raise ValueError(f"clientOrderId must be 1..{CID_MAX_LEN} chars, got {n}")
+        bad = next(ch for ch in cid if ch not in CID_ALPHABET)
+        raise ValueError(f"clientOrderId has a character outside [A-Za-z0-9_-]: {bad!r}")
+    sym = CID_ALPHABET[len(cid)] + cid
+    sym += _PAD[:-len(sym) % 4]
+    raw = binascii.a2b_base64(sym.encode().translate(_TO_B64))
+    return raw[:CID_BYTES] if len(raw) >= CID_BYTES else raw + _NO_CID[len(raw):]
+
+
+def cid_unpack(raw: bytes) -> str | None:
+    """Inverse of ``cid_pack``; None for the all-zero (absent) cid. Raises ValueError if corrupt."""
+    if raw == _NO_CID:
+        return None
+    s = binascii.b2a_base64(raw + b"\0\0", newline=False).translate(_FROM_B64).decode()  # 40 symbols
+    n = CID_ALPHABET.index(s[0])
+    if not 1 <= n <= CID_MAX_LEN:
+        raise ValueError(f"corrupt cid field (length symbol {n})")
+    return s[1:1 + n]
