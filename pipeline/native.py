@@ -36,12 +36,13 @@ MANIFEST = "manifest.json"
 RUNTIME = "runtime"
 # The per-order path of the edge. Left out: ws_trade (picows' listener and the server: a native
 # class cannot subclass picows' Cython listener, so the session logic lives in ws_session) and the
-# market-state derivation (pickled whole into edge snapshots; a native class unpickles only
-# through an explicit __reduce__).
+# market-state derivation apart from the order book (its numpy work gains nothing; the book's
+# classes unpickle through explicit __reduce__, as a native class has no bare __new__).
 MODULES = ("edge/fast_orders.py", "edge/views_text.py", "edge/views.py", "edge/readmodel.py",
            "edge/recio.py", "edge/gateway.py", "edge/convert.py", "edge/ratelimit.py",
            "edge/service.py", "edge/orders.py", "edge/inproc.py", "edge/schema.py",
-           "pipeline/link.py", "edge/ws_session.py", "pipeline/cid.py")
+           "pipeline/link.py", "edge/ws_session.py", "pipeline/cid.py",
+           "pipeline/publisher/book.py")
 STATE = {"active": False, "reason": "not checked"}
 
 

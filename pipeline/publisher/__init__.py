@@ -16,6 +16,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.native import activate as _activate
+
+_activate(__name__, __path__)  # the compiled order book when var/native matches (pipeline.native)
 
 log = logging.getLogger("spotx.publisher")
 

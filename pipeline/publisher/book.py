@@ -28,6 +28,7 @@ wrong book).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,9 @@ class SideBook:
         self.prices: list[int] = []
         self.before: dict[int, int] = {}
         self.old_top: list[int] | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled the same compiled or not
+        return _side_book, (self.bid, self.qty, self.prices, self.before, self.old_top)
 
     def top(self, n: int) -> list[int]:
         """The best ``n`` prices, best first."""
@@ -104,6 +108,9 @@ class SymbolBook:
         self.seq = 0  # engine seq of the last command that changed this book
         self.ts_ns = 0
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _symbol_book, (self.symbol, self.bids, self.asks, self.seq, self.ts_ns)
+
     def side(self, side: int) -> SideBook:
         return self.bids if side == _BUY else self.asks
 
@@ -116,6 +123,9 @@ class BookDeriver:
         self.last_seq = 0
         # the open command's new order: [oid, symbol, side, price, lots, may_rest, seq]
         self._taker: list[int] | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _book_deriver, (self.books, self.orders, self.touched, self.last_seq, self._taker)
 
     def book(self, symbol: int) -> SymbolBook:
         b = self.books.get(symbol)
@@ -215,3 +225,26 @@ class BookDeriver:
             b.bids.end_batch()
             b.asks.end_batch()
         self.touched = {}
+
+
+# Unpickling (edge snapshots pickle the market state): explicit rebuilders, because a class compiled
+# by mypyc (pipeline.native) has no bare __new__ for pickle's default path.
+def _side_book(bid: bool, qty: dict[int, int], prices: list[int], before: dict[int, int],
+               old_top: list[int] | None) -> SideBook:
+    b = SideBook(bid)
+    b.qty, b.prices, b.before, b.old_top = qty, prices, before, old_top
+    return b
+
+
+def _symbol_book(symbol: int, bids: SideBook, asks: SideBook, seq: int, ts_ns: int) -> SymbolBook:
+    b = SymbolBook(symbol)
+    b.bids, b.asks, b.seq, b.ts_ns = bids, asks, seq, ts_ns
+    return b
+
+
+def _book_deriver(books: dict[int, SymbolBook], orders: dict[int, list[int]],
+                  touched: dict[int, SymbolBook], last_seq: int,
+                  taker: list[int] | None) -> BookDeriver:
+    d = BookDeriver()
+    d.books, d.orders, d.touched, d.last_seq, d._taker = books, orders, touched, last_seq, taker
+    return d
