@@ -184,11 +184,17 @@ class EngineHost:
                 n += 1
         if n == 0:
             return 0
-        self.sequence(self.cmds[:n], notes)
+        self.sequence(self.cmds[:n], notes, request_sync=False)
+        if self.queue_depth():
+            self.committer.request_sync()  # more to sequence: the flusher syncs meanwhile
+        else:
+            self.committer.sync_now()  # nothing waiting: sync here, no hand-off to the flusher
         return n
 
-    def sequence(self, cmds: np.ndarray, notes: list[tuple[int, bytes]] = ()) -> int:  # type: ignore[assignment]
-        """Journal, apply, journal events, request sync. Returns the number of events."""
+    def sequence(self, cmds: np.ndarray, notes: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+                 request_sync: bool = True) -> int:
+        """Journal, apply, journal events, request sync (unless the caller syncs). Returns the
+        number of events."""
         seq0 = self.next_seq
         ts = time.time_ns()
         w = self.writer
@@ -197,7 +203,8 @@ class EngineHost:
             w.append(3, seq0 + i, 1, note, ts)
         events = self._apply(cmds, seq0, ts)
         w.append(2, seq0, len(events), events.view(np.uint8), ts)
-        self.committer.request_sync()
+        if request_sync:
+            self.committer.request_sync()
         self.next_seq = seq0 + len(cmds)
         self.since_snapshot += len(cmds)
         if self.since_snapshot >= self.cfg.engine.snapshot_every or \
@@ -224,7 +231,10 @@ class EngineHost:
         return join_events(pieces)  # np.concatenate would drop the aliased 128-byte layout
 
     def snapshot(self) -> Path:
-        """Write a snapshot at the current seq (batch boundary) and return its path."""
+        """Write a snapshot at the current seq (batch boundary) and return its path. The WAL is
+        synced first: a snapshot ahead of the durable WAL would not follow it after a crash."""
+        if self.writer.durable_seq < self.next_seq - 1:
+            self.committer.sync_now()
         p = self.engine.snapshot(snap_path(self.cfg), self.next_seq - 1, self.fencing)
         self.since_snapshot = 0
         return Path(p)

@@ -58,6 +58,7 @@ class GroupCommitter:
         self.writer = writer
         self._on_durable = on_durable
         self._want = threading.Event()
+        self._round_lock = threading.Lock()  # one sync round at a time: flusher or sync_now
         self._cv = threading.Condition()
         self._stop = False
         self._error: BaseException | None = None
@@ -112,27 +113,46 @@ class GroupCommitter:
 
     # ------------------------------------------------------------------ flusher
 
+    def sync_now(self) -> None:
+        """Sync on the caller's thread (the appender's, when it has nothing else to do): the same
+        round as the flusher's, without waking it. At low rate this saves the hand-off to the
+        flusher thread (a futex wake plus a wait for the GIL): engine sequence -> durable p50
+        ~560 -> ~300 us here (bench e2e at 1 k orders/s). Raises if a sync failed."""
+        if self._error is not None or self._stop:
+            self._raise_unusable()
+        if not self._round():
+            self._raise_unusable()
+
+    def _round(self) -> bool:
+        """One sync of everything appended, its record, wake-ups and callback; False if it failed."""
+        w = self.writer
+        with self._round_lock:
+            if w.appended_position == w.durable_position:
+                return True
+            seq0, pos0 = w.durable_seq, w.durable_position
+            t0 = time.perf_counter_ns()
+            try:
+                pos = w.sync()
+            except BaseException as e:  # noqa: BLE001 - kept, re-raised to every caller
+                self._error = e
+                with self._cv:
+                    self._cv.notify_all()
+                return False
+            dt = time.perf_counter_ns() - t0
+            self._record(dt, _bytes_between(pos0, pos, w.segment_bytes), w.durable_seq - seq0)
+            with self._cv:
+                self._cv.notify_all()
+            if self._on_durable is not None:  # under the round lock: one thread at a time
+                self._on_durable(w.durable_seq, pos)
+        return True
+
     def _run(self) -> None:
         w = self.writer
         while True:
             self._want.wait()
             self._want.clear()
-            if w.appended_position != w.durable_position:
-                seq0, pos0 = w.durable_seq, w.durable_position
-                t0 = time.perf_counter_ns()
-                try:
-                    pos = w.sync()
-                except BaseException as e:  # noqa: BLE001 - kept, re-raised to every caller
-                    self._error = e
-                    with self._cv:
-                        self._cv.notify_all()
-                    return
-                dt = time.perf_counter_ns() - t0
-                self._record(dt, _bytes_between(pos0, pos, w.segment_bytes), w.durable_seq - seq0)
-                with self._cv:
-                    self._cv.notify_all()
-                if self._on_durable is not None:
-                    self._on_durable(w.durable_seq, pos)
+            if not self._round():
+                return
             if self._stop:
                 if w.appended_position != w.durable_position:
                     self._want.set()  # appended while the last sync ran: one more round

@@ -4,6 +4,7 @@ EVENT records that replay reproduces byte for byte."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,25 @@ def test_full_split_batch_is_journaled_whole_and_replays(tmp_path: Path) -> None
         assert again.engine.state_hash() == hash_before
     finally:
         again.close()
+
+
+def test_an_idle_loop_step_returns_with_its_batch_durable(tmp_path: Path) -> None:
+    """``step`` syncs inline when nothing else waits (no hand-off to the flusher thread)."""
+    from ringbuf import SpscRing
+
+    cfg = _cfg(tmp_path)
+    host = EngineHost(cfg, attach_rings=False)
+    ring = SpscRing.create(f"spotx-test-{os.getpid()}-cmd", COMMAND, 64)
+    try:
+        host.cmd_rings.append(ring)
+        dep = np.zeros(3, COMMAND)
+        dep["kind"], dep["account"], dep["asset"], dep["amount"] = Cmd.DEPOSIT, 7, 1, 10**9
+        assert ring.try_push(dep) == 3
+        assert host.step() == 3
+        assert host.writer.durable_seq == host.next_seq - 1 == 3  # durable on return
+        assert host.committer.statistics().requests == 0  # the flusher was not asked
+    finally:
+        host.cmd_rings.remove(ring)
+        host.close()
+        ring.close()
+        ring.unlink()

@@ -98,3 +98,23 @@ def test_waiters_in_other_threads_are_woken(tmp_path) -> None:
     assert got == [True]
     gc.close()
     w.close()
+
+
+def test_sync_now_makes_it_durable_on_the_callers_thread_without_the_flusher(tmp_path) -> None:
+    threads: list[str] = []
+    w = WalWriter(tmp_path, segment_bytes=SEG)
+    gc = GroupCommitter(w, on_durable=lambda seq, pos: threads.append(
+        threading.current_thread().name))
+    w.append(FrameKind.COMMANDS, 1, 4, commands_payload(1, 4), 1)
+    gc.sync_now()  # returns with the batch durable: no request, no wait
+    assert gc.durable_seq == 4 == read_durable(tmp_path).seq  # type: ignore[union-attr]
+    st = gc.statistics()
+    assert st.syncs == 1 and st.requests == 0 and st.seqs == 4
+    assert threads == [threading.current_thread().name]
+    gc.sync_now()  # nothing new: no second sync, no second callback
+    assert gc.statistics().syncs == 1 and len(threads) == 1
+    w.append(FrameKind.COMMANDS, 5, 1, commands_payload(5, 1), 1)  # and the flusher still works
+    assert gc.wait_durable(5, timeout=10) and len(threads) == 2
+    gc.close()
+    w.close()
+    check_log(tmp_path, 5)
