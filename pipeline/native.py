@@ -125,9 +125,11 @@ def build(native_dir: Path = NATIVE_DIR) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True)
     if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         tail = (r.stdout + r.stderr).strip().splitlines()[-15:]
         raise RuntimeError("mypyc build failed:\n" + "\n".join(tail))
     if any(_digest(ROOT / rel) != d for rel, d in digests.items()):
+        shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError("sources changed during the build; run it again")
     lib = tmp / "lib"
     (lib / RUNTIME).mkdir()
