@@ -21,6 +21,7 @@ the lot, amounts (fees, balances, notionals) with the asset's full scale. ``pars
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,33 +147,11 @@ class SymbolUnits:
 
     def ticks_of(self, value: Any) -> int | None:
         """``price_ticks(value)`` through a cache, or None where that would raise."""
-        if type(value) is not str:
-            return None
-        t = self._ticks.get(value)
-        if t is None:
-            try:
-                t = self.price_ticks(value)
-            except ApiError:
-                return None
-            if len(self._ticks) >= FORMAT_CACHE:
-                self._ticks.clear()
-            self._ticks[value] = t
-        return t
+        return _cached(self._ticks, value, self.price_ticks)
 
     def lots_of(self, value: Any) -> int | None:
         """``qty_lots(value)`` through a cache, or None where that would raise."""
-        if type(value) is not str:
-            return None
-        n = self._lots.get(value)
-        if n is None:
-            try:
-                n = self.qty_lots(value)
-            except ApiError:
-                return None
-            if len(self._lots) >= FORMAT_CACHE:
-                self._lots.clear()
-            self._lots[value] = n
-        return n
+        return _cached(self._lots, value, self.qty_lots)
 
     # -- format ---------------------------------------------------------------------------------
     def price_str(self, ticks: int) -> str:
@@ -203,6 +182,22 @@ class SymbolUnits:
 
     def base_str(self, minor: int) -> str:
         return format_units(minor, self.sym.base_scale)
+
+
+def _cached(cache: dict[str, int], value: Any, parse: Callable[[str], int]) -> int | None:
+    """``parse(value)`` for an accepted string, remembered; None for what ``parse`` refuses."""
+    if type(value) is not str:
+        return None
+    n = cache.get(value)
+    if n is None:
+        try:
+            n = parse(value)
+        except ApiError:
+            return None
+        if len(cache) >= FORMAT_CACHE:
+            cache.clear()
+        cache[value] = n
+    return n
 
 
 def amount_minor(asset: Asset, value: Any, field: str = "amount") -> int:

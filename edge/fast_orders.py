@@ -46,19 +46,11 @@ def place_fast(v: Validator, account: int, p: Any) -> bytearray | None:
         side = _SIDE[g("side")]  # type: ignore[index]
         if g("type") != "LIMIT":
             return None
-        n = 5  # symbol, side, type, price, quantity
         t = g("timeInForce")
-        if t is None:
-            tif = _GTC
-        else:
-            tif = _TIF[t]
-            n += 1
         s = g("stp")
-        if s is None:
-            stp = _EXPIRE_TAKER
-        else:
-            stp = _STP[s]
-            n += 1
+        tif = _GTC if t is None else _TIF[t]
+        stp = _EXPIRE_TAKER if s is None else _STP[s]
+        n = 5 + (t is not None) + (s is not None)  # symbol, side, type, price, quantity + these
     except (KeyError, TypeError):  # absent, unknown or unhashable: the general path says which
         return None
     price = u.ticks_of(g("price"))

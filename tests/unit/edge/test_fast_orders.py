@@ -83,26 +83,26 @@ def _general(fn: Any, params: Any) -> bytes | ApiError:
         return e
 
 
-@settings(max_examples=1500, deadline=None)
-@given(_place)
-def test_place_fast_is_the_general_path_or_declines(params: dict[str, Any]) -> None:
-    general = _general(V.place, params)
-    fast = place_fast(V, 9, params)
+def _fast_is_general_or_declines(fast_fn: Any, general_fn: Any, raw_fn: Any,
+                                 params: dict[str, Any]) -> None:
+    general = _general(general_fn, params)
+    fast = fast_fn(V, 9, params)
     if fast is not None:
         assert bytes(fast) == general
     if isinstance(general, bytes):
-        assert bytes(V.place_raw(9, params)) == general
+        assert bytes(raw_fn(9, params)) == general
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_place)
+def test_place_fast_is_the_general_path_or_declines(params: dict[str, Any]) -> None:
+    _fast_is_general_or_declines(place_fast, V.place, V.place_raw, params)
 
 
 @settings(max_examples=800, deadline=None)
 @given(_cancel)
 def test_cancel_fast_is_the_general_path_or_declines(params: dict[str, Any]) -> None:
-    general = _general(V.cancel, params)
-    fast = cancel_fast(V, 9, params)
-    if fast is not None:
-        assert bytes(fast) == general
-    if isinstance(general, bytes):
-        assert bytes(V.cancel_raw(9, params)) == general
+    _fast_is_general_or_declines(cancel_fast, V.cancel, V.cancel_raw, params)
 
 
 def test_the_common_shapes_take_the_fast_path() -> None:
