@@ -9,15 +9,34 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from pipeline import config as config_mod
 from settle.errors import SettleError
 
+if TYPE_CHECKING:
+    from settle.catalog import Catalog
+
 
 def _cfg(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.load(args.config)
+
+
+async def _open(args: argparse.Namespace
+                ) -> tuple[config_mod.Config, Catalog, asyncpg.Connection]:
+    """The config, its settlement catalog and a Postgres connection (the caller closes it)."""
+    from settle.catalog import Catalog
+
+    cfg = _cfg(args)
+    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    return cfg, Catalog.from_config(cfg), conn
+
+
+def _wal_dir(args: argparse.Namespace, cfg: config_mod.Config) -> Path:
+    return Path(args.wal or Path(cfg.data_dir) / "wal")
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -30,16 +49,12 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from pipeline.wal import read_durable
-    from settle.catalog import Catalog
     from settle.invariants import check_against_wal, check_all
 
-    cfg = _cfg(args)
-    catalog = Catalog.from_config(cfg)
-    wal = Path(args.wal or Path(cfg.data_dir) / "wal")
-    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    cfg, catalog, conn = await _open(args)
+    wal = _wal_dir(args, cfg)
     try:
         dp = read_durable(wal)  # None when there is no WAL there
         rep = await check_all(conn, external_account=catalog.external_account, shard=catalog.shard,
@@ -57,12 +72,9 @@ async def _check(args: argparse.Namespace) -> int:
 
 
 async def _reconcile(args: argparse.Namespace) -> int:
-    from settle.catalog import Catalog
     from settle.reconcile import engine_balances_from_snapshot, load_engine_balances_json, reconcile
 
-    cfg = _cfg(args)
-    catalog = Catalog.from_config(cfg)
-    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    cfg, catalog, conn = await _open(args)
     try:
         if args.engine_balances:
             seq, bal = load_engine_balances_json(args.engine_balances, catalog)
@@ -81,12 +93,9 @@ async def _reconcile(args: argparse.Namespace) -> int:
 async def _correct(args: argparse.Namespace) -> int:
     import getpass
 
-    from settle.catalog import Catalog
     from settle.correct import correct
 
-    cfg = _cfg(args)
-    catalog = Catalog.from_config(cfg)
-    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    cfg, catalog, conn = await _open(args)
     try:
         c = await correct(conn, shard=catalog.shard, asset=args.asset, amount=args.amount,
                           from_account=args.from_account, to_account=args.to_account,
@@ -103,15 +112,11 @@ async def _correct(args: argparse.Namespace) -> int:
 
 async def _repair(args: argparse.Namespace) -> int:
     import getpass
-    from pathlib import Path
 
-    from settle.catalog import Catalog
     from settle.correct import repair
 
-    cfg = _cfg(args)
-    catalog = Catalog.from_config(cfg)
-    wal = Path(args.wal or Path(cfg.data_dir) / "wal")
-    conn = await asyncpg.connect(args.dsn or cfg.settle.pg_dsn, timeout=10)
+    cfg, catalog, conn = await _open(args)
+    wal = _wal_dir(args, cfg)
     try:
         fixed = await repair(conn, wal, catalog, reason=args.reason, ticket=args.ticket,
                              actor=args.actor or f"cli:{getpass.getuser()}",
