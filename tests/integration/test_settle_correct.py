@@ -35,6 +35,18 @@ def batch(ev: np.ndarray, rows: np.ndarray) -> Batch:
                  event_ts_ns=ev["ts_ns"].astype(np.int64))
 
 
+
+async def _ledger(dsn: str) -> tuple[asyncpg.Connection, LedgerWriter]:
+    """A migrated ledger with the catalog synced: a connection (the caller closes it), a writer."""
+    await migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await sync(conn, CAT)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn, LedgerWriter(dsn, retry_max_s=5)
+
 def test_a_misattributed_posting_is_fixed_by_one_audited_correction(
         pg_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     s = Synth(CAT, accounts=6, seed=3)
@@ -54,11 +66,8 @@ def test_a_misattributed_posting_is_fixed_by_one_audited_correction(
         engine[k] = engine.get(k, 0) + int(r["amount"])
 
     async def go() -> None:
-        await migrate(pg_database)
-        conn = await asyncpg.connect(pg_database)
-        w = LedgerWriter(pg_database, retry_max_s=5)
+        conn, w = await _ledger(pg_database)
         try:
-            await sync(conn, CAT)
             await w.write(batch(ev, stored))
             # still balanced per asset; the account robbed of its credit may even be negative
             pre = await check_all(conn, external_account=CAT.external_account, grace_s=0)
@@ -109,11 +118,8 @@ def test_a_misattributed_posting_is_fixed_by_one_audited_correction(
 
 def test_bad_corrections_are_refused_and_write_nothing(pg_database: str) -> None:
     async def go() -> None:
-        await migrate(pg_database)
-        conn = await asyncpg.connect(pg_database)
-        w = LedgerWriter(pg_database, retry_max_s=5)
+        conn, w = await _ledger(pg_database)
         try:
-            await sync(conn, CAT)
             dep = transfer_event(1, account=10, asset=1, amount=5_000_000)  # 5 USDT
             o, _ = ordinals(dep["seq"])
             await w.write(batch(dep, postings(dep, o, 1, CAT)))
@@ -182,11 +188,8 @@ def test_a_corrupted_leg_is_repaired_from_the_wal_once(
     seq, leg = int(bad["seq"][3]), int(bad["leg"][3])
 
     async def setup() -> None:
-        await migrate(pg_database)
-        conn = await asyncpg.connect(pg_database)
-        w = LedgerWriter(pg_database, retry_max_s=5)
+        conn, w = await _ledger(pg_database)
         try:
-            await sync(conn, CAT)
             for b in batches:
                 await w.write(b)
             assert "asset_zero_sum" in (await check_all(
