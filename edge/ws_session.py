@@ -134,7 +134,7 @@ class TradeSession:
     def close(self, code: int, reason: str) -> None:
         self._close(code, reason)
 
-    def peer_closed(self, code: Any, message: bytes) -> None:
+    def peer_closed(self, code: Any, message: bytes | None) -> None:
         """The peer's CLOSE: flush what is queued, echo the close, drop the socket."""
         self.write_out()
         t = self.t

@@ -332,3 +332,14 @@ def test_frames_of_every_length_class_arrive_whole_and_in_order(live: LiveEdge) 
     assert {o["clientOrderId"] for o in big} == {f"len-{i}" for i in range(n)}
     assert len(ws.events) > 0  # pushes interleaved with responses parsed as well
     ws.c.close()
+
+
+def test_a_client_close_with_and_without_a_reason_is_echoed(live: LiveEdge) -> None:
+    """The peer's CLOSE is answered with a CLOSE (RFC 6455 5.5.1), also when it carries no reason
+    (picows then reports the message as None)."""
+    for reason in ("", "bye"):
+        ws = Ws(live)
+        ws.logon()
+        ws.c.close(1000, reason)
+        rcvd = ws.c.protocol.close_rcvd  # the server's CLOSE frame, None if it just dropped us
+        assert rcvd is not None and rcvd.code == 1000 and ws.c.close_code == 1000, reason
