@@ -90,7 +90,10 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{'  (stopped)' if status.get('stopped') else ''}")
     for p in status["processes"]:
         state = "ready" if p["ready"] and p["alive"] else ("starting" if p["alive"] else "down")
-        _out(f"  {p['name']:12} pid {p['pid'] or '-':>7}  {state:8} restarts {p['restarts']}")
+        modules = ""
+        if "native" in p:  # edges: their per-order modules (pipeline.native) as loaded at start
+            modules = "  modules " + ("compiled" if p["native"] else "interpreted")
+        _out(f"  {p['name']:12} pid {p['pid'] or '-':>7}  {state:8} restarts {p['restarts']}{modules}")
     for k, v in sorted(gauges.items()):
         _out(f"  {k} = {v}")
     return 0 if not status.get("stopped") else 1

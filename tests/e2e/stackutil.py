@@ -56,6 +56,7 @@ class Stack:
             "SPOTX_ENGINE_RING_CAPACITY": "4096",
             "SPOTX_SETTLE_ENABLED": "false",
         }
+        self.env = env  # the stack's SPOTX_* overrides (for CLI commands run against it)
         self.cfg = config.load(env=env)
         self.sup = Supervisor(self.cfg)
         self.store = KeyStore(Path(self.cfg.data_dir) / "keys.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from decimal import Decimal
@@ -284,3 +285,20 @@ def test_settlement_lag_throttle_flag_limits_new_orders(stack: Stack) -> None:
     time.sleep(0.15)
     assert c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01")).status_code == 200
     assert c.call("DELETE", f"/v1/orders?symbol={SYM}").status_code == 200
+
+
+def test_spotx_status_shows_processes_seq_and_queue_depths(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline import cli, native
+
+    for k, v in stack.env.items():
+        monkeypatch.setenv(k, v)
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    for name in ("engine", "edge-1", "publisher"):
+        assert re.search(rf"^\s+{name}\s+pid\s+\d+\s+ready\s+restarts 0", out, re.M), out
+    edge_line = next(line for line in out.splitlines() if line.strip().startswith("edge-1"))
+    assert edge_line.endswith("modules compiled" if native.check() == "" and
+                              os.environ.get("SPOTX_NATIVE") != "0" else "modules interpreted")
+    assert re.search(r"engine_seq@engine = \d+", out) and "engine_queue_depth@engine = 0" in out
+    assert re.search(r"wal_durable_seq\S*@engine = \d+", out), out
