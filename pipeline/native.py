@@ -2,13 +2,14 @@
 
 Why. An edge spends its CPU in Python per order: validation, the read model, order views, the
 dispatcher. Compiled by mypyc (the mypy project's compiler: the same type annotations, checked at
-run time, native classes with C-struct attributes) the same code runs ~1.4x the orders per CPU
-second (``python -m bench e2e``: in-process edge, closed loop). Nothing is rewritten for it: the
+run time, native classes with C-struct attributes) the same code answered 1.3-1.6x the orders per
+CPU second (``python -m bench e2e``: in-process edge, closed loop, interpreted vs compiled). Nothing is rewritten for it: the
 modules stay plain, type-checked Python and run interpreted wherever the build is absent.
 
-Build. ``spotx native build`` (``scripts/setup.sh`` runs it; ``spotx native status`` checks) compiles ``MODULES`` into
-``var/native/`` (never into the source tree) and writes ``manifest.json``: the SHA-256 of each
-source, the Python version and the compiler's version. It needs a C compiler and Python headers; if
+Build. ``spotx native build`` (``scripts/setup.sh`` runs it; ``spotx native status`` checks)
+compiles ``MODULES`` into ``var/native/`` (never into the source tree; mypyc's shared runtime
+library alone in ``var/native/runtime/``, the one directory put on ``sys.path``) and writes
+``manifest.json``: the SHA-256 of each source, the Python version and the compiler's version. It needs a C compiler and Python headers; if
 it fails, the edge runs interpreted (setup says so).
 
 Use. Each package holding listed modules (``edge``, ``pipeline``, ``pipeline.publisher``) calls
