@@ -24,8 +24,7 @@ from pipeline.records import ADMIN, ADMIN_NOTE_BYTES, CID_BYTES, COMMAND, EVENT,
 
 # COMMAND: price|order_id, qty|amount, account, conn, req, symbol|asset, kind, flags,
 #          side|mode, otype|scope, tif, stp, cid[28]
-_CMD = struct.Struct("<qqIIIHBBBBBB28s")
-CMD_STRUCT = _CMD
+CMD_STRUCT = struct.Struct("<qqIIIHBBBBBB28s")
 _CONN_REQ = struct.Struct("<II")  # conn, req at bytes 20..28
 _CONN_OFF = 20
 _KIND_BYTE = 30
@@ -94,7 +93,7 @@ def pack_command(kind: int, account: int = 0, *, price: int = 0, qty: int = 0, s
                  cid: bytes = _NO_CID, conn: int = 0, req: int = 0) -> np.void:
     """A writable COMMAND record. Aliases: order_id=price, amount=qty, asset=symbol, mode=side,
     scope=otype."""
-    buf = bytearray(_CMD.pack(price, qty, account, conn, req, symbol, kind, flags, side, otype,
+    buf = bytearray(CMD_STRUCT.pack(price, qty, account, conn, req, symbol, kind, flags, side, otype,
                               tif, stp, cid))
     rec: np.void = np.frombuffer(buf, COMMAND)[0]
     return rec
@@ -122,14 +121,6 @@ def stamp(cmd: Command, conn: int, req: int) -> None:
 
 def cmd_bytes(cmd: Command) -> bytes:
     return bytes(cmd) if isinstance(cmd, bytearray) else cmd.tobytes()
-
-
-def as_record(cmd: Command) -> np.void:
-    """The numpy record of ``cmd`` (a view of a bytearray's bytes, not a copy)."""
-    if isinstance(cmd, bytearray):
-        rec: np.void = np.frombuffer(cmd, COMMAND)[0]
-        return rec
-    return cmd
 
 
 def pack_admin(cmd: np.void, note: bytes) -> np.void:

@@ -123,16 +123,9 @@ class TradeSession:
             for task in pending:
                 task.cancel()
 
-    def message(self, data: bytes | memoryview) -> None:
-        """One whole TEXT/BINARY message (the payload view is valid only during this call)."""
-        self._message(data)
-
     def refuse(self, message: str) -> None:
         """A protocol-level problem the client should hear about (an answer with id null)."""
         self._send(_err(None, ApiError("BAD_REQUEST", message)))
-
-    def close(self, code: int, reason: str) -> None:
-        self._close(code, reason)
 
     def peer_closed(self, code: Any, message: bytes | None) -> None:
         """The peer's CLOSE: flush what is queued, echo the close, drop the socket."""
@@ -143,7 +136,8 @@ class TradeSession:
             t.disconnect()
 
     # -- requests ---------------------------------------------------------------------------------
-    def _message(self, data: bytes | memoryview) -> None:
+    def message(self, data: bytes | memoryview) -> None:
+        """One whole TEXT/BINARY message (the payload view is valid only during this call)."""
         try:
             msg = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -338,7 +332,7 @@ class TradeSession:
         tr = t.underlying_transport
         tr.write(b"".join(parts))
         if not self.closed and tr.get_write_buffer_size() > self.srv.max_backlog_bytes:
-            self._close(4008, "SLOW_CONSUMER")
+            self.close(4008, "SLOW_CONSUMER")
 
     def _private(self, account: int, payload: bytes) -> None:
         self._send(payload)
@@ -355,7 +349,7 @@ class TradeSession:
             t.underlying_transport.resume_reading()
             self.paused = False
 
-    def _close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str) -> None:
         t = self.t
         if t is None or self.closed:
             return
@@ -370,7 +364,7 @@ class TradeSession:
     def _logon_timeout(self) -> None:
         self.logon_timer = None
         if self.key is None:
-            self._close(1008, "LOGON_TIMEOUT")
+            self.close(1008, "LOGON_TIMEOUT")
 
     async def _cancel_session_orders(self, pending: list[asyncio.Task[None]]) -> None:
         if pending:
