@@ -38,26 +38,53 @@ from pipeline.wal import FrameKind, WalReader, WalTail
 
 Params = dict[str, Any]
 MAX_LIMIT = 1000
+PENDING_MAX = 1024  # events queued by apply() before they are folded in
 
 
 class MarketState:
     def __init__(self, cfg: Config, clock_ms: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
-        self.d = MarketDeriver(cfg)
+        self._d = MarketDeriver(cfg)
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._pending = bytearray()
 
     # -- feeding ----------------------------------------------------------------------------------
-    def apply(self, events: np.ndarray) -> None:
-        """Fold durable EVENT records (whole commands, in seq order) into the state."""
-        self.d.apply(events, emit=False)
+    def apply(self, events: np.ndarray | memoryview | bytes) -> None:
+        """Queue durable EVENT records (whole commands, in seq order): an EVENT array or its bytes
+        (a WAL frame's payload). Folded in before the next read (module header)."""
+        if isinstance(events, np.ndarray):
+            events = memoryview(events.view(np.uint8))
+        self._pending += events
+        if len(self._pending) >= PENDING_MAX * EVENT.itemsize:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold every queued event into the state now."""
+        if self._pending:
+            ev = np.frombuffer(self._pending, EVENT)
+            self._pending = bytearray()
+            self._d.apply(ev, emit=False)
+
+    @property
+    def deriver(self) -> MarketDeriver:
+        """The state itself (edge snapshots), every queued event folded in."""
+        self.flush()
+        return self._d
+
+    @deriver.setter
+    def deriver(self, d: MarketDeriver) -> None:
+        """Replace the state (restore from an edge snapshot); queued events are dropped with it."""
+        self._pending = bytearray()
+        self._d = d
 
     @property
     def seq(self) -> int:
-        return self.d.seq
+        return self.deriver.seq
 
     # -- queries (edge.rest.MarketData) -----------------------------------------------------------
     def _sym(self, p: Params) -> SymbolMarket:
-        m = self.d.by_name.get(p.get("symbol", ""))
+        self.flush()
+        m = self._d.by_name.get(p.get("symbol", ""))
         if m is None:
             raise ApiError("UNKNOWN_SYMBOL", f"unknown symbol {str(p.get('symbol'))[:40]!r}")
         return m
@@ -72,7 +99,7 @@ class MarketState:
     def depth(self, p: Params) -> dict[str, Any]:
         m = self._sym(p)
         n = self._limit(p, 100)
-        b = self.d.books.book(m.sid)
+        b = self._d.books.book(m.sid)
         f = m.fmt
         bids = [[f.price(px), f.qty(q)] for px, q in b.bids.levels(n)]
         asks = [[f.price(px), f.qty(q)] for px, q in b.asks.levels(n)]
@@ -114,7 +141,7 @@ class MarketState:
 
     def ticker(self, p: Params) -> dict[str, Any]:
         m = self._sym(p)
-        return self.d.ticker_fields(m, self.clock_ms())
+        return self._d.ticker_fields(m, self.clock_ms())
 
 
 class MarketFollower:

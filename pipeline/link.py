@@ -206,7 +206,7 @@ class RingGateway:
         self.readmodel.restore(snap.readmodel)
         if self.market is not None and snap.market is not None:
             snap.market.cfg = self.cfg
-            self.market.d = snap.market
+            self.market.deriver = snap.market
         self.audit_log.extend(snap.audit)
         self.tail = self.reader.tail(snap.resume_seq)
         self._batch_end = snap.resume_seq
@@ -222,7 +222,7 @@ class RingGateway:
         d = self.reader.durable()
         if not self._at_boundary or d is None:
             return False
-        market = self.market.d if self.market is not None else None
+        market = self.market.deriver if self.market is not None else None
         snap = edge_snapshot.EdgeSnapshot(
             edge_snapshot.VERSION, int(d.wal_id), self._batch_end,
             edge_snapshot.fingerprint(self.cfg), self.events, self.readmodel.state(), market,
@@ -317,7 +317,7 @@ class RingGateway:
                 self.events += len(evs)
                 self._since_snap += len(evs)
                 if self.market is not None:
-                    self.market.apply(arr)
+                    self.market.apply(f.payload)
                 self.dispatcher.feed(evs)
                 self._at_boundary = True
             elif f.kind == FrameKind.COMMANDS:

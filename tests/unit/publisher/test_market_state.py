@@ -36,13 +36,13 @@ def fed() -> tuple[MarketState, RefEngine, np.ndarray]:
 
 def test_depth_is_the_engine_book(fed: tuple[MarketState, RefEngine, np.ndarray]) -> None:
     st, eng, _ = fed
-    f = st.d.syms[1].fmt
+    f = st.deriver.syms[1].fmt
     for limit in (1, 5, 100):
         d = st.depth({"symbol": "BTC-USDT", "limit": limit})
         bids, asks = eng.book(1, limit)
         assert d["bids"] == [[f.price(p), f.qty(q)] for p, q in bids]
         assert d["asks"] == [[f.price(p), f.qty(q)] for p, q in asks]
-        assert d["seq"] == st.d.books.book(1).seq > 0
+        assert d["seq"] == st.deriver.books.book(1).seq > 0
     assert st.depth({"symbol": "ETH-USDT"})["bids"] == []
 
 
@@ -80,7 +80,7 @@ def test_candles_paging(fed: tuple[MarketState, RefEngine, np.ndarray]) -> None:
 def test_ticker(fed: tuple[MarketState, RefEngine, np.ndarray]) -> None:
     st, eng, tr = fed
     t = st.ticker({"symbol": "BTC-USDT"})
-    f = st.d.syms[1].fmt
+    f = st.deriver.syms[1].fmt
     bids, asks = eng.book(1, 1)
     assert t["trades"] == len(tr) and t["last"] == f.price(int(tr["price"][-1]))
     assert t["high"] == f.price(int(tr["price"].max())) and t["low"] == f.price(int(tr["price"].min()))
@@ -126,7 +126,7 @@ def test_follower_rebuilds_from_the_wal_and_refuses_one_not_starting_at_seq_1(tm
     fol = MarketFollower(st, tmp_path / "wal")
     assert fol.catch_up() == 40 and st.seq == eng.seq
     bids, asks = eng.book(1, 100)
-    f = st.d.syms[1].fmt
+    f = st.deriver.syms[1].fmt
     assert st.depth({"symbol": "BTC-USDT"})["asks"] == [[f.price(p), f.qty(q)] for p, q in asks]
     fol.close()
     with WalWriter(tmp_path / "wal2", segment_bytes=1 << 20, sync_mode="none", first_seq=5) as w:
@@ -135,3 +135,36 @@ def test_follower_rebuilds_from_the_wal_and_refuses_one_not_starting_at_seq_1(tm
         w.sync()
     with pytest.raises(WalStartError, match="starts at seq 5"):
         MarketFollower(MarketState(CFG), tmp_path / "wal2").poll()
+
+
+def test_deferred_folding_answers_as_if_folded_at_once() -> None:
+    """apply() only queues: a read folds everything queued first, the queue folds itself at
+    PENDING_MAX, and the answers equal a state fed one batch at a time through the deriver."""
+    from edge import market_state
+
+    eng = RefEngine(CFG, step_ns=300_000_000)
+    lazy = MarketState(CFG, clock_ms=lambda: eng.now // 1_000_000)
+    eager = MarketState(CFG, clock_ms=lambda: eng.now // 1_000_000)
+    rng = np.random.default_rng(11)
+    queued = self_folds = 0
+    for i in range(300):
+        ev = eng.apply(random_commands(rng, 12, [1, 2], spread=5, open_orders=eng.open_orders()))
+        lazy.apply(ev if i % 2 else memoryview(ev.view(np.uint8)))  # an array or a frame's bytes
+        queued += len(ev)
+        if queued >= market_state.PENDING_MAX:
+            queued = 0
+            self_folds += 1
+        assert len(lazy._pending) == queued * ev.itemsize  # folded at PENDING_MAX, not before
+        eager.deriver.apply(ev, emit=False)
+        if i % 131 == 130:  # a read in between folds what is queued
+            for sym in ("BTC-USDT", "ETH-USDT"):
+                assert lazy.depth({"symbol": sym}) == eager.depth({"symbol": sym})
+            assert not lazy._pending
+            queued = 0
+    assert self_folds >= 2 and lazy.seq == eager.seq == eng.seq
+    for sym in ("BTC-USDT", "ETH-USDT"):
+        p = {"symbol": sym, "limit": 1000}
+        assert lazy.depth(p) == eager.depth(p)
+        assert lazy.trades(p) == eager.trades(p)
+        assert lazy.candles({**p, "interval": "1m"}) == eager.candles({**p, "interval": "1m"})
+        assert lazy.ticker(p) == eager.ticker(p)
