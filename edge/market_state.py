@@ -53,8 +53,9 @@ class MarketState:
         """Queue durable EVENT records (whole commands, in seq order): an EVENT array or its bytes
         (a WAL frame's payload). Folded in before the next read (module header)."""
         if isinstance(events, np.ndarray):
-            events = memoryview(events.view(np.uint8))
-        self._pending += events
+            self._pending += events.view(np.uint8).data
+        else:
+            self._pending += events
         if len(self._pending) >= PENDING_MAX * EVENT.itemsize:
             self.flush()
 
