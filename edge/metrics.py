@@ -100,7 +100,7 @@ class EdgeMetrics:
         self._record(off, seconds)
 
     def _record(self, off: int, seconds: float) -> None:
-        observe(self.stats.data, off, int(seconds * 1e9))
+        observe(self.stats.words, off, int(seconds * 1e9))
 
     def error(self, name: str) -> None:
         c = self._err.get(name)

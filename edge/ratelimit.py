@@ -70,19 +70,34 @@ def retry_after_s(wait_ns: int) -> int:
     return max(1, -(-wait_ns // NS))
 
 
-@dataclass(slots=True)
 class KeyLimits:
-    weight: TokenBucket
-    orders: TokenBucket
-    last_ns: int
+    __slots__ = ("weight", "orders", "last_ns")
+
+    def __init__(self, weight: TokenBucket, orders: TokenBucket, last_ns: int) -> None:
+        self.weight = weight
+        self.orders = orders
+        self.last_ns = last_ns
 
 
-@dataclass(frozen=True, slots=True)
 class Quota:
-    """What the response headers say after an accepted request."""
+    """What the response headers say after an accepted request. A plain class, not a dataclass:
+    one is built per request, and compiled (``pipeline.native``) that costs a fraction."""
 
-    limit: int
-    remaining: int
+    __slots__ = ("limit", "remaining")
+
+    def __init__(self, limit: int, remaining: int) -> None:
+        self.limit = limit
+        self.remaining = remaining
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Quota) and (self.limit, self.remaining) == \
+            (other.limit, other.remaining)
+
+    def __hash__(self) -> int:
+        return hash((self.limit, self.remaining))
+
+    def __repr__(self) -> str:
+        return f"Quota(limit={self.limit}, remaining={self.remaining})"
 
     def headers(self) -> list[tuple[str, str]]:
         return [("X-RateLimit-Limit", str(self.limit)),

@@ -61,6 +61,7 @@ class Stats:
         self._next = 0
         self._max = max_slots
         self.data: np.ndarray = np.zeros(max_slots, dtype=np.int64)  # replaced by the mmap at freeze
+        self.words = self.data.data  # the same slots: Python ints in and out, ~2x numpy's speed
         self._mm: mmap.mmap | None = None
 
     def slot(self, name: str, kind: str = "counter", help: str = "", **labels: str) -> int:
@@ -104,6 +105,7 @@ class Stats:
         finally:
             os.close(fd)
         self.data = np.frombuffer(self._mm, dtype=np.int64, offset=HEADER_BYTES, count=self._max)
+        self.words = self.data.data
         return self.data
 
     @property
@@ -122,11 +124,13 @@ class Stats:
         self.data[off] = value
 
     def observe_ns(self, off: int, value_ns: int) -> None:
-        observe(self.data, off, value_ns)
+        observe(self.words, off, value_ns)
 
     def close(self) -> None:
         # Keep the file: the exporter and forensic bundles read a stopped process's last numbers.
         self.data = np.zeros(1, dtype=np.int64)
+        self.words.release()
+        self.words = self.data.data
         if self._mm is not None:
             try:
                 self._mm.close()
@@ -135,7 +139,7 @@ class Stats:
             self._mm = None
 
 
-def observe(data: np.ndarray, off: int, value_ns: int) -> None:
+def observe(data: np.ndarray | memoryview, off: int, value_ns: int) -> None:
     data[off + bisect.bisect_left(BUCKETS_NS, value_ns)] += 1
     data[off + HIST_SLOTS - 1] += value_ns
 
