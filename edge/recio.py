@@ -143,7 +143,6 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
         raise TypeError(f"expected EVENT records, got {events.dtype}")
     raw = events.tobytes()
     out: list[EvT] = []
-    make = EvT._make
     new = tuple.__new__  # EvT from a ready tuple: half the cost of _make over a rebuilt one
     no_cid = (None,)
     size = EVENT.itemsize
@@ -155,7 +154,7 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
                 cid = cid_unpack(c[5])
             except ValueError:  # never let one malformed field drop a whole durable frame
                 cid = None
-            out.append(make((*c[:5], 0, 0, 0, 0, *c[6:20], *c[22:], cid)))
+            out.append(new(EvT, (*c[:5], 0, 0, 0, 0, *c[6:20], *c[22:], cid)))
         else:
             out.append(new(EvT, t + no_cid))
     return out

@@ -12,16 +12,13 @@ decides: a symbol's mode, balances and duplicate clientOrderIds are checked ther
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from edge import schema
 from edge.auth import ApiKey
 from edge.convert import SymbolUnits, amount_str
 from edge.errors import ApiError
-from edge.gateway import EngineGateway, Events
+from edge.gateway import Done, EngineGateway, Events
 from edge.orders import Validator
 from edge.readmodel import ReadModel
 from edge.recio import Command, EvT
@@ -34,25 +31,6 @@ _DISCONNECT = int(CmdFlag.DISCONNECT)
 _CANCELED = int(Ev.CANCELED)
 
 MODE_NAME = {int(m): m.name for m in Mode}
-Reply = Callable[[Any, ApiError | None], None]
-
-
-def _answering(reply: Reply, build: Callable[[Events], Any]) -> Callable[..., None]:
-    """A gateway ``done`` callback: ``reply(build(events), None)``, or ``reply(None, error)`` when
-    the command failed or ``build`` refused it (a reject)."""
-
-    def done(evs: Events | None, exc: ApiError | None) -> None:
-        if exc is None and evs is not None:
-            try:
-                res = build(evs)
-            except ApiError as e:
-                exc = e
-            else:
-                reply(res, None)
-                return
-        reply(None, exc or ApiError("INTERNAL"))
-
-    return done
 
 
 class TradingService:
@@ -109,25 +87,29 @@ class TradingService:
                 return self._closed_state(key.account, e)
         raise ApiError("UNKNOWN_ORDER", "no open order matched")
 
-    # The same two without a coroutine (the WS order path): validate now (ApiError raised here),
-    # send, and call ``reply(result, None)`` or ``reply(None, error)`` when the events are durable.
-    # The result is the order as JSON text (``orjson.Fragment``, ``edge.views_text``); a place's
-    # comes with the order id while the order rests (0 once it is closed).
-    # They return None once sent, or the validated command when the gateway could not take it at
-    # once (inbound ring full): the caller then awaits ``place_cmd`` / ``cancel_cmd`` with it.
-    def start_place(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> Command | None:
+    # The same two without a coroutine (the WS order path): validate now (ApiError raised here)
+    # and send; ``done(events, None)`` or ``done(None, error)`` follows when the events are durable
+    # (``edge.gateway.Done``), and the caller builds the answer with ``placed_text`` /
+    # ``canceled_text``. They return None once sent, or the validated command when the gateway
+    # could not take it at once (inbound ring full): the caller then awaits ``place_cmd`` /
+    # ``cancel_cmd`` with it.
+    def send_place(self, key: ApiKey, params: Any, slot: int, done: Done) -> Command | None:
         cmd = self.v.place_raw(key.account, params)
-        done = _answering(reply, self._placed_text)
         return None if self.gw.send(cmd, slot, done) else cmd
 
-    def _placed_text(self, evs: Events) -> tuple[orjson.Fragment, int]:
-        st, u, fills = place_outcome(evs, self.units)
-        return orjson.Fragment(order_text(st, u, fills)), st.order_id if st.is_open else 0
-
-    def start_cancel(self, key: ApiKey, params: Any, slot: int, reply: Reply) -> Command | None:
+    def send_cancel(self, key: ApiKey, params: Any, slot: int, done: Done) -> Command | None:
         cmd = self.v.cancel_raw(key.account, params)
-        done = _answering(reply, lambda evs: orjson.Fragment(order_text(*self._canceled(key, evs))))
         return None if self.gw.send(cmd, slot, done) else cmd
+
+    def placed_text(self, evs: Events) -> tuple[str, int]:
+        """A place's answer as JSON text (``edge.views_text``) and the order id while the order
+        rests (0 once it is closed); raises ApiError when it was rejected."""
+        st, u, fills = place_outcome(evs, self.units)
+        return order_text(st, u, fills), st.order_id if st.is_open else 0
+
+    def canceled_text(self, key: ApiKey, evs: Events) -> str:
+        """A cancel's answer as JSON text; raises ApiError when it was rejected."""
+        return order_text(*self._canceled(key, evs))
 
     async def cancel_all(self, key: ApiKey, params: Any, slot: int = 0,
                          query: bool = False) -> list[dict[str, Any]]:

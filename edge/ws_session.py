@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import orjson
@@ -41,7 +40,10 @@ METHODS: dict[str, tuple[str, int, bool, str]] = {
 
 
 class _Slot:
-    __slots__ = ("rid", "method", "t0", "data", "task", "thunk")
+    """One request's place in its session's answer order; for order.place / order.cancel sent
+    without a coroutine it is also the gateway's ``done`` callback (no closure per order)."""
+
+    __slots__ = ("rid", "method", "t0", "data", "task", "thunk", "sess", "key", "place")
 
     def __init__(self, rid: Any, method: str) -> None:
         self.rid = rid
@@ -50,6 +52,14 @@ class _Slot:
         self.data: bytes | None = None
         self.task: asyncio.Task[None] | None = None
         self.thunk: Callable[[], Any] | None = None
+        self.sess: TradeSession | None = None
+        self.key: ApiKey | None = None
+        self.place = False
+
+    def __call__(self, evs: list[Any] | None, exc: ApiError | None) -> None:
+        sess = self.sess
+        if sess is not None:
+            sess._answered(self, evs, exc)
 
 
 _HDR_SMALL = [bytes((0x81, n)) for n in range(126)]  # FIN + TEXT, 7-bit length
@@ -65,6 +75,13 @@ def _frame_header(n: int) -> bytes:
 
 def _ok(rid: Any, result: Any) -> bytes:
     return orjson.dumps({"id": rid, "status": 200, "result": result})
+
+
+def _ok_text(rid: Any, text: str) -> bytes:
+    """``_ok(rid, orjson.Fragment(text))``, byte for byte, for a result that is JSON text."""
+    if type(rid) is int:
+        return f'{{"id":{rid},"status":200,"result":{text}}}'.encode()
+    return b'{"id":' + orjson.dumps(rid) + b',"status":200,"result":' + text.encode() + b"}"
 
 
 def _err(rid: Any, e: ApiError) -> bytes:
@@ -193,9 +210,11 @@ class TradeSession:
                 slot.task = self.loop.create_task(
                     self._run(slot, svc.cancel_all(key, params, self.slot)))
             else:  # order.place / order.cancel: no coroutine unless the inbound ring is full
-                place = method == "order.place"
-                start = svc.start_place if place else svc.start_cancel
-                cmd = start(key, params, self.slot, partial(self._reply, slot, key, place))
+                place = slot.place = method == "order.place"
+                slot.sess = self
+                slot.key = key
+                send = svc.send_place if place else svc.send_cancel
+                cmd = send(key, params, self.slot, slot)
                 if cmd is None:
                     self.in_cb += 1
                 else:
@@ -243,17 +262,29 @@ class TradeSession:
         if oid and res.get("status") in ("NEW", "PARTIALLY_FILLED"):
             self._remember(key, oid)
 
-    def _reply(self, slot: _Slot, key: ApiKey, place: bool, result: Any,
-               exc: ApiError | None) -> None:
-        """The answer of a request sent without a coroutine (see ``_dispatch``)."""
+    def _answered(self, slot: _Slot, evs: list[Any] | None, exc: ApiError | None) -> None:
+        """The answer of a request sent without a coroutine (see ``_dispatch``): its events once
+        durable, or the gateway's error."""
         self.in_cb -= 1
         if exc is None:
-            if place:  # (order text, id of the order while it rests)
-                result, oid = result
-                if oid:
-                    self._remember(key, oid)
-            slot.data = _ok(slot.rid, result)
-        else:
+            try:
+                if evs is None:
+                    raise ApiError("INTERNAL")
+                key = slot.key
+                assert key is not None
+                if slot.place:
+                    text, oid = self.srv.svc.placed_text(evs)
+                    if oid:
+                        self._remember(key, oid)
+                else:
+                    text = self.srv.svc.canceled_text(key, evs)
+                slot.data = _ok_text(slot.rid, text)
+            except ApiError as e:
+                exc = e
+            except Exception:  # noqa: BLE001 - a bug answers INTERNAL; the queue must not stall
+                log.exception("WS request %s failed", slot.method)
+                exc = ApiError("INTERNAL")
+        if exc is not None:
             self.srv.metrics.error(exc.name)
             slot.data = _err(slot.rid, exc)
         if self.in_cb == 0 and self.drained is not None and not self.drained.done():

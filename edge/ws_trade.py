@@ -65,6 +65,8 @@ from edge.service import TradingService
 from edge.ws_session import METHODS, TradeSession, _frame_header
 
 __all__ = ["METHODS", "TradeListener", "TradeSession", "WsTradeServer", "_frame_header"]
+_TEXT, _BINARY, _CONTINUATION, _CLOSE = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION,
+                                        WSMsgType.CLOSE)
 
 
 class WsTradeServer:
@@ -156,19 +158,19 @@ class TradeListener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         mt = frame.msg_type
-        if mt == WSMsgType.TEXT or mt == WSMsgType.BINARY:
+        if mt is _TEXT or mt is _BINARY:  # enum members are singletons: no attribute lookups
             if frame.fin and not self.frag:
                 self.sess.message(frame.get_payload_as_memoryview())
                 return
             self.frag = [frame.get_payload_as_bytes()]
             self.frag_size = frame.payload_size
-        elif mt == WSMsgType.CONTINUATION:
+        elif mt is _CONTINUATION:
             if not self.frag:
                 self.sess.refuse("continuation without a first frame")
                 return
             self.frag.append(frame.get_payload_as_bytes())
             self.frag_size += frame.payload_size
-        elif mt == WSMsgType.CLOSE:
+        elif mt is _CLOSE:
             self.sess.peer_closed(frame.get_close_code(), frame.get_close_message())
             return
         else:

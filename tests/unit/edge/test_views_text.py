@@ -96,3 +96,15 @@ def test_balance_update_text(asset: Any, avail: int, locked: int, seq: int, ts: 
         "type": "BalanceUpdate", "asset": asset.name,
         "available": format_units(avail, asset.scale), "locked": format_units(locked, asset.scale),
         "seq": seq, "timeUs": ts // 1000}
+
+
+@settings(max_examples=300, deadline=None)
+@given(rid=st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=64)), o=orders())
+def test_ws_answer_with_text_result_is_the_dict_answer(rid: Any, o: tuple[OrderState, Any]) -> None:
+    """The WS order path's answer bytes (result already JSON text) equal orjson's of the dict
+    answer with the text embedded as a Fragment: ids of every range, strings needing escapes."""
+    from edge.ws_session import _ok, _ok_text
+
+    text = order_text(*o)
+    assert _ok_text(rid, text) == _ok(rid, orjson.Fragment(text))
+    assert orjson.loads(_ok_text(rid, text)) == {"id": rid, "status": 200, "result": orjson.loads(text)}
