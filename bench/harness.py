@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.cpu import pin  # noqa: F401 - the benches pin their processes with it
+
 
 @dataclasses.dataclass
 class Result:
@@ -85,17 +87,6 @@ def _virtualized() -> bool:
         with open("/proc/cpuinfo") as f:
             return " hypervisor" in f.read()
     except OSError:
-        return False
-
-
-def pin(core: int | None) -> bool:
-    """Pin the calling process to ``core``; returns False where the OS refuses."""
-    if core is None:
-        return False
-    try:
-        os.sched_setaffinity(0, {core % (os.cpu_count() or 1)})
-        return True
-    except (AttributeError, OSError):
         return False
 
 

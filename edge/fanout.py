@@ -37,6 +37,7 @@ from edge.market_metrics import FanoutMetrics
 from edge.market_ws import FanoutLimits, MarketServer
 from pipeline import heap, shm_layout
 from pipeline.config import Config
+from pipeline.cpu import place
 from pipeline.doorbell import Doorbell
 from pipeline.publisher.process import md_doorbell_dir
 from pipeline.publisher.record import MD, MdAssembler
@@ -210,10 +211,7 @@ def main(cfg: Config, index: int, ready_conn: Connection) -> None:
     """Supervisor entry: serve until SIGTERM."""
     import uvloop
 
-    try:
-        os.sched_setaffinity(0, {(cfg.market.core + index - 1) % (os.cpu_count() or 1)})
-    except (AttributeError, OSError):
-        pass
+    place(cfg.market.core + index - 1, cfg.market.nice)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -122,6 +122,7 @@ class MarketConfig:
     ping_timeout_s: int = 60
     trade_history: int = 10_000
     candle_history: int = 1_440
+    nice: int = 10  # publisher + fan-out CPU priority below the order path's (pipeline.cpu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +139,7 @@ class SettleConfig:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic: str = "spotx.events"
     core: int = 1
+    nice: int = 10  # settlement's CPU priority below the order path's (pipeline.cpu)
     lag_t2_ms: int = 2_000
     lag_t3_ms: int = 10_000
 
@@ -229,6 +231,9 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     )
     if cfg.smoke_symbol and cfg.smoke_symbol not in {s.name for s in symbols}:
         raise ConfigError(f"smoke_symbol {cfg.smoke_symbol!r} is not a configured symbol")
+    for sect, nice in (("market", cfg.market.nice), ("settle", cfg.settle.nice)):
+        if not 0 <= nice <= 19:
+            raise ConfigError(f"{sect}.nice must be 0..19, got {nice}")
     return cfg
 
 

@@ -106,7 +106,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
     """Process entry (``spotx up``)."""
     import uvloop
 
-    from bench.harness import pin
+    from pipeline.cpu import pin
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s edge %(levelname)s %(message)s")
     pin(cfg.edge.core)

@@ -258,7 +258,7 @@ def _sync_mode(durability: str) -> str:
 
 def main(cfg: Config, index: int, ready: Connection) -> None:
     """Process entry (``spotx up``)."""
-    from bench.harness import pin
+    from pipeline.cpu import pin
     from pipeline.doorbell import Ringer
     from ringbuf import strategy
 

@@ -232,6 +232,10 @@ def main(cfg: Config, index: int = 0, ready: Connection | None = None) -> None:
     """Supervisor entry point: runs until SIGTERM."""
     import uvloop
 
+    from pipeline.cpu import place
+
+    place(cfg.settle.core, cfg.settle.nice)
+
     async def go() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

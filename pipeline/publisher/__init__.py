@@ -10,12 +10,12 @@ See docs/MARKET_DATA.md.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.cpu import place
 from pipeline.native import activate as _activate
 
 _activate(__name__, __path__)  # the compiled order book when var/native matches (pipeline.native)
@@ -33,10 +33,7 @@ def main(cfg: Config, index: int, ready_conn: Connection) -> None:
         stop["flag"] = True
 
     signal.signal(signal.SIGTERM, on_term)
-    try:
-        os.sched_setaffinity(0, {cfg.market.core % (os.cpu_count() or 1)})
-    except (AttributeError, OSError):
-        pass
+    place(cfg.market.core, cfg.market.nice)
     pub = Publisher(cfg)
     ready = False
     try:

@@ -302,3 +302,18 @@ def test_spotx_status_shows_processes_seq_and_queue_depths(
                               os.environ.get("SPOTX_NATIVE") != "0" else "modules interpreted")
     assert re.search(r"engine_seq@engine = \d+", out) and "engine_queue_depth@engine = 0" in out
     assert re.search(r"wal_durable_seq\S*@engine = \d+", out), out
+
+
+def test_processes_run_on_their_cores_and_downstream_below_the_order_path(stack: Stack) -> None:
+    """Each child is pinned to its configured core; the publisher and the fan-out run at
+    ``market.nice`` below the engine and the edge (pipeline.cpu), on every thread."""
+    cfg, cores = stack.cfg, os.cpu_count() or 1
+    want = {"engine": (cfg.engine.core, 0), "edge-1": (cfg.edge.core, 0),
+            "publisher": (cfg.market.core, cfg.market.nice), "fanout-1": (cfg.market.core, cfg.market.nice)}
+    assert cfg.market.nice == 10
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for name, (core, nice) in want.items():
+        pid = stack.sup.child(name).proc.pid
+        assert os.sched_getaffinity(pid) == {core % cores}, name
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            assert os.getpriority(os.PRIO_PROCESS, int(tid)) == min(19, base + nice), (name, tid)

@@ -63,3 +63,11 @@ def test_settle_repr_redacts_dsn() -> None:
     cfg = config.load(env={})
     assert "exchange:exchange" not in repr(cfg.settle)
     assert "***" in repr(cfg.settle)
+
+
+def test_nice_values_are_checked() -> None:
+    assert config.load(env={}).market.nice == 10 and config.load(env={}).settle.nice == 10
+    assert config.load(env={"SPOTX_SETTLE_NICE": "0"}).settle.nice == 0
+    for key, bad in (("SPOTX_MARKET_NICE", "20"), ("SPOTX_SETTLE_NICE", "-1")):
+        with pytest.raises(config.ConfigError, match=r"nice must be 0\.\.19"):
+            config.load(env={key: bad})
