@@ -3,7 +3,8 @@
 System under test: ``pipeline.supervisor.Supervisor(cfg).start()`` in this process, on free ports
 with a throw-away data dir: engine (WAL fdatasync group commit, pinned to core 0, the configured
 wait strategy, ``park`` by default), one edge process (REST + WS order entry, pinned to core 1);
-settlement and market data off (they do not sit on the order -> ack path). Stopped at the end.
+settlement and market data off (they do not sit on the order -> ack path; the ``md`` regimes below
+turn market data on). Stopped at the end.
 
 Load generator: ``bench/loadgen`` (Go, built into ``var/loadgen/`` on first use), one process,
 pinned to core 0, ``WS_CONNS`` WebSocket connections = market-maker accounts. Each places post-only
@@ -15,6 +16,9 @@ half places, half cancels. Regimes:
   to the response (coordinated-omission aware), HDR histogram; p50/p99/p99.9 are order.place ->
   ack (cancel figures in the notes). A rate the stack cannot sustain is stopped once more than
   ``max_backlog_s`` of offered load is outstanding, and reported as overloaded.
+* ``e2e.ws.md.open.<rate>`` — the same open loop on a second stack with market data on (publisher
+  + fan-out on the edge's core, as ``spotx up`` runs them, at ``market.nice``; nobody subscribed):
+  what deriving and publishing market data costs the order path.
 * ``e2e.ws.closed.<n>x<conns>`` — closed loop, n requests in flight per connection: the max
   orders/s one edge process sustains; ``e2e.ws.max`` is the best of them, with the in-process edge
   as peer.
@@ -85,11 +89,13 @@ class Plan:
     inproc_inflight: tuple[int, ...]
     drain_s: float
     max_backlog_s: float
+    md_rates: tuple[int, ...] = ()  # open-loop rates again with market data on (second stack)
 
 
-QUICK = Plan((1_000, 5_000, 20_000, 50_000), 2.0, 0.5, (16, 64), 1_000, (1_000,), (64,), 15.0, 0.25)
+QUICK = Plan((1_000, 5_000, 20_000, 50_000), 2.0, 0.5, (16, 64), 1_000, (1_000,), (64,), 15.0, 0.25,
+             (1_000, 20_000))
 FULL = Plan((1_000, 5_000, 10_000, 20_000, 50_000), 10.0, 1.0, (16, 64, 200), 1_000,
-            (1_000, 5_000), (16, 64, 200), 30.0, 0.5)
+            (1_000, 5_000), (16, 64, 200), 30.0, 0.5, (1_000, 5_000, 20_000))
 
 
 def _free_port() -> int:
@@ -162,14 +168,19 @@ def _durable_seq(cfg: Any) -> int:
     return int(d.seq) if d else 0
 
 
-def run_stack(plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Drive the real stack; (generator report, facts: sequenced, engine wait, ...)."""
+def run_stack(plan: Plan, market: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Drive the real stack; (generator report, facts: sequenced, engine wait, ...). ``market``:
+    with the publisher and the fan-out running (on the edge's core, as ``spotx up`` places them)
+    and only the open-loop regimes of ``plan.md_rates``, named ``e2e.ws.md.open.<rate>``."""
     from pipeline import config
     from pipeline.supervisor import Supervisor
 
     tmp = tempfile.mkdtemp(prefix="spotx-bench-e2e-")
     try:
-        cfg = config.load(env=_env(tmp))
+        env = _env(tmp)
+        if market:
+            env["SPOTX_MARKET_ENABLED"] = "true"
+        cfg = config.load(env=env)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         acc = Accounts(cfg.data_dir, WS_CONNS, REST_WORKERS)
         sup = Supervisor(cfg)
@@ -178,12 +189,17 @@ def run_stack(plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
             sup.start()
             acc.fund(cfg)
             regimes = [{**regime(WARMUP, plan, rate=1000.0), "seconds": 1.0, "warmup": 0.9}]
-            regimes += [regime(f"e2e.ws.open.{_k(r)}", plan, rate=r) for r in plan.ws_rates]
-            regimes += [regime(f"e2e.ws.closed.{n}x{WS_CONNS}", plan, inflight=n)
-                        for n in plan.inflight]
-            regimes.append(regime(f"e2e.rest.open.{_k(plan.rest_rate)}", plan, "rest",
-                                   rate=plan.rest_rate))
             pids = {"edge": sup.child("edge-1").proc.pid, "engine": sup.child("engine").proc.pid}
+            if market:
+                regimes += [regime(f"e2e.ws.md.open.{_k(r)}", plan, rate=r) for r in plan.md_rates]
+                pids |= {"publisher": sup.child("publisher").proc.pid,
+                         "fanout": sup.child("fanout-1").proc.pid}
+            else:
+                regimes += [regime(f"e2e.ws.open.{_k(r)}", plan, rate=r) for r in plan.ws_rates]
+                regimes += [regime(f"e2e.ws.closed.{n}x{WS_CONNS}", plan, inflight=n)
+                            for n in plan.inflight]
+                regimes.append(regime(f"e2e.rest.open.{_k(plan.rest_rate)}", plan, "rest",
+                                       rate=plan.rest_rate))
             seq0 = _durable_seq(cfg)
             rep = loadgen.run(acc.spec(cfg, plan, regimes, pids), _timeout(plan, regimes),
                               cores=GEN_CORES)
@@ -277,6 +293,9 @@ def _await_ready(cfg: Any, proc: subprocess.Popen[bytes], log: Path, timeout_s: 
 STACK_WHERE = "stack (spotx up, fdatasync): generator core 0 with the engine, edge core 1"
 SELFTEST_WHERE = ("GENERATOR SELF-TEST against its stand-in edge (no matching, canned answers "
                   "+ 2 pushes per request): generator core 0, sink core 1")
+MD_WHERE = ("stack with MARKET DATA ON (spotx up's default: publisher + fan-out on the edge's core at "
+            "market.nice {nice}, no market-data subscribers), fdatasync: generator core 0 with the "
+            "engine, edge core 1")
 INPROC_WHERE = "IN-PROCESS edge (no rings, no WAL, no fsync): generator core 0, edge core 1"
 
 
@@ -301,12 +320,13 @@ def _max_row(stack: dict[str, Any], inproc: dict[str, Any]) -> Result | None:
                                        peer["achieved"] if peer else None)
 
 
-def _seq_row(stack: dict[str, Any], facts: dict[str, Any]) -> Result:
+def _seq_row(stack: dict[str, Any], facts: dict[str, Any],
+             name: str = "e2e.sequenced_vs_acked") -> Result:
     cleanup = stack["cleanup"]
     acked = sum(r["answered"] for r in stack["regimes"]) + cleanup["answered"]
     errors = sum(r["errors"] for r in stack["regimes"]) + cleanup["errors"]
     seq = facts["sequenced"]
-    return Result("e2e.sequenced_vs_acked", "commands", float(seq),
+    return Result(name, "commands", float(seq),
                   correct=seq == acked and errors == 0,
                   notes=f"WAL durable seq advanced {seq} while the edge answered {acked} order "
                         f"commands ({errors} errors; incl. {cleanup['answered']} closing "
@@ -340,6 +360,21 @@ def results_from(stack: dict[str, Any] | None, facts: dict[str, Any], inproc: di
     return out
 
 
+def run_market_on(plan: Plan) -> list[Result]:
+    """The open-loop regimes again with the publisher and the fan-out running, as ``spotx up``
+    runs them: what they cost the order path on the edge's shared core."""
+    from pipeline import config
+
+    try:
+        md, facts = run_stack(plan, market=True)
+    except Exception as e:  # noqa: BLE001 - reported, the rest of the suite still stands
+        return [Result("e2e.ws.md", "orders/s", None, correct=False,
+                       notes=f"the stack with market data on did not run: {type(e).__name__}: {e}")]
+    where = MD_WHERE.format(nice=config.load(env={}).market.nice)
+    return ([rows.row(r, where, TARGET_RATE) for r in md["regimes"] if r["name"] != WARMUP]
+            + [_seq_row(md, facts, "e2e.md.sequenced_vs_acked")])
+
+
 def run(quick: bool) -> list[Result]:
     plan = QUICK if quick else FULL
     loadgen.build()  # before anything starts: a first build takes a while
@@ -357,6 +392,8 @@ def run(quick: bool) -> list[Result]:
     else:
         inproc = run_inproc(plan, inproc_regimes(plan, plan.inproc_rates, plan.inproc_inflight))
     out += results_from(stack, facts, inproc, plan)
+    if stack is not None and plan.md_rates:
+        out += run_market_on(plan)
     self_test = run_selftest(plan)
     out += [rows.row(r, SELFTEST_WHERE, TARGET_RATE) for r in self_test["regimes"]]
     return out
