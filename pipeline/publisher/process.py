@@ -284,20 +284,23 @@ class Publisher:
         return n
 
     def run(self, stop: Callable[[], bool], max_idle_s: float = 0.005) -> None:
+        """Step until ``stop()``. Idle, it sleeps on the WAL doorbell (rung after every durable
+        batch) for ``max_idle_s`` at most, for the timers; without a doorbell it polls with a
+        back-off from 0.2 ms. (With a doorbell the back-off only added wake-ups: at 1 k orders/s,
+        market data on, the publisher used 34 % of a core with it, 29 % without, one run each.)"""
         idle = 0
         bell = self._bell
         while not stop():
             if self.step():
                 idle = 0
                 continue
-            idle += 1
-            timeout = min(max_idle_s, 0.0002 * idle)
             if bell is not None:
-                r, _, _ = select.select([bell], [], [], timeout)
+                r, _, _ = select.select([bell], [], [], max_idle_s)
                 if r:
                     bell.drain()
             else:
-                time.sleep(timeout)
+                idle += 1
+                time.sleep(min(max_idle_s, 0.0002 * idle))
 
     def close(self, unlink: bool = True) -> None:
         if self.writer is not None:
