@@ -78,7 +78,7 @@ class ReadModel:
         self.last_seq = 0
         self.state_hash = 0
         self.sink_errors = 0
-        self._subs: dict[int, list[PrivateSink]] = {}
+        self._subs: dict[int, tuple[PrivateSink, ...]] = {}  # tuples: notify iterates, no copy
 
     # -- snapshots (pipeline.edge_snapshot) ---------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -101,19 +101,22 @@ class ReadModel:
     # -- subscriptions ----------------------------------------------------------------------------
     def subscribe(self, account: int, sink: PrivateSink) -> Callable[[], None]:
         """Deliver ``account``'s private events to ``sink(account, json_bytes)``; returns unsubscribe."""
-        self._subs.setdefault(account, []).append(sink)
+        self._subs[account] = (*self._subs.get(account, ()), sink)
 
         def unsubscribe() -> None:
-            lst = self._subs.get(account)
-            if lst and sink in lst:
-                lst.remove(sink)
-                if not lst:
+            sinks = self._subs.get(account, ())
+            if sink in sinks:
+                i = sinks.index(sink)
+                rest = sinks[:i] + sinks[i + 1:]
+                if rest:
+                    self._subs[account] = rest
+                else:
                     del self._subs[account]
         return unsubscribe
 
     def _notify(self, account: int, text: str) -> None:
         payload = text.encode()
-        for sink in list(self._subs.get(account, ())):
+        for sink in self._subs.get(account, ()):
             try:
                 sink(account, payload)
             except Exception:  # noqa: BLE001 - one broken subscriber must not stop the feed

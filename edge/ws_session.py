@@ -172,7 +172,7 @@ class TradeSession:
             if not -2**63 <= (rid if type(rid) is int else 0) < 2**63:
                 rid = None
                 raise ApiError("BAD_REQUEST", "id out of range")
-            if msg.keys() - _TOP_KEYS:
+            if len(msg) > ("id" in msg) + ("method" in msg) + ("params" in msg):  # no set per message
                 raise ApiError("BAD_REQUEST", "unknown member "
                                + repr(sorted(str(k)[:40] for k in msg.keys() - _TOP_KEYS)[0]))
             m = msg.get("method")

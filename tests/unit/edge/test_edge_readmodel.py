@@ -146,3 +146,23 @@ def test_broken_subscriber_does_not_stop_the_feed() -> None:
     rm.subscribe(1, boom)
     rm.apply([accepted(1, 1, Side.BUY, 100, 1, 1)])
     assert rm.sink_errors == 1 and rm.order(1, 1) is not None
+
+
+def test_subscribers_of_one_account_each_get_every_event_until_they_leave() -> None:
+    """Two sessions of one account both get the private events; unsubscribing one (twice is
+    harmless) leaves the other; the last one leaving forgets the account."""
+    rm = ReadModel(UNITS, ASSETS)
+    a: list[bytes] = []
+    b: list[bytes] = []
+    unsub_a = rm.subscribe(1, lambda acct, p: a.append(p))
+    unsub_b = rm.subscribe(1, lambda acct, p: b.append(p))
+    rm.apply([accepted(1, 1, Side.BUY, 100, 1, 1)])
+    assert len(a) == len(b) == 1 and a == b
+    unsub_a()
+    unsub_a()
+    rm.apply([accepted(2, 1, Side.BUY, 100, 1, 2)])
+    assert len(a) == 1 and len(b) == 2
+    unsub_b()
+    assert rm.statistics()["subscribed_accounts"] == 0
+    rm.apply([accepted(3, 1, Side.BUY, 100, 1, 3)])
+    assert len(b) == 2
