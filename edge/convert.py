@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from edge.errors import ApiError
 from pipeline.config import Asset, Symbol
 
@@ -103,6 +105,8 @@ class SymbolUnits:
     price_dec: int  # decimals shown for prices
     qty_dec: int  # decimals shown for quantities
     max_quote_minor: int  # largest accepted quoteQuantity (max price x max qty notional)
+    name_json: str  # the symbol's name as a JSON string literal (edge.views_text)
+    quote_json: str  # its quote asset's name, likewise
     # formatted prices / quantities: a market maker's orders reuse a few levels and sizes
     _price_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
     _qty_s: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
@@ -115,7 +119,8 @@ class SymbolUnits:
     def of(cls, sym: Symbol) -> SymbolUnits:
         return cls(sym, _decimals(sym.tick_minor, sym.quote_scale),
                    _decimals(sym.lot_minor, sym.base_scale),
-                   sym.max_price_ticks * sym.max_qty_lots * sym.k)
+                   sym.max_price_ticks * sym.max_qty_lots * sym.k,
+                   orjson.dumps(sym.name).decode(), orjson.dumps(sym.quote).decode())
 
     # -- parse ----------------------------------------------------------------------------------
     def price_ticks(self, value: Any, field: str = "price") -> int:

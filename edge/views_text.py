@@ -26,6 +26,19 @@ _MARKET = int(OrdType.MARKET)
 _NAMES: dict[str, str] = {}
 
 
+def _table(names: dict[int, str]) -> tuple[str, ...]:
+    """An enum's names indexed by value ("?" for gaps): a tuple index instead of a dict lookup."""
+    return tuple(names.get(i, "?") for i in range(max(names) + 1))
+
+
+_SIDES, _TYPES, _TIFS, _STPS = (_table(SIDE_NAME), _table(TYPE_NAME), _table(TIF_NAME),
+                                _table(STP_NAME))
+
+
+def _nm(table: tuple[str, ...], value: int) -> str:
+    return table[value] if 0 <= value < len(table) else "?"
+
+
 def _name(s: str) -> str:
     """``s`` as a JSON string literal (memoised: symbol and asset names are few)."""
     j = _NAMES.get(s)
@@ -37,7 +50,7 @@ def _name(s: str) -> str:
 def fill_text(f: Fill, u: SymbolUnits) -> str:
     return (f'{{"tradeId":{f.trade_id},"price":"{u.price_str(f.price)}","qty":"{u.qty_str(f.qty)}",'
             f'"quoteQty":"{u.quote_str(f.quote_qty)}","fee":"{u.quote_str(f.fee)}",'
-            f'"feeAsset":{_name(u.sym.quote)},"liquidity":"{"MAKER" if f.maker else "TAKER"}"}}')
+            f'"feeAsset":{u.quote_json},"liquidity":"{"MAKER" if f.maker else "TAKER"}"}}')
 
 
 def _order_body(o: OrderState, u: SymbolUnits, type_first: bool) -> str:
@@ -46,18 +59,19 @@ def _order_body(o: OrderState, u: SymbolUnits, type_first: bool) -> str:
     cid = o.cid
     cid_j = "null" if cid is None else '"' + cid + '"'
     q = o.quote
-    otype = TYPE_NAME.get(o.otype, "?")
-    price = "null" if o.otype == _MARKET else f'"{u.price_str(o.price)}"'
-    qty = f'"{u.qty_str(o.qty)}"' if o.qty or not q else "null"
+    otype = _nm(_TYPES, o.otype)
+    price = "null" if o.otype == _MARKET else '"' + u.price_str(o.price) + '"'
+    qty = '"' + u.qty_str(o.qty) + '"' if o.qty or not q else "null"
+    upd = o.update_ns
     text = (f'"orderId":{o.order_id or "null"},'
             f'"clientOrderId":{cid_j},'
-            f'"symbol":{_name(u.sym.name)},"side":"{SIDE_NAME.get(o.side, "?")}",'
+            f'"symbol":{u.name_json},"side":"{_nm(_SIDES, o.side)}",'
             + (f'"type":"{otype}",' if type_first else "")
-            + f'"timeInForce":"{TIF_NAME.get(o.tif, "?")}","price":{price},"quantity":{qty},'
+            + f'"timeInForce":"{_nm(_TIFS, o.tif)}","price":{price},"quantity":{qty},'
             f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
             f'"status":"{o.status}","postOnly":{"true" if o.flags & _POST_ONLY else "false"},'
-            f'"stp":"{STP_NAME.get(o.stp, "?")}","time":{o.time_ns // 1_000_000},'
-            f'"updateTime":{o.update_ns // 1_000_000},"timeUs":{o.update_ns // 1_000}')
+            f'"stp":"{_nm(_STPS, o.stp)}","time":{o.time_ns // 1_000_000},'
+            f'"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}')
     if q:
         text += f',"quoteQuantity":"{u.quote_str(q)}"'
     if o.reject is not None:
