@@ -34,10 +34,12 @@ Command = np.void | bytearray
 _NO_CID = bytes(CID_BYTES)
 _ADMIN_TAIL = struct.Struct(f"<I{ADMIN_NOTE_BYTES}s")
 
-# EVENT (128 B) without aliases; the second layout reads cid at 40..68 instead of 40..72's ints.
+# EVENT (128 B) without aliases; in ACCEPTED / REJECTED events bytes 40..68 hold the cid instead
+# of the four ints decoded there (sliced out of the record and decoded by cid_unpack).
 _EV = struct.Struct("<Qqqqqqqqqq IIIIHBBBBBBBB2x4xqq".replace(" ", ""))  # pad bytes skipped
-_EV_CID = struct.Struct("<Qqqqq28s4xq IIIIHBBBBBBBBHIqq".replace(" ", ""))
-_KIND_OFF = 98
+_KIND_FIELD = 15  # kind's index in an _EV tuple (and in EvT)
+_CID_OFF = 40
+_CID_ZEROS = (0, 0, 0, 0)  # trade_id, maker_order_id, quote_qty, taker_fee: the cid's bytes
 _CID_KINDS = frozenset({int(Ev.ACCEPTED), int(Ev.REJECTED)})
 
 
@@ -147,14 +149,13 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
     no_cid = (None,)
     size = EVENT.itemsize
     for i, t in enumerate(_EV.iter_unpack(raw)):
-        off = i * size
-        if raw[off + _KIND_OFF] in _CID_KINDS:
-            c = _EV_CID.unpack_from(raw, off)
+        if t[_KIND_FIELD] in _CID_KINDS:  # bytes 40..68 are the cid, not the four ints decoded there
+            off = i * size + _CID_OFF
             try:
-                cid = cid_unpack(c[5])
+                cid = cid_unpack(raw[off:off + CID_BYTES])
             except ValueError:  # never let one malformed field drop a whole durable frame
                 cid = None
-            out.append(new(EvT, (*c[:5], 0, 0, 0, 0, *c[6:20], *c[22:], cid)))
+            out.append(new(EvT, t[:5] + _CID_ZEROS + t[9:] + (cid,)))
         else:
             out.append(new(EvT, t + no_cid))
     return out
