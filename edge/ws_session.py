@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from edge import schema
-from edge.auth import ApiKey
+from edge.auth import GRANTS, ApiKey
 from edge.errors import ApiError
 from edge.ratelimit import NS, TokenBucket, retry_after_s
 
@@ -100,6 +100,7 @@ class TradeSession:
         self.slot = slot
         self.t: Any = None  # picows WSTransport, set by connected()
         self.key: ApiKey | None = None
+        self.grants: frozenset[str] = frozenset()
         self.queue: deque[_Slot] = deque()
         self.bucket = TokenBucket(server.messages_per_second, NS, time.monotonic_ns())
         self.cancel_on_disconnect = False
@@ -201,7 +202,8 @@ class TradeSession:
         key = self.key
         if key is None:
             raise ApiError("AUTH_MISSING", "session.logon first")
-        self.srv.auth.require(key, role)
+        if role not in self.grants:  # the role's grants, looked up once at logon
+            self.srv.auth.require(key, role)  # counts the failure and raises FORBIDDEN
         self.srv.limiter.charge(key.key_id, weight, order)
         svc = self.srv.svc
         slot = _Slot(rid, method)
@@ -242,6 +244,7 @@ class TradeSession:
         key = self.srv.auth.verify_logon(p["apiKey"], p["timestamp"], p["signature"],
                                          p.get("recvWindow"))
         self.key = key
+        self.grants = GRANTS[key.role]
         if self.logon_timer is not None:
             self.logon_timer.cancel()
             self.logon_timer = None
