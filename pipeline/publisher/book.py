@@ -137,12 +137,16 @@ class BookDeriver:
         return BookInconsistency(symbol, seq, why)
 
     def _finish_taker(self, track: bool) -> None:
+        """The command that placed the open new order has no more events: it rests (if it may)."""
         t = self._taker
         self._taker = None
-        if t is None or not t[5] or t[4] <= 0:
+        if t is None:
             return
-        oid, sym, side, price, lots, _, seq = t
+        oid, sym, side, price, lots, may_rest, seq, ts = t
         b = self.book(sym)
+        b.ts_ns = ts
+        if not may_rest or lots <= 0:
+            return
         if oid in self.orders:
             raise self._bad(sym, seq, f"order {oid} rests twice")
         self.orders[oid] = [sym, side, price, lots]
@@ -151,11 +155,15 @@ class BookDeriver:
         self.touched[sym] = b
 
     def apply(self, ev: np.ndarray, track: bool = True) -> None:
-        """Apply EVENT records in order (a whole number of commands, e.g. one WAL EVENTS frame)."""
+        """Apply EVENT records in order (a whole number of commands, e.g. one WAL EVENTS frame).
+
+        Only the kinds that move a book are looked at (not BALANCE, half of a market maker's
+        events): a new order rests once its command has no more events, i.e. at the next event of
+        another command (every event of a command carries its seq) or at the end of the batch."""
         if len(ev) == 0:
             return
         k = ev["kind"]
-        sub = ev[(k == _ACC) | (k == _TRADE) | (k == _CXL) | (k == _EXP) | (ev["last"] != 0)]
+        sub = ev[(k == _ACC) | (k == _TRADE) | (k == _CXL) | (k == _EXP)]
         if len(sub) == 0:
             self.last_seq = max(self.last_seq, int(ev["seq"][-1]))
             return
@@ -164,9 +172,13 @@ class BookDeriver:
         cols = zip(sub["kind"].tolist(), sub["seq"].tolist(), sub["ts_ns"].tolist(),
                    sub["order_id"].tolist(), sub["price"].tolist(), sub["qty"].tolist(),
                    sub["maker_order_id"].tolist(), sub["symbol"].tolist(), sub["side"].tolist(),
-                   sub["otype"].tolist(), sub["last"].tolist(), sub["maker_leaves"].tolist(),
-                   sub["leaves"].tolist(), strict=True)
-        for kind, seq, ts, oid, price, qty, moid, sym, side, otype, last, mleaves, leaves in cols:
+                   sub["otype"].tolist(), sub["maker_leaves"].tolist(), sub["leaves"].tolist(),
+                   strict=True)
+        for kind, seq, ts, oid, price, qty, moid, sym, side, otype, mleaves, leaves in cols:
+            t = self._taker
+            if t is not None and t[6] != seq:
+                self._finish_taker(track)
+                t = None
             if kind == _TRADE:
                 b = self.book(sym)
                 o = orders.get(moid)
@@ -183,17 +195,14 @@ class BookDeriver:
                     del orders[moid]
                 else:
                     o[3] = mleaves
-                t = self._taker
                 if t is not None and t[0] == oid:
                     t[4] = leaves
                 b.seq = seq
                 b.ts_ns = ts
                 touched[sym] = b
             elif kind == _ACC:
-                if self._taker is not None:
-                    self._finish_taker(track)
                 lots = leaves if leaves > 0 else qty
-                self._taker = [oid, sym, side, price, lots, int(otype == _LIMIT), seq]
+                self._taker = [oid, sym, side, price, lots, int(otype == _LIMIT), seq, ts]
             elif kind == _CXL or kind == _EXP:
                 o = orders.get(oid)
                 if o is not None:
@@ -208,16 +217,9 @@ class BookDeriver:
                     b.seq = seq
                     b.ts_ns = ts
                     touched[o[0]] = b
-                else:
-                    t = self._taker
-                    if t is not None and t[0] == oid:
-                        t[5] = 0
-            if last:
-                t = self._taker
-                if t is not None:
-                    if t[6] == seq:
-                        self.book(t[1]).ts_ns = ts
-                    self._finish_taker(track)
+                elif t is not None and t[0] == oid:
+                    t[5] = 0
+        self._finish_taker(track)  # whole commands: the batch's last one has no more events
         self.last_seq = max(self.last_seq, int(ev["seq"][-1]))
 
     def end_batch(self) -> None:
