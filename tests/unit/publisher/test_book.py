@@ -102,3 +102,26 @@ def test_cancel_removes_the_remainder_and_partial_removal_keeps_the_rest() -> No
     assert d.books[1].bids.qty == {10: 2} and d.orders[2][3] == 2
     d.apply(ev(Ev.CANCELED, seq=5, order_id=77, qty=1))  # unknown id: not on the book, ignored
     assert d.books[1].bids.qty == {10: 2}
+
+
+def test_a_new_order_rests_when_its_command_ends_within_a_batch_or_at_its_end() -> None:
+    """Commands as market makers send them, several in one batch: place (ACCEPTED + BALANCE),
+    place, cancel of the first (CANCELED + BALANCE), and a place ending the batch. Each new order
+    rests once its command has no more events; the book's seq and time are the last command that
+    changed it; BALANCE events (not looked at) change nothing."""
+    d = BookDeriver([1])
+
+    def place(oid: int, price: int, seq: int) -> list[np.ndarray]:
+        return [ev(Ev.ACCEPTED, seq=seq, order_id=oid, side=Side.BUY, price=price, qty=5, leaves=5,
+                   otype=OrdType.LIMIT, last=0, ts_ns=seq * 100),
+                ev(Ev.BALANCE, seq=seq, ts_ns=seq * 100, account=7)]
+
+    batch = np.concatenate([*place(1, 10, 1), *place(2, 11, 2),
+                            ev(Ev.CANCELED, seq=3, order_id=1, qty=5, last=0, ts_ns=300),
+                            ev(Ev.BALANCE, seq=3, ts_ns=300, account=7), *place(3, 12, 4)])
+    d.apply(batch, track=False)
+    b = d.books[1]
+    assert b.bids.qty == {11: 5, 12: 5} and sorted(d.orders) == [2, 3]
+    assert (b.seq, b.ts_ns, d.last_seq) == (4, 400, 4)
+    d.apply(np.concatenate([ev(Ev.BALANCE, seq=5, ts_ns=500, account=7)]), track=False)
+    assert (b.seq, b.ts_ns, d.last_seq) == (4, 400, 5)  # a deposit moves no book
