@@ -89,16 +89,6 @@ class Quota:
         self.limit = limit
         self.remaining = remaining
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Quota) and (self.limit, self.remaining) == \
-            (other.limit, other.remaining)
-
-    def __hash__(self) -> int:
-        return hash((self.limit, self.remaining))
-
-    def __repr__(self) -> str:
-        return f"Quota(limit={self.limit}, remaining={self.remaining})"
-
     def headers(self) -> list[tuple[str, str]]:
         return [("X-RateLimit-Limit", str(self.limit)),
                 ("X-RateLimit-Remaining", str(self.remaining))]
