@@ -7,6 +7,15 @@ private WS events (``OrderUpdate`` with ``lastFill``, ``BalanceUpdate``) for sub
 serialised once per event (``edge.views_text``) and handed to every subscriber as bytes. In ``OrderUpdate`` the order's
 own ``type`` (LIMIT/MARKET) is named ``orderType``, since ``type`` names the event.
 
+Balance updates are conflated per batch. A ``BalanceUpdate`` is a snapshot (available, locked, and
+the seq of the change), so each call of ``apply`` (one durable batch) pushes one per subscribed
+(account, asset) that changed in it, with its newest state, after the batch's ``OrderUpdate``s.
+Nothing a client can act on is lost: the newest balance is what it would have ended up with, its
+``seq`` says which events it includes. Under load a market maker with many orders in one batch got
+dozens of superseded updates per asset, each formatted and written (~5 % of an edge's CPU at
+saturation); at low rates a batch holds one command and nothing changes. ``OrderUpdate``s are never
+conflated: every state change and fill of an order is pushed.
+
 Memory (bounded, per process):
   * open orders: every open order of every account (bounded by the engine's ``max_orders``), one
     ``OrderState`` (~250 B) each, indexed by order id and per account;
@@ -148,6 +157,7 @@ class ReadModel:
 
     def apply(self, evs: list[EvT]) -> None:
         subs = self._subs
+        balances: dict[int, EvT] | None = None  # subscribed (account, asset) -> newest BALANCE
         for e in evs:  # kinds compared as plain ints (module constants): cheaper than Ev.X
             k = e.kind
             if e.seq > self.last_seq:
@@ -165,14 +175,13 @@ class ReadModel:
                         self._order_update(st, fill, e.seq)
                     if not st.is_open:
                         self._close(st, oid)
-            elif k == _BALANCE:
+            elif k == _BALANCE:  # asset, available, locked: the aliases' slots (no property)
                 a = self._acct(e.account)
-                a.balances[e.asset] = (e.available, e.locked)
+                a.balances[e.maker_account] = (e.trade_id, e.maker_order_id)
                 if e.account in subs:
-                    asset = self.assets.get(e.asset)
-                    if asset is not None:
-                        self._notify(e.account, balance_update_text(
-                            asset, e.available, e.locked, e.seq, e.ts_ns))
+                    if balances is None:
+                        balances = {}
+                    balances[(e.account << 32) | e.maker_account] = e  # the newest wins
             elif k == _ACCEPTED:
                 st = OrderState(e)
                 a = self._acct(e.account)
@@ -200,6 +209,17 @@ class ReadModel:
                 self.withdrawals_halted = bool(e.mode)
             elif k == _CHECKPOINT:
                 self.state_hash = e.order_id
+        if balances is not None:
+            self._balance_updates(balances)
+
+    def _balance_updates(self, balances: dict[int, EvT]) -> None:
+        """One ``BalanceUpdate`` per subscribed (account, asset) changed in this batch: its newest
+        state (a balance is a snapshot, not a delta; see the module header)."""
+        for e in balances.values():
+            asset = self.assets.get(e.maker_account)
+            if asset is not None:
+                self._notify(e.account, balance_update_text(
+                    asset, e.trade_id, e.maker_order_id, e.seq, e.ts_ns))
 
     def _rejected(self, e: EvT) -> None:
         """Remember a refused new order that had a clientOrderId (see the module header)."""

@@ -14,6 +14,7 @@ UNITS = {s.symbol_id: SymbolUnits.of(s) for s in CFG.symbols}
 ASSETS = {a.asset_id: a for a in CFG.assets}
 BTC = CFG.symbol("BTC-USDT").symbol_id
 USDT = CFG.asset("USDT").asset_id
+BTC_ASSET = CFG.asset("BTC").asset_id
 T0 = 1_700_000_000_123_456_789
 
 
@@ -115,6 +116,30 @@ def test_read_model_tracks_orders_fills_balances_and_private_events() -> None:
     assert bal["USDT"] == {"asset": "USDT", "available": "0.000009", "locked": "0.000000"}
     assert bal["BTC"]["available"] == "0.00000000"
     assert rm.statistics()["last_seq"] == 10
+
+
+def test_balance_updates_are_one_per_asset_and_batch_with_the_newest_state() -> None:
+    rm = ReadModel(UNITS, ASSETS)
+    got: list[tuple[int, dict]] = []
+    rm.subscribe(1, lambda acct, b: got.append((acct, orjson.loads(b))))
+    rm.subscribe(2, lambda acct, b: got.append((acct, orjson.loads(b))))
+    rm.apply([accepted(10, 1, Side.BUY, 100, 1, 1),
+              ev(Ev.BALANCE, account=1, asset=USDT, available=7, locked=3, seq=2),
+              ev(Ev.BALANCE, account=2, asset=USDT, available=50, locked=0, seq=3),
+              accepted(11, 1, Side.BUY, 100, 1, 4),
+              ev(Ev.BALANCE, account=1, asset=USDT, available=4, locked=6, seq=5),
+              ev(Ev.BALANCE, account=1, asset=BTC_ASSET, available=1, locked=0, seq=6, last=1)])
+    kinds = [(a, e["type"], e.get("asset"), e["seq"]) for a, e in got]
+    # every order change; then the newest balance of each (account, asset), first-changed first
+    assert kinds == [(1, "OrderUpdate", None, 1), (1, "OrderUpdate", None, 4),
+                     (1, "BalanceUpdate", "USDT", 5), (2, "BalanceUpdate", "USDT", 3),
+                     (1, "BalanceUpdate", "BTC", 6)]
+    assert got[2][1]["available"] == "0.000004" and got[2][1]["locked"] == "0.000006"
+    assert rm.balance(1, USDT) == (4, 6) and rm.balance(2, USDT) == (50, 0)
+    got.clear()
+    rm.apply([ev(Ev.BALANCE, account=1, asset=USDT, available=9, locked=1, seq=7, last=1)])
+    assert [(e["type"], e["seq"], e["available"]) for _, e in got] == [
+        ("BalanceUpdate", 7, "0.000009")]  # the next batch's change is pushed again
 
 
 def test_duplicate_cid_reject_keeps_the_open_order_findable() -> None:
