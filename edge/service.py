@@ -105,6 +105,10 @@ class TradingService:
         """A place's answer as JSON text (``edge.views_text``) and the order id while the order
         rests (0 once it is closed); raises ApiError when it was rejected."""
         st, u, fills = place_outcome(evs, self.units)
+        if st.order_id:  # the read model formatted the order's fixed members already (its push)
+            known = self.rm.order(st.account, st.order_id)
+            if known is not None:
+                st.text = known.text
         return order_text(st, u, fills), st.order_id if st.is_open else 0
 
     def canceled_text(self, key: ApiKey, evs: Events) -> str:

@@ -55,8 +55,13 @@ _ORDER_FIELDS = ("order_id", "account", "symbol", "side", "otype", "tif", "flags
                  "update_ns", "reject")
 
 
+# The JSON pieces of an order that never change over its life (``edge.views_text._pieces``): its
+# id, clientOrderId, symbol, side, type, time in force, price, quantity, flags, stp, creation time.
+Pieces = tuple[str, str, str, str, str, str]
+
+
 class OrderState:
-    __slots__ = _ORDER_FIELDS
+    __slots__ = (*_ORDER_FIELDS, "text")
 
     def __init__(self, ev: EvT, status: str = "NEW") -> None:
         self.order_id = ev.order_id
@@ -79,6 +84,7 @@ class OrderState:
         self.status = status
         self.update_ns = ev.ts_ns
         self.reject: str | None = None
+        self.text: Pieces | None = None  # built on first use; not pickled (derived)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled the same compiled or not
         return _order_state, tuple([getattr(self, k) for k in _ORDER_FIELDS])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import orjson
 
 from edge.convert import SymbolUnits, format_units
-from edge.views import SIDE_NAME, STP_NAME, TIF_NAME, TYPE_NAME, Fill, OrderState
+from edge.views import SIDE_NAME, STP_NAME, TIF_NAME, TYPE_NAME, Fill, OrderState, Pieces
 from pipeline.config import Asset
 from pipeline.records import CmdFlag, OrdType
 
@@ -53,31 +53,42 @@ def fill_text(f: Fill, u: SymbolUnits) -> str:
             f'"feeAsset":{u.quote_json},"liquidity":"{"MAKER" if f.maker else "TAKER"}"}}')
 
 
+def _pieces(o: OrderState, u: SymbolUnits) -> Pieces:
+    """The members of ``o`` that never change, as text, built once per order: every later answer or
+    ``OrderUpdate`` of the order formats only its fills, status and times."""
+    p = o.text
+    if p is None:
+        cid = o.cid
+        otype = _nm(_TYPES, o.otype)
+        price = "null" if o.otype == _MARKET else '"' + u.price_str(o.price) + '"'
+        q = o.quote
+        qty = '"' + u.qty_str(o.qty) + '"' if o.qty or not q else "null"
+        p = o.text = (
+            f'"orderId":{o.order_id or "null"},"clientOrderId":'
+            f'{"null" if cid is None else chr(34) + cid + chr(34)},'
+            f'"symbol":{u.name_json},"side":"{_nm(_SIDES, o.side)}",',
+            f'"type":"{otype}",',
+            f'"timeInForce":"{_nm(_TIFS, o.tif)}","price":{price},"quantity":{qty},',
+            f',"postOnly":{"true" if o.flags & _POST_ONLY else "false"},'
+            f'"stp":"{_nm(_STPS, o.stp)}","time":{o.time_ns // 1_000_000},',
+            f',"quoteQuantity":"{u.quote_str(q)}"' if q else "",
+            f',"orderType":"{otype}"')
+    return p
+
+
 def _order_body(o: OrderState, u: SymbolUnits, type_first: bool) -> str:
     """The members of ``views.order_json`` without braces and without ``fills``; ``type`` in its
     place, or (``type_first=False``) renamed ``orderType`` and moved last, as OrderUpdate has it."""
-    cid = o.cid
-    cid_j = "null" if cid is None else '"' + cid + '"'
-    q = o.quote
-    otype = _nm(_TYPES, o.otype)
-    price = "null" if o.otype == _MARKET else '"' + u.price_str(o.price) + '"'
-    qty = '"' + u.qty_str(o.qty) + '"' if o.qty or not q else "null"
+    head, type_, mid, flags, quote, order_type = _pieces(o, u)
     upd = o.update_ns
-    text = (f'"orderId":{o.order_id or "null"},'
-            f'"clientOrderId":{cid_j},'
-            f'"symbol":{u.name_json},"side":"{_nm(_SIDES, o.side)}",'
-            + (f'"type":"{otype}",' if type_first else "")
-            + f'"timeInForce":"{_nm(_TIFS, o.tif)}","price":{price},"quantity":{qty},'
-            f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
-            f'"status":"{o.status}","postOnly":{"true" if o.flags & _POST_ONLY else "false"},'
-            f'"stp":"{_nm(_STPS, o.stp)}","time":{o.time_ns // 1_000_000},'
-            f'"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}')
-    if q:
-        text += f',"quoteQuantity":"{u.quote_str(q)}"'
+    text = (head + type_ + mid if type_first else head + mid) + (
+        f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
+        f'"status":"{o.status}"{flags}"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}'
+        ) + quote
     if o.reject is not None:
         text += f',"rejectReason":"{o.reject}"'
     if not type_first:
-        text += f',"orderType":"{otype}"'
+        text += order_type
     return text
 
 

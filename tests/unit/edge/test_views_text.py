@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edge.orders import Validator
 from edge.recio import EvT
-from edge.views import FINAL, Fill, OrderState, fill_json, order_json
+from edge.views import _ORDER_FIELDS, FINAL, Fill, OrderState, fill_json, order_json
 from edge.views_text import balance_update_text, fill_text, order_text, order_update_text
 from pipeline import config
 
@@ -86,6 +86,30 @@ def test_order_update_text_is_the_order_update_event(ou: tuple[OrderState, Any],
             "lastFill": fill_json(fill, u) if fill is not None else None}
     got = orjson.loads(order_update_text(o, u, seq, fill))
     assert got == want and list(got) == list(want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(orders(), orders(), st.integers(1, 2**62))
+def test_an_order_formatted_again_after_it_changed_shows_the_change(
+        ou: tuple[OrderState, Any], later: tuple[OrderState, Any], seq: int) -> None:
+    """The fixed members are formatted once per order (``views_text._pieces``, kept on the order):
+    after fills, a close or a reject (what events change) both views still equal the dict view."""
+    o, u = ou
+    order_text(o, u)
+    assert o.text is not None
+    n, _ = later
+    o.executed, o.cum_quote, o.leaves, o.status, o.update_ns, o.reject = (
+        n.executed, n.cum_quote, n.leaves, n.status, n.update_ns, n.reject)
+    assert orjson.loads(order_text(o, u)) == order_json(o, u)
+    d = order_json(o, u)
+    d["orderType"] = d.pop("type")
+    got = orjson.loads(order_update_text(o, u, seq, None))
+    assert got == {"type": "OrderUpdate", **d, "seq": seq, "lastFill": None}
+    copy = OrderState(EvT._make((0,) * 25 + (None,)))
+    for k in _ORDER_FIELDS:
+        setattr(copy, k, getattr(o, k))
+    copy.text = o.text  # what TradingService.placed_text does with the read model's order
+    assert order_text(copy, u) == order_text(o, u)
 
 
 @given(st.sampled_from(ASSETS), st.integers(-2**62, 2**62), st.integers(0, 2**62),
