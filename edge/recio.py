@@ -10,13 +10,16 @@ the numpy dtypes field by field, so a change there fails here loudly.
 Aliases. ``Ev`` exposes the canonical names; an alias of a field is the same tuple slot
 (``order_id``/``state_hash``, ``trade_id``/``available``, ``maker_order_id``/``locked``,
 ``maker_account``/``asset``, ``side``/``mode``). ``cid`` (bytes 40..68) is decoded only for ACCEPTED
-and REJECTED events (the kinds that carry it); elsewhere it is ``None``.
+and REJECTED events (the kinds that carry it); elsewhere it is ``None``, and on those two kinds the
+four ints whose bytes hold the cid (``trade_id``, ``maker_order_id``, ``quote_qty``, ``taker_fee``)
+are 0.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,39 +42,79 @@ _ADMIN_TAIL = struct.Struct(f"<I{ADMIN_NOTE_BYTES}s")
 _EV = struct.Struct("<Qqqqqqqqqq IIIIHBBBBBBBB2x4xqq".replace(" ", ""))  # pad bytes skipped
 _KIND_FIELD = 15  # kind's index in an _EV tuple (and in EvT)
 _CID_OFF = 40
-_CID_ZEROS = (0, 0, 0, 0)  # trade_id, maker_order_id, quote_qty, taker_fee: the cid's bytes
 _CID_KINDS = frozenset({int(Ev.ACCEPTED), int(Ev.REJECTED)})
 
 
-class EvT(NamedTuple):
-    """One EVENT record as Python ints (see the module header for aliases)."""
+EV_FIELDS = (
+    "seq", "ts_ns", "order_id", "price", "qty", "trade_id", "maker_order_id", "quote_qty",
+    "taker_fee", "maker_fee", "account", "maker_account", "conn", "req", "symbol", "kind",
+    "reason", "side", "otype", "tif", "flags", "stp", "last", "maker_leaves", "leaves", "cid")
 
-    seq: int
-    ts_ns: int
-    order_id: int  # CHECKPOINT: state_hash
-    price: int
-    qty: int
-    trade_id: int  # BALANCE: available
-    maker_order_id: int  # BALANCE: locked
-    quote_qty: int
-    taker_fee: int
-    maker_fee: int
-    account: int
-    maker_account: int  # BALANCE: asset
-    conn: int
-    req: int
-    symbol: int
-    kind: int
-    reason: int
-    side: int  # MODE_CHANGED / WITHDRAWALS: mode
-    otype: int
-    tif: int
-    flags: int
-    stp: int
-    last: int
-    maker_leaves: int
-    leaves: int
-    cid: str | None
+
+class EvT:
+    """One EVENT record as Python ints (see the module header for aliases).
+
+    A plain class, compiled with the edge (``pipeline.native``): its fields are read a dozen times
+    per event by the read model, the dispatcher and the answers, which costs a C struct read here
+    and a descriptor call on a NamedTuple. Built from the record's ``_EV`` tuple ``t`` (25 ints) and
+    the decoded ``cid``; ``cid_kind`` zeroes the four ints whose bytes hold the cid.
+    """
+
+    __slots__ = EV_FIELDS
+    _fields: ClassVar[tuple[str, ...]] = EV_FIELDS
+
+    def __init__(self, t: tuple[int, ...], cid: str | None = None, cid_kind: bool = False) -> None:
+        self.seq: int = t[0]
+        self.ts_ns: int = t[1]
+        self.order_id: int = t[2]  # CHECKPOINT: state_hash
+        self.price: int = t[3]
+        self.qty: int = t[4]
+        self.trade_id: int = 0 if cid_kind else t[5]  # BALANCE: available
+        self.maker_order_id: int = 0 if cid_kind else t[6]  # BALANCE: locked
+        self.quote_qty: int = 0 if cid_kind else t[7]
+        self.taker_fee: int = 0 if cid_kind else t[8]
+        self.maker_fee: int = t[9]
+        self.account: int = t[10]
+        self.maker_account: int = t[11]  # BALANCE: asset
+        self.conn: int = t[12]
+        self.req: int = t[13]
+        self.symbol: int = t[14]
+        self.kind: int = t[15]
+        self.reason: int = t[16]
+        self.side: int = t[17]  # MODE_CHANGED / WITHDRAWALS: mode
+        self.otype: int = t[18]
+        self.tif: int = t[19]
+        self.flags: int = t[20]
+        self.stp: int = t[21]
+        self.last: int = t[22]
+        self.maker_leaves: int = t[23]
+        self.leaves: int = t[24]
+        self.cid: str | None = cid
+
+    @classmethod
+    def make(cls, values: Iterable[object]) -> EvT:
+        """From the 26 field values in order (tests, blanks)."""
+        v = tuple(values)
+        return cls(v[:25], v[25])  # type: ignore[arg-type]
+
+    def replace(self, **changes: int) -> EvT:
+        """A copy with ``changes`` (tests)."""
+        e = EvT(self.astuple()[:25], self.cid)  # type: ignore[arg-type]
+        for k, val in changes.items():
+            setattr(e, k, val)
+        return e
+
+    def astuple(self) -> tuple[object, ...]:
+        return tuple([getattr(self, k) for k in EV_FIELDS])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EvT) and self.astuple() == other.astuple()
+
+    def __hash__(self) -> int:
+        return hash(self.astuple())
+
+    def __repr__(self) -> str:
+        return "EvT(" + ", ".join([f"{k}={getattr(self, k)!r}" for k in EV_FIELDS]) + ")"
 
     @property
     def available(self) -> int:
@@ -140,13 +183,11 @@ def admin_note(rec: np.void) -> bytes:
 
 
 def unpack_events(events: np.ndarray) -> list[EvT]:
-    """Decode an EVENT array (any length, C-contiguous or not) into ``EvT`` tuples."""
+    """Decode an EVENT array (any length, C-contiguous or not) into ``EvT`` objects."""
     if events.dtype != EVENT:
         raise TypeError(f"expected EVENT records, got {events.dtype}")
     raw = events.tobytes()
     out: list[EvT] = []
-    new = tuple.__new__  # EvT from a ready tuple: half the cost of _make over a rebuilt one
-    no_cid = (None,)
     size = EVENT.itemsize
     for i, t in enumerate(_EV.iter_unpack(raw)):
         if t[_KIND_FIELD] in _CID_KINDS:  # bytes 40..68 are the cid, not the four ints decoded there
@@ -155,9 +196,9 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
                 cid = cid_unpack(raw[off:off + CID_BYTES])
             except ValueError:  # never let one malformed field drop a whole durable frame
                 cid = None
-            out.append(new(EvT, t[:5] + _CID_ZEROS + t[9:] + (cid,)))
+            out.append(EvT(t, cid, True))
         else:
-            out.append(new(EvT, t + no_cid))
+            out.append(EvT(t))
     return out
 
 

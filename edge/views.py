@@ -108,7 +108,7 @@ class OrderState:
         return self.status not in FINAL
 
 
-_BLANK = EvT._make((0,) * 25 + (None,))
+_BLANK = EvT.make((0,) * 25 + (None,))
 
 
 def _order_state(*values: Any) -> OrderState:

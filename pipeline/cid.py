@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import re
+from typing import Final
 
 CID_BYTES = 28
 CID_MAX_LEN = 36
@@ -24,8 +25,38 @@ _PAD = "AAAA"  # "A" is symbol 0: padding adds zero bits, exactly what the left 
 _NO_CID = bytes(CID_BYTES)
 
 
+# Both directions of the last few thousand cids packed here: an edge unpacks the cid of its own
+# orders' ACCEPTED events moments after packing it, and a cancel by clientOrderId packs a cid the
+# place packed (0.35 and 0.5 us each, a dict hit ~0.04 us). Exact (pure functions); cleared when full.
+CACHE_MAX: Final = 8192
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.packed: dict[str, bytes] = {}
+        self.unpacked: dict[bytes, str] = {}
+
+
+CACHE: Final = _Cache()  # Final: a C static once compiled, not a module-dict lookup per use
+
+
 def cid_pack(cid: str) -> bytes:
     """Pack ``cid`` into ``CID_BYTES`` bytes (length symbol, then 6-bit chars). Raises ValueError."""
+    c = CACHE
+    if type(cid) is str:
+        raw = c.packed.get(cid)
+        if raw is not None:
+            return raw
+    raw = _pack(cid)
+    if len(c.packed) >= CACHE_MAX:
+        c.packed.clear()
+        c.unpacked.clear()
+    c.packed[cid] = raw
+    c.unpacked[raw] = cid
+    return raw
+
+
+def _pack(cid: str) -> bytes:
     if type(cid) is not str or _CID_RE.fullmatch(cid) is None:
         n = len(cid)
         if not 1 <= n <= CID_MAX_LEN:
@@ -40,6 +71,10 @@ def cid_pack(cid: str) -> bytes:
 
 def cid_unpack(raw: bytes) -> str | None:
     """Inverse of ``cid_pack``; None for the all-zero (absent) cid. Raises ValueError if corrupt."""
+    if type(raw) is bytes:
+        cid = CACHE.unpacked.get(raw)
+        if cid is not None:
+            return cid
     if raw == _NO_CID:
         return None
     s = binascii.b2a_base64(raw + b"\0\0", newline=False).translate(_FROM_B64).decode()  # 40 symbols

@@ -25,8 +25,8 @@ class Applied:
 
 
 def ev(seq: int, req: int, last: int, edge: int = 1) -> EvT:
-    blank = EvT(*([0] * 25), None)
-    return blank._replace(seq=seq, req=req, conn=route(edge, 3), last=last, kind=int(Ev.ACCEPTED))
+    blank = EvT((0,) * 25)
+    return blank.replace(seq=seq, req=req, conn=route(edge, 3), last=last, kind=int(Ev.ACCEPTED))
 
 
 def cmd() -> Any:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import ApiError
 from edge.fast_orders import cancel_fast, place_fast
 from edge.orders import Validator
+from pipeline import cid as cidmod
 from pipeline import config
 from pipeline.records import CID_MAX_LEN, cid_decode, cid_pack, cid_unpack
 
@@ -123,11 +125,25 @@ def test_the_common_shapes_take_the_fast_path() -> None:
 
 @given(_cid_text)
 def test_cid_pack_round_trips_and_matches_the_bit_stream(cid: str) -> None:
-    raw = cid_pack(cid)
+    cidmod.CACHE.packed.clear()
+    cidmod.CACHE.unpacked.clear()
+    raw = cid_pack(cid)  # computed
+    assert cid_pack(cid) is raw  # remembered
     assert len(raw) == 28 and cid_unpack(raw) == cid == cid_decode(raw)
+    cidmod.CACHE.unpacked.clear()
+    assert cid_unpack(raw) == cid  # decoded, not remembered
     # the reference: length symbol then 6 bits a char, MSB first, left-aligned in 224 bits
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
     acc = len(cid)
     for ch in cid:
         acc = (acc << 6) | alphabet.index(ch)
     assert raw == (acc << (224 - 6 * (len(cid) + 1))).to_bytes(28, "big")
+
+
+def test_the_cid_cache_is_bounded() -> None:
+    for i in range(cidmod.CACHE_MAX + 10):
+        assert cid_unpack(cid_pack(f"b{i}")) == f"b{i}"
+        assert len(cidmod.CACHE.packed) <= cidmod.CACHE_MAX and len(cidmod.CACHE.unpacked) <= cidmod.CACHE_MAX
+    with pytest.raises(ValueError):
+        cid_pack("not valid!")
+    assert "not valid!" not in cidmod.CACHE.packed

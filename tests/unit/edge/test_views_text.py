@@ -27,7 +27,7 @@ I64 = st.integers(0, 2**62)
 
 @st.composite
 def orders(draw: Any) -> tuple[OrderState, Any]:
-    o = OrderState(EvT._make((0,) * 25 + (None,)))
+    o = OrderState(EvT.make((0,) * 25 + (None,)))
     u = draw(st.sampled_from(list(UNITS.values())))
     s = u.sym
     o.order_id = draw(st.one_of(st.just(0), I64))
@@ -105,7 +105,7 @@ def test_an_order_formatted_again_after_it_changed_shows_the_change(
     d["orderType"] = d.pop("type")
     got = orjson.loads(order_update_text(o, u, seq, None))
     assert got == {"type": "OrderUpdate", **d, "seq": seq, "lastFill": None}
-    copy = OrderState(EvT._make((0,) * 25 + (None,)))
+    copy = OrderState(EvT.make((0,) * 25 + (None,)))
     for k in _ORDER_FIELDS:
         setattr(copy, k, getattr(o, k))
     copy.text = o.text  # what TradingService.placed_text does with the read model's order
