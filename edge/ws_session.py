@@ -22,7 +22,8 @@ import orjson
 from edge import schema
 from edge.auth import GRANTS, ApiKey
 from edge.errors import ApiError
-from edge.ratelimit import NS, TokenBucket, retry_after_s
+from edge.ratelimit import NS, KeyLimiter, TokenBucket, retry_after_s
+from edge.service import TradingService
 
 log = logging.getLogger("edge.ws_trade")
 _TOP_KEYS = frozenset({"id", "method", "params"})
@@ -97,6 +98,12 @@ class TradeSession:
 
     def __init__(self, server: Any, slot: int) -> None:
         self.srv = server
+        # the server's parts used per request, as typed attributes: native calls once compiled
+        # instead of attribute lookups on the (interpreted) server and bound-method calls
+        self.svc: TradingService = server.svc
+        self.limiter: KeyLimiter = server.limiter
+        self.metrics: Any = server.metrics
+        self.max_inflight: int = server.max_inflight
         self.slot = slot
         self.t: Any = None  # picows WSTransport, set by connected()
         self.key: ApiKey | None = None
@@ -119,15 +126,15 @@ class TradeSession:
     def connected(self, transport: Any) -> None:
         self.t = transport
         self.srv.sessions[self.slot] = self
-        self.srv.metrics.ws_clients.labels("trade").inc()
+        self.metrics.ws_clients.labels("trade").inc()
         self.logon_timer = self.loop.call_later(
             self.srv.logon_timeout_s, self._logon_timeout)
 
     def disconnected(self) -> None:
         self.closed = True
         self.srv.sessions.pop(self.slot, None)
-        self.srv.metrics.ws_clients.labels("trade").dec()
-        self.srv.metrics.ws_closes.labels("disconnect").inc()
+        self.metrics.ws_clients.labels("trade").dec()
+        self.metrics.ws_closes.labels("disconnect").inc()
         if self.logon_timer is not None:
             self.logon_timer.cancel()
         if self.unsubscribe is not None:
@@ -183,7 +190,7 @@ class TradeSession:
             method = str(m)
             wait = self.bucket.take(1, time.monotonic_ns())
             if wait:
-                self.srv.limiter.drop(self.key.key_id if self.key else "-", "ws_messages")
+                self.limiter.drop(self.key.key_id if self.key else "-", "ws_messages")
                 raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
                                "on this connection", retry_after_s=retry_after_s(wait))
             self._dispatch(rid, method, spec, msg.get("params"))
@@ -204,8 +211,8 @@ class TradeSession:
             raise ApiError("AUTH_MISSING", "session.logon first")
         if role not in self.grants:  # the role's grants, looked up once at logon
             self.srv.auth.require(key, role)  # counts the failure and raises FORBIDDEN
-        self.srv.limiter.charge(key.key_id, weight, order)
-        svc = self.srv.svc
+        self.limiter.charge(key.key_id, weight, order)
+        svc = self.svc
         slot = _Slot(rid, method)
         if kind == "w":
             if method == "orders.cancelAll":
@@ -215,8 +222,8 @@ class TradeSession:
                 place = slot.place = method == "order.place"
                 slot.sess = self
                 slot.key = key
-                send = svc.send_place if place else svc.send_cancel
-                cmd = send(key, params, self.slot, slot)
+                cmd = (svc.send_place(key, params, self.slot, slot) if place
+                       else svc.send_cancel(key, params, self.slot, slot))
                 if cmd is None:
                     self.in_cb += 1
                 else:
@@ -249,14 +256,14 @@ class TradeSession:
             self.logon_timer.cancel()
             self.logon_timer = None
         if key.allows("read"):
-            self.unsubscribe = self.srv.svc.gw.subscribe(key.account, self._private)
+            self.unsubscribe = self.svc.gw.subscribe(key.account, self._private)
         slot = _Slot(rid, "session.logon")
         slot.data = _ok(rid, {"apiKey": key.key_id, "account": key.account, "role": key.role})
         self.queue.append(slot)
         self._flush()
 
     async def _place_cmd(self, key: ApiKey, cmd: Any) -> Any:
-        res = await self.srv.svc.place_cmd(cmd, self.slot)
+        res = await self.svc.place_cmd(cmd, self.slot)
         self._placed(key, res)
         return res
 
@@ -276,11 +283,11 @@ class TradeSession:
                 key = slot.key
                 assert key is not None
                 if slot.place:
-                    text, oid = self.srv.svc.placed_text(evs)
+                    text, oid = self.svc.placed_text(evs)
                     if oid:
                         self._remember(key, oid)
                 else:
-                    text = self.srv.svc.canceled_text(key, evs)
+                    text = self.svc.canceled_text(key, evs)
                 slot.data = _ok_text(slot.rid, text)
             except ApiError as e:
                 exc = e
@@ -288,7 +295,7 @@ class TradeSession:
                 log.exception("WS request %s failed", slot.method)
                 exc = ApiError("INTERNAL")
         if exc is not None:
-            self.srv.metrics.error(exc.name)
+            self.metrics.error(exc.name)
             slot.data = _err(slot.rid, exc)
         if self.in_cb == 0 and self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
@@ -299,7 +306,7 @@ class TradeSession:
         placed = self.placed
         placed.add(oid)
         if len(placed) > self.prune_at:  # drop orders closed since; amortised O(1) per order
-            rm = self.srv.svc.rm
+            rm = self.svc.rm
             for o in [o for o in placed if (st := rm.order(key.account, o)) is None or not st.is_open]:
                 placed.discard(o)
             self.prune_at = max(4096, 2 * len(placed))
@@ -308,7 +315,7 @@ class TradeSession:
         try:
             slot.data = _ok(slot.rid, await coro)
         except ApiError as e:
-            self.srv.metrics.error(e.name)
+            self.metrics.error(e.name)
             slot.data = _err(slot.rid, e)
         except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on
             log.exception("WS request %s failed", slot.method)
@@ -319,7 +326,7 @@ class TradeSession:
 
     # -- output -----------------------------------------------------------------------------------
     def _answer_now(self, rid: Any, method: str, e: ApiError) -> None:
-        self.srv.metrics.error(e.name)
+        self.metrics.error(e.name)
         slot = _Slot(rid, method)
         slot.data = _err(rid, e)
         self.queue.append(slot)
@@ -327,7 +334,7 @@ class TradeSession:
 
     def _flush(self) -> None:
         q = self.queue
-        m = self.srv.metrics
+        m = self.metrics
         while q:
             head = q[0]
             if head.data is None:
@@ -375,7 +382,7 @@ class TradeSession:
         t = self.t
         if t is None or self.closed:
             return
-        full = len(self.queue) >= self.srv.max_inflight
+        full = len(self.queue) >= self.max_inflight
         if full and not self.paused:
             t.underlying_transport.pause_reading()
             self.paused = True
@@ -391,7 +398,7 @@ class TradeSession:
             self.write_out()  # answers queued before the close go first
         self.out = []
         self.closed = True
-        self.srv.metrics.ws_closes.labels(reason).inc()
+        self.metrics.ws_closes.labels(reason).inc()
         t.send_close(self.srv.close_code(code), reason.encode())
         t.disconnect()
 
@@ -409,6 +416,6 @@ class TradeSession:
         key = self.key
         if key is None:
             return
-        n = await self.srv.svc.cancel_orders(key, sorted(self.placed), self.slot)
+        n = await self.svc.cancel_orders(key, sorted(self.placed), self.slot)
         if n:
             log.info("cancel-on-disconnect: %d orders of account %d canceled", n, key.account)
