@@ -93,6 +93,11 @@ class EdgeMetrics:
             off = self._slot(self._http, HTTP_LATENCY, route, route=route)
         self._record(off, seconds)
 
+    @property
+    def ws_slots(self) -> dict[str, int]:
+        """method -> its latency slot (the live table: labels declared later appear in it)."""
+        return self._ws
+
     def observe_ws(self, method: str, seconds: float) -> None:
         off = self._ws.get(method)
         if off is None:

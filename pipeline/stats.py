@@ -18,7 +18,6 @@ stats of a stopped stack can still be collected; they live on tmpfs-speed page c
 
 from __future__ import annotations
 
-import bisect
 import json
 import mmap
 import os
@@ -28,13 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.histogram import BUCKETS_NS as BUCKETS_NS
+from pipeline.histogram import HIST_SLOTS as HIST_SLOTS
+from pipeline.histogram import observe as observe
+
 MAGIC = "spotx-stats-v1"
 HEADER_BYTES = 1 << 16
-# Bucket upper bounds in ns: 1 us .. 10 s, roughly 1-2-5 per decade; the last bucket is +Inf.
-BUCKETS_NS: tuple[int, ...] = tuple(
-    m * 10**e for e in range(3, 10) for m in (1, 2, 5)
-) + (10**10,)
-HIST_SLOTS = len(BUCKETS_NS) + 2
 KINDS = ("counter", "gauge", "histogram")
 
 
@@ -137,11 +135,6 @@ class Stats:
             except BufferError:
                 pass  # a caller still holds the slot view; the map goes with it
             self._mm = None
-
-
-def observe(data: np.ndarray | memoryview, off: int, value_ns: int) -> None:
-    data[off + bisect.bisect_left(BUCKETS_NS, value_ns)] += 1
-    data[off + HIST_SLOTS - 1] += value_ns
 
 
 @dataclass
