@@ -63,10 +63,12 @@ def _pieces(o: OrderState, u: SymbolUnits) -> Pieces:
         price = "null" if o.otype == _MARKET else '"' + u.price_str(o.price) + '"'
         q = o.quote
         qty = '"' + u.qty_str(o.qty) + '"' if o.qty or not q else "null"
+        oid = o.order_id or "null"
+        side = _nm(_SIDES, o.side)
         p = o.text = (
-            f'"orderId":{o.order_id or "null"},"clientOrderId":'
-            f'{"null" if cid is None else chr(34) + cid + chr(34)},'
-            f'"symbol":{u.name_json},"side":"{_nm(_SIDES, o.side)}",',
+            f'"orderId":{oid},"clientOrderId":null,"symbol":{u.name_json},"side":"{side}",'
+            if cid is None else
+            f'"orderId":{oid},"clientOrderId":"{cid}","symbol":{u.name_json},"side":"{side}",',
             f'"type":"{otype}",',
             f'"timeInForce":"{_nm(_TIFS, o.tif)}","price":{price},"quantity":{qty},',
             f',"postOnly":{"true" if o.flags & _POST_ONLY else "false"},'
@@ -76,34 +78,35 @@ def _pieces(o: OrderState, u: SymbolUnits) -> Pieces:
     return p
 
 
-def _order_body(o: OrderState, u: SymbolUnits, type_first: bool) -> str:
-    """The members of ``views.order_json`` without braces and without ``fills``; ``type`` in its
-    place, or (``type_first=False``) renamed ``orderType`` and moved last, as OrderUpdate has it."""
-    head, type_, mid, flags, quote, order_type = _pieces(o, u)
+def _state(o: OrderState, u: SymbolUnits) -> str:
+    """The members that change (fills, status, times) and what follows them, without ``orderType``:
+    ``"executedQty":..,"cumQuoteQty":..,"status":..,"postOnly":..,..,"timeUs":..[,"quoteQuantity"]
+    [,"rejectReason"]``."""
+    _, _, _, flags, quote, _ = _pieces(o, u)
     upd = o.update_ns
-    text = (head + type_ + mid if type_first else head + mid) + (
-        f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
-        f'"status":"{o.status}"{flags}"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}'
-        ) + quote
-    if o.reject is not None:
-        text += f',"rejectReason":"{o.reject}"'
-    if not type_first:
-        text += order_type
-    return text
+    rej = "" if o.reject is None else ',"rejectReason":"' + o.reject + '"'
+    return (f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
+            f'"status":"{o.status}"{flags}"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}'
+            f'{quote}{rej}')
 
 
+# Each text is built by one f-string (one allocation of the result) over the order's pieces.
 def order_text(o: OrderState, u: SymbolUnits, fills: list[Fill] | None = None) -> str:
-    """``views.order_json`` as JSON text."""
+    """``views.order_json`` as JSON text (the members of the order, then ``fills`` if given)."""
+    head, type_, mid, _, _, _ = _pieces(o, u)
     if fills is None:
-        return "{" + _order_body(o, u, True) + "}"
-    return ("{" + _order_body(o, u, True) + ',"fills":['
-            + ",".join([fill_text(f, u) for f in fills]) + "]}")
+        return f"{{{head}{type_}{mid}{_state(o, u)}}}"
+    return (f'{{{head}{type_}{mid}{_state(o, u)},"fills":['
+            f'{",".join([fill_text(f, u) for f in fills])}]}}')
 
 
 def order_update_text(o: OrderState, u: SymbolUnits, seq: int, fill: Fill | None) -> str:
-    """The private ``OrderUpdate`` event (API.md) of ``o`` after event ``seq``."""
+    """The private ``OrderUpdate`` event (API.md) of ``o`` after event ``seq``: the order's members
+    with ``type`` renamed ``orderType`` and moved last."""
+    head, _, mid, _, _, order_type = _pieces(o, u)
     last = "null" if fill is None else fill_text(fill, u)
-    return '{"type":"OrderUpdate",' + _order_body(o, u, False) + f',"seq":{seq},"lastFill":{last}}}'
+    return (f'{{"type":"OrderUpdate",{head}{mid}{_state(o, u)}{order_type},"seq":{seq},'
+            f'"lastFill":{last}}}')
 
 
 def balance_update_text(asset: Asset, available: int, locked: int, seq: int, ts_ns: int) -> str:
