@@ -146,14 +146,20 @@ class ReadModel:
 
     def _close(self, st: OrderState, key: int) -> None:
         a = self._acct(st.account)
-        a.open.pop(key, None)
-        self.open_index.pop(key, None)
-        a.closed[key] = st
-        if len(a.closed) > self.closed_max:
-            old_key = next(iter(a.closed))
-            old = a.closed.pop(old_key)
-            if old.cid is not None and a.cids.get(old.cid) == old_key:
-                del a.cids[old.cid]
+        if key in a.open:  # `in` + `del` compile to C calls; `dict.pop(k, None)` is a method call
+            del a.open[key]
+        index = self.open_index
+        if key in index:
+            del index[key]
+        closed = a.closed
+        closed[key] = st
+        if len(closed) > self.closed_max:
+            old_key = next(iter(closed))
+            old = closed[old_key]
+            del closed[old_key]
+            cid = old.cid
+            if cid is not None and a.cids.get(cid) == old_key:
+                del a.cids[cid]
 
     def apply(self, evs: list[EvT]) -> None:
         subs = self._subs
