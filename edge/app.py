@@ -95,5 +95,8 @@ def build_edge(cfg: Config, gateway: EngineGateway, store: KeyStore | None = Non
     if ws_messages_per_second is not None:
         opts["messages_per_second"] = ws_messages_per_second
     ws = WsTradeServer(service, auth, limiter, metrics, **{**opts, **ws_overrides})
+    dispatcher = getattr(gateway, "dispatcher", None)  # both gateways have one; test doubles may not
+    if dispatcher is not None:
+        dispatcher.progress = ws.write_pending  # a long durable batch's answers leave early
     state = HttpServerState(rest, max_body_bytes=cfg.edge.max_body_bytes)
     return EdgeServers(cfg, gateway, store, auth, limiter, metrics, service, rest, ws, state)

@@ -49,6 +49,7 @@ from edge.recio import Command, EvT, cmd_req, stamp
 from pipeline.records import route
 
 Events = list[EvT]
+FEED_CHUNK = 256  # events fed between two progress() calls (see Dispatcher.feed)
 Done = Callable[[Events | None, ApiError | None], None]
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Dispatcher:
         self._sweeper: asyncio.TimerHandle | None = None
         self.timeouts = 0
         self.late_events = 0
+        self.progress: Callable[[], None] | None = None  # see feed()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -188,7 +190,23 @@ class Dispatcher:
             self._sweeper = self._loop.call_later(self.timeout_s / 4, self._sweep)
 
     def feed(self, evs: Events) -> None:
-        """Apply ``evs`` (durable, in seq order) to the read model, then resolve their commands."""
+        """Apply ``evs`` (durable, in seq order) to the read model, then resolve their commands.
+
+        A long batch is fed in chunks of ``FEED_CHUNK`` events, each applied then resolved, with
+        ``progress()`` between chunks: the WS server writes the answers and pushes produced so far,
+        so a batch's first answers leave while its last ones are still being built (under load a
+        durable batch holds hundreds of commands: milliseconds of work). Every answer still follows
+        the read model's update for its own events (read-your-writes)."""
+        if self.progress is None or len(evs) <= FEED_CHUNK:
+            self._feed(evs)
+            return
+        n = len(evs)
+        for i in range(0, n, FEED_CHUNK):
+            self._feed(evs[i:i + FEED_CHUNK])
+            if i + FEED_CHUNK < n:
+                self.progress()
+
+    def _feed(self, evs: Events) -> None:
         self.readmodel.apply(evs)
         pending = self._pending
         edge = self.edge_id

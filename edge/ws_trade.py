@@ -104,6 +104,11 @@ class WsTradeServer:
             sess.loop.call_soon(self._write_all)
         self._dirty.append(sess)
 
+    def write_pending(self) -> None:
+        """Write every session's queued output now (``Dispatcher.progress``, mid-batch)."""
+        if self._dirty:
+            self._write_all()
+
     def _write_all(self) -> None:
         dirty, self._dirty = self._dirty, []
         for sess in dirty:

@@ -54,6 +54,7 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
 
     rest = SmokeRestApp(service, auth, limiter, metrics, market=market, cfg=cfg)
     ws = WsTradeServer(service, auth, limiter, metrics, **ws_options(cfg))
+    gateway.dispatcher.progress = ws.write_pending  # a long durable batch's answers leave early
     from edge.ws_trade import METHODS
 
     metrics.declare(["UNMATCHED", *(r.label for r in rest.routes)], ["?", *METHODS])

@@ -90,3 +90,40 @@ def test_fail_all_answers_every_kind_of_waiter() -> None:
         assert [e.name for e in got] == ["ENGINE_UNAVAILABLE"] and len(d) == 0
 
     asyncio.run(main())
+
+
+def test_a_long_batch_is_fed_in_chunks_with_progress_between_them() -> None:
+    """With a ``progress`` hook, a batch longer than FEED_CHUNK is applied and answered a chunk at a
+    time (answers of the first chunk can be written while the rest is built); each answer still
+    comes after its own events reached the read model, and a command split across two chunks is
+    answered once, with all its events."""
+    from edge.gateway import FEED_CHUNK
+
+    async def main() -> None:
+        rm = Applied()
+        d = Dispatcher(rm, edge_id=1)
+        marks: list[int] = []
+        d.progress = lambda: marks.append(len(rm.seen))
+        answers: list[tuple[int, list[int], int]] = []  # (req, its events' seqs, events applied)
+        reqs = []
+        for _ in range(FEED_CHUNK):  # FEED_CHUNK commands of 3 events: 3 chunks
+            c = cmd()
+            d.register_cb(c, 3, lambda evs, exc, c=c: answers.append(
+                (int(c["req"]), [e.seq for e in evs], len(rm.seen))))
+            reqs.append(int(c["req"]))
+        evs = [ev(i + 1, r, k == 2) for i, r in enumerate(reqs) for k in range(3)]
+        for i, e in enumerate(evs):
+            e.seq = i + 1
+        d.feed(evs)
+        assert marks == [FEED_CHUNK, 2 * FEED_CHUNK]  # between chunks, not after the last
+        assert [a[0] for a in answers] == reqs and len(d) == 0
+        for i, (_, seqs, applied) in enumerate(answers):
+            assert seqs == [3 * i + 1, 3 * i + 2, 3 * i + 3]
+            assert applied >= seqs[-1]  # read-your-writes: its events were applied first
+        assert any(applied < len(evs) for _, _, applied in answers)  # answered before the end
+        d.progress = None
+        before = len(rm.seen)
+        d.feed([ev(10_000, 77, 1)] * (FEED_CHUNK + 1))  # no hook: one piece
+        assert len(rm.seen) == before + FEED_CHUNK + 1 and marks == [FEED_CHUNK, 2 * FEED_CHUNK]
+
+    asyncio.run(main())
