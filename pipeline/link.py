@@ -50,6 +50,7 @@ PUSH_RETRY_S = 0.2
 
 
 QUEUE_RECORDS = 4096  # commands an edge can hold for its ring between loop iterations
+EARLY_FLUSH = 64  # commands queued in one iteration that are pushed at once, not at its end
 QUEUE_RETRY_S = 0.0002
 _CMD_SIZE = COMMAND.itemsize
 _NEW_ORDER = int(Cmd.NEW_ORDER)
@@ -64,6 +65,8 @@ class CommandQueue:
 
     ``put`` copies a COMMAND record into a preallocated buffer and schedules one ``flush`` for the
     end of the iteration: one ring push (one kernel call) per iteration instead of one per order.
+    A long burst (``EARLY_FLUSH`` commands queued) is pushed at once, so the engine sequences and
+    syncs it while the edge is still reading the rest (under load an iteration reads hundreds).
     Every command of the edge goes through it, so ring order = call order. When the ring is full
     the rest stays queued and is retried every ``QUEUE_RETRY_S``; after ``stall_s`` without any
     progress the queued commands are given up (``fail(req)``: never sent, so never executed).
@@ -100,6 +103,10 @@ class CommandQueue:
         else:
             self.buf[n] = cmd
         self.n = n + 1
+        if n + 1 >= EARLY_FLUSH and not self._stalled_at:  # a long burst: the engine starts on
+            self._loop = loop  # it while the rest is read (a full ring: the retry timer's job)
+            self.flush()
+            return True
         if not self._scheduled:
             self._scheduled = True
             self._loop = loop

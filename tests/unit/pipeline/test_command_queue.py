@@ -1,5 +1,6 @@
-"""CommandQueue: an iteration's commands go into the engine's ring in one push, in call order;
-a full ring keeps the rest queued and retried; a ring that never drains gives them up, in order."""
+"""CommandQueue: an iteration's commands go into the engine's ring in one push, in call order (a
+long burst in pushes of EARLY_FLUSH); a full ring keeps the rest queued and retried; a ring that
+never drains gives them up, in order."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import secrets
 import numpy as np
 
 from edge.recio import pack_command
-from pipeline.link import CommandQueue
+from pipeline.link import EARLY_FLUSH, CommandQueue
 from pipeline.records import COMMAND, Cmd
 from ringbuf import SpscRing
 
@@ -91,6 +92,32 @@ def test_a_closed_queue_takes_nothing_and_its_pending_flush_does_not_push() -> N
     try:
         asyncio.run(main())
         assert r.try_pop(np.zeros(8, COMMAND)) == 0
+    finally:
+        r.close()
+        r.unlink()
+
+
+def test_a_long_burst_is_pushed_every_early_flush_commands_in_order() -> None:
+    r = ring(1024)
+
+    async def main() -> tuple[int, list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []
+        q = CommandQueue(r, lambda req: None, capacity=1024, wake=lambda: seen.append(q.n))
+        n = 2 * EARLY_FLUSH + 5
+        for i in range(1, n + 1):
+            assert q.put(cmd(i), loop)
+            if i == EARLY_FLUSH:  # pushed (and the engine rung) without waiting for the iteration
+                assert q.pushes == 1 and q.n == 0 and len(seen) == 1
+        assert q.pushes == 2 and q.n == 5
+        await asyncio.sleep(0)  # the iteration's end pushes the remainder
+        out = np.zeros(1024, COMMAND)
+        k = r.try_pop(out)
+        return q.pushes, out["req"][:k].tolist(), seen
+
+    try:
+        pushes, got, seen = asyncio.run(main())
+        assert pushes == 3 and got == list(range(1, 2 * EARLY_FLUSH + 6)) and len(seen) == 3
     finally:
         r.close()
         r.unlink()
