@@ -102,3 +102,29 @@ def _children() -> list[str]:
         out += (task / "children").read_text().split()
     return out
 
+
+
+def _regime(name: str, mode: str, offered: float, achieved: float, p50: float,
+            overloaded: bool = False) -> dict:  # type: ignore[type-arg]
+    lat = {"p50": p50, "p99": 2 * p50, "p999": 3 * p50}
+    return {"name": name, "mode": mode, "transport": "ws", "offered": offered,
+            "achieved": achieved, "overloaded": overloaded, "sent": 10, "answered": 10,
+            "unanswered": 0, "errors": 0, "late": 0, "outcomes": {"place:NEW": 10},
+            "latency_us": {"place": lat}}
+
+
+def test_max_row_names_the_best_closed_loop_and_the_highest_rate_held() -> None:
+    plan = e2e.QUICK
+    stack = {"regimes": [_regime("e2e.ws.closed.64x16", "closed", 0, 51_000, 18_000),
+                         _regime("e2e.ws.open.20k", "open", 20_000, 19_990, 1_900),
+                         _regime("e2e.ws.open.50k", "open", 50_000, 49_900, 8_600)]}
+    inproc = {"regimes": [_regime("e2e.inproc.ws.closed.64x16", "closed", 0, 68_000, 12_000)]}
+    r = e2e._max_row(stack, inproc, plan)
+    assert r is not None and r.value == 51_000
+    assert "50,000/s, ack p50 there 8.6 ms; no open-loop regime overloaded" in r.notes
+    assert "NOT met" in r.notes
+    stack["regimes"][2] = _regime("e2e.ws.open.50k", "open", 50_000, 32_000, 3e6, overloaded=True)
+    r = e2e._max_row(stack, inproc, plan)
+    assert r is not None
+    assert "20,000/s, ack p50 there 1.9 ms; overloaded open-loop regimes were answered at up to " \
+           "32,000/s" in r.notes
