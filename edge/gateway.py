@@ -1,7 +1,7 @@
 """The seam between the edge and the engine: ``EngineGateway`` and the shared ``Dispatcher``.
 
 An ``EngineGateway`` takes COMMAND / ADMIN records and answers with the EVENT records the command
-produced, decoded by ``edge.recio.unpack_events`` into ``EvT`` tuples (decoded once, since the read
+produced, decoded by ``edge.recio.unpack_events`` into ``EvT`` objects (decoded once, since the read
 model needs them too). Implementations:
 
 * ``edge.inproc.InprocGateway`` — runs ``engine.Engine`` in this process (tests, ``--inproc``);

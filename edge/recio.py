@@ -3,7 +3,7 @@
 Why. Assigning fields one by one on a numpy ``void`` costs ~0.7 us per field here (7 us per order);
 packing the 64 bytes with one precompiled ``struct.Struct`` and viewing them as a ``COMMAND`` record
 costs ~1 us in all. Likewise events are decoded with ``Struct.iter_unpack`` over the array's bytes
-into ``Ev`` tuples instead of per-field numpy access. The layouts below restate
+into ``EvT`` objects instead of per-field numpy access. The layouts below restate
 ``pipeline/records.py`` without its aliases; ``tests/unit/edge/test_recio.py`` checks them against
 the numpy dtypes field by field, so a change there fails here loudly.
 
