@@ -40,35 +40,35 @@ def place_fast(v: Validator, account: int, p: Any) -> bytearray | None:
     """A LIMIT order.place as COMMAND bytes, or None (see the module header)."""
     if type(p) is not dict:
         return None
-    g = p.get
+    d: dict[str, Any] = p  # typed: d.get compiles to a C dict lookup, p.get to a method call
     try:
-        u = v.units[g("symbol")]  # type: ignore[index]  # KeyError / TypeError below
-        side = _SIDE[g("side")]  # type: ignore[index]
-        if g("type") != "LIMIT":
+        u = v.units[d.get("symbol")]  # type: ignore[index]  # KeyError / TypeError below
+        side = _SIDE[d.get("side")]  # type: ignore[index]
+        if d.get("type") != "LIMIT":
             return None
-        t = g("timeInForce")
-        s = g("stp")
+        t = d.get("timeInForce")
+        s = d.get("stp")
         tif = _GTC if t is None else _TIF[t]
         stp = _EXPIRE_TAKER if s is None else _STP[s]
         n = 5 + (t is not None) + (s is not None)  # symbol, side, type, price, quantity + these
     except (KeyError, TypeError):  # absent, unknown or unhashable: the general path says which
         return None
-    price = u.ticks_of(g("price"))
-    qty = u.lots_of(g("quantity"))
+    price = u.ticks_of(d.get("price"))
+    qty = u.lots_of(d.get("quantity"))
     if price is None or qty is None:
         return None
     sym = u.sym
     if price * qty * sym.k < sym.min_notional_minor:
         return None
     flags = 0
-    po = g("postOnly")
+    po = d.get("postOnly")
     if po is not None:
         if type(po) is not bool or (po and tif != _GTC):
             return None
         if po:
             flags = _POST_ONLY
         n += 1
-    c = g("clientOrderId")
+    c = d.get("clientOrderId")
     if c is None:
         cid = _NO_CID
     else:
@@ -89,10 +89,10 @@ def cancel_fast(v: Validator, account: int, p: Any) -> bytearray | None:
     """An order.cancel by orderId or by (symbol, clientOrderId) as COMMAND bytes, or None."""
     if type(p) is not dict:
         return None
-    g = p.get
+    d: dict[str, Any] = p
     symbol = 0
     n = 1
-    s = g("symbol")
+    s = d.get("symbol")
     if s is not None:
         if type(s) is not str:
             return None
@@ -101,8 +101,8 @@ def cancel_fast(v: Validator, account: int, p: Any) -> bytearray | None:
             return None
         symbol = u.sym.symbol_id
         n = 2
-    oid = g("orderId")
-    c = g("clientOrderId")
+    oid = d.get("orderId")
+    c = d.get("clientOrderId")
     if len(p) != n:
         return None
     if oid is not None:
