@@ -343,3 +343,43 @@ def test_a_client_close_with_and_without_a_reason_is_echoed(live: LiveEdge) -> N
         ws.c.close(1000, reason)
         rcvd = ws.c.protocol.close_rcvd  # the server's CLOSE frame, None if it just dropped us
         assert rcvd is not None and rcvd.code == 1000 and ws.c.close_code == 1000, reason
+
+
+def test_a_batch_answered_in_chunks_keeps_order_and_balances(live: LiveEdge,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many orders in flight: the engine takes them in a few batches, each fed to the read model and
+    answered in chunks of FEED_CHUNK events with the output written between chunks (shrunk here so
+    a handful of orders spans several). Answers stay in request order, every order gets its NEW
+    OrderUpdate, and the BalanceUpdates (one per asset and batch) end at the balance the read model
+    answers."""
+    import edge.gateway
+
+    monkeypatch.setattr(edge.gateway, "FEED_CHUNK", 8)
+    d = live.gateway.dispatcher
+    calls = [0]
+    inner = d.progress
+    assert inner is not None  # build_edge wires the WS server's writer
+
+    def counted() -> None:
+        calls[0] += 1
+        inner()
+    live.call(lambda: setattr(d, "progress", counted))
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "1000000"})
+    ws = Ws(live)
+    assert ws.logon()["status"] == 200
+    n = 60
+    for i in range(n):
+        ws.send(i, "order.place", {**BUY, "clientOrderId": f"chunk{i}"})
+    got = [ws.recv() for _ in range(n)]
+    assert [g["id"] for g in got] == list(range(n))
+    assert all(g["status"] == 200 and g["result"]["status"] == "NEW" for g in got)
+    assert calls[0] >= 1  # at least one batch was long enough to be fed in chunks
+    bal = ws.call("bal", "balances.get")["result"]
+    locked = next(b["locked"] for b in bal if b["asset"] == "USDT")
+    news = {e["clientOrderId"] for e in ws.events if e["type"] == "OrderUpdate"}
+    assert news == {f"chunk{i}" for i in range(n)}
+    usdt = [e for e in ws.events if e["type"] == "BalanceUpdate" and e["asset"] == "USDT"]
+    assert usdt and usdt[-1]["locked"] == locked and len(usdt) <= n
+    assert [e["seq"] for e in usdt] == sorted(e["seq"] for e in usdt)
+    live.call(lambda: setattr(d, "progress", inner))
+    ws.c.close()
