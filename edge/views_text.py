@@ -78,11 +78,10 @@ def _pieces(o: OrderState, u: SymbolUnits) -> Pieces:
     return p
 
 
-def _state(o: OrderState, u: SymbolUnits) -> str:
+def _state(o: OrderState, u: SymbolUnits, flags: str, quote: str) -> str:
     """The members that change (fills, status, times) and what follows them, without ``orderType``:
     ``"executedQty":..,"cumQuoteQty":..,"status":..,"postOnly":..,..,"timeUs":..[,"quoteQuantity"]
-    [,"rejectReason"]``."""
-    _, _, _, flags, quote, _ = _pieces(o, u)
+    [,"rejectReason"]`` (``flags``, ``quote``: the order's pieces)."""
     upd = o.update_ns
     rej = "" if o.reject is None else ',"rejectReason":"' + o.reject + '"'
     return (f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
@@ -93,19 +92,20 @@ def _state(o: OrderState, u: SymbolUnits) -> str:
 # Each text is built by one f-string (one allocation of the result) over the order's pieces.
 def order_text(o: OrderState, u: SymbolUnits, fills: list[Fill] | None = None) -> str:
     """``views.order_json`` as JSON text (the members of the order, then ``fills`` if given)."""
-    head, type_, mid, _, _, _ = _pieces(o, u)
+    head, type_, mid, flags, quote, _ = _pieces(o, u)
+    state = _state(o, u, flags, quote)
     if fills is None:
-        return f"{{{head}{type_}{mid}{_state(o, u)}}}"
-    return (f'{{{head}{type_}{mid}{_state(o, u)},"fills":['
+        return f"{{{head}{type_}{mid}{state}}}"
+    return (f'{{{head}{type_}{mid}{state},"fills":['
             f'{",".join([fill_text(f, u) for f in fills])}]}}')
 
 
 def order_update_text(o: OrderState, u: SymbolUnits, seq: int, fill: Fill | None) -> str:
     """The private ``OrderUpdate`` event (API.md) of ``o`` after event ``seq``: the order's members
     with ``type`` renamed ``orderType`` and moved last."""
-    head, _, mid, _, _, order_type = _pieces(o, u)
+    head, _, mid, flags, quote, order_type = _pieces(o, u)
     last = "null" if fill is None else fill_text(fill, u)
-    return (f'{{"type":"OrderUpdate",{head}{mid}{_state(o, u)}{order_type},"seq":{seq},'
+    return (f'{{"type":"OrderUpdate",{head}{mid}{_state(o, u, flags, quote)}{order_type},"seq":{seq},'
             f'"lastFill":{last}}}')
 
 

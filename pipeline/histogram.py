@@ -3,7 +3,7 @@
 The update runs once per request on the order path (the edge's WS and REST latency, the engine's
 loop and fsync times), so it lives apart from ``pipeline.stats`` (files, mmap, numpy, reading) and
 is compiled with the edge's per-order modules (``pipeline.native``): a C call instead of an
-interpreted function, ~0.1 us.
+interpreted function (0.27 us a call compiled, on the shared-memory view; timeit).
 
 A histogram is ``HIST_SLOTS`` int64 slots of the block: one count per bucket (upper bounds
 ``BUCKETS_NS``, the last slot before the sum is +Inf) then the sum of the values in ns.
