@@ -95,6 +95,16 @@ async def _pg_execute(dsn: str, sql: str) -> None:
         await conn.close()
 
 
+async def _pg_drop(dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await _drop_database(conn, name)
+    finally:
+        await conn.close()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -111,6 +121,30 @@ def _stale(name: str, prefix: str) -> bool:
     return name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid))
 
 
+async def _drop_database(conn: Any, name: str) -> None:
+    """``DROP DATABASE ... WITH (FORCE)``, waiting out an autovacuum worker.
+
+    FORCE terminates the other sessions in the database, but on Postgres 15 it refuses (as
+    InsufficientPrivilege: "must be a member of the role whose process is being terminated") when
+    one of them is an autovacuum worker, which runs as no role; a plain DROP signals autovacuum
+    workers and waits for them. A CI run hit this right after a settlement test had written rows.
+    """
+    import asyncpg
+
+    sql = f'DROP DATABASE IF EXISTS "{name}"'
+    for _ in range(50):
+        try:
+            await conn.execute(sql + " WITH (FORCE)")
+            return
+        except asyncpg.exceptions.InsufficientPrivilegeError:
+            try:
+                await conn.execute(sql)
+                return
+            except asyncpg.exceptions.ObjectInUseError:
+                await asyncio.sleep(0.1)
+    await conn.execute(sql + " WITH (FORCE)")
+
+
 async def _drop_stale_databases(dsn: str) -> None:
     import asyncpg
 
@@ -121,7 +155,7 @@ async def _drop_stale_databases(dsn: str) -> None:
                                  "WHERE datname LIKE 'spotx\\_test\\_%' AND r.rolname = $1", me)
         for row in names:
             if _stale(row["datname"], "spotx_test_"):
-                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+                await _drop_database(conn, row["datname"])
     finally:
         await conn.close()
 
@@ -149,7 +183,7 @@ def pg_database(pg_dsn: str) -> Iterator[str]:
     try:
         yield dsn
     finally:
-        asyncio.run(_pg_execute(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_pg_drop(pg_dsn, name))
 
 
 # --- Kafka ---------------------------------------------------------------------------------------
