@@ -61,9 +61,11 @@ def test_a_parked_engine_wakes_on_its_bell_not_after_its_backoff(tmp_path: Path)
     idle(5)  # nobody rings: the whole back-off sleep
     assert time.monotonic() - t0 >= 0.55
     ringer = Ringer(engine_bell_root(run_dir(cfg)))
-    threading.Timer(0.05, ringer.ring).start()
+    timer = threading.Timer(0.05, ringer.ring)
+    timer.start()
     t0 = time.monotonic()
     idle(5)
     assert time.monotonic() - t0 < 0.4  # woken by the ring
+    timer.join()  # ring() counts after its write, which may already have woken us
     assert ringer.rings == 1
     ringer.close()
