@@ -17,12 +17,13 @@
 //     The edge sequences a connection's writes in arrival order, so the cancel always follows its
 //     order in the engine and the book holds at most open_orders orders per connection.
 //   - open loop ("open"): request i of the whole generator is due at t0 + i/rate and goes to
-//     connection i mod N; one pacer goroutine on a locked OS thread sleeps with clock_nanosleep
-//     (timer slack 1 us; Go's own timers have ~1 ms granularity on this kernel) and sends every
-//     request that is due. Latency is measured from the due time to the response
-//     (coordinated-omission aware: a late send, a stalled server or a full socket all count).
-//   - closed loop ("closed"): each connection keeps `inflight` requests outstanding; the reader
-//     sends a new one per response. Latency from send to response. This finds max orders/s.
+//     connection i mod N. One thread owns every WS connection (wsio.go): it queues each request
+//     when due, writes, and sleeps in epoll_pwait2 until the next due time or an answer (timer
+//     slack 1 us; Go's own timers have ~1 ms granularity on this kernel). Latency is measured
+//     from the due time to the response (coordinated-omission aware: a late send, a stalled
+//     server or a full socket all count).
+//   - closed loop ("closed"): each connection keeps `inflight` requests outstanding; each answer
+//     queues a new request. Latency from send to response. This finds max orders/s.
 //   - REST ("rest", open loop): one worker goroutine per REST account, each with its own keep-alive
 //     connection; the same pacer hands due times to worker i mod W.
 //
@@ -129,6 +130,16 @@ func main() {
 	for i, a := range spec.RestAccounts {
 		rest = append(rest, newRestWorker(spec, i, a))
 	}
+	var rx *reactor
+	if len(conns) > 0 {
+		var err error
+		if rx, err = newReactor(conns); err != nil {
+			fail(1, "ws reactor: %v", err)
+		}
+		for _, c := range conns {
+			c.rx = rx
+		}
+	}
 	drain := time.Duration(spec.DrainSeconds * 1e9)
 	for _, r := range spec.Regimes {
 		var res *RegimeResult
@@ -137,9 +148,9 @@ func main() {
 		case r.Transport == "rest":
 			res = runRest(rest, r, spec.MaxBacklogS)
 		case r.Mode == "closed":
-			res = runClosed(conns, r, drain)
+			res = runClosed(rx, r, drain)
 		default:
-			res = runOpen(conns, r, drain, spec.MaxBacklogS)
+			res = runOpen(rx, r, drain, spec.MaxBacklogS)
 		}
 		res.CPUSeconds = sampleCPU(spec.WatchPids).minus(cpu0)
 		res.Wall = float64(nanotime()-w0) / 1e9
@@ -147,9 +158,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "spotx-loadgen: %s: %.0f/s achieved, %d sent, %d answered, %d errors\n",
 			res.Name, res.Achieved, res.Sent, res.Answered, res.Errors)
 	}
-	for _, c := range conns {
-		c.cancelAll(&rep.Cleanup, drain)
-		c.close()
+	if rx != nil {
+		rx.cancelAll(&rep.Cleanup, drain)
+		rx.close()
 	}
 	out, _ := json.Marshal(rep)
 	os.Stdout.Write(append(out, '\n'))

@@ -4,7 +4,8 @@
 // empty list) in request order, and pushes two private events per order request, like the edge's
 // OrderUpdate + BalanceUpdate, so the generator reads as many messages as against the real edge.
 // No matching, no state: it only shows how fast the generator itself can go on the cores it is
-// given (the bench pins the sink to the edge's core). Listens until SIGTERM / SIGINT or stdin EOF.
+// given (the bench pins the sink to the edge's core). The answer and its two pushes go out in one
+// write, as the edge writes each loop iteration's output at once. Listens until SIGTERM / SIGINT or stdin EOF.
 package main
 
 import (
@@ -73,10 +74,22 @@ func sinkAnswer(c *websocket.Conn, msg []byte) error {
 	default:
 		out = append(out, `[]}`...)
 	}
+	// the three frames in one write, as the edge coalesces its output per loop iteration
+	var b []byte
 	for _, m := range [][]byte{pushOrder, pushBalance, out} {
-		if err := c.WriteMessage(websocket.TextMessage, m); err != nil {
-			return err
-		}
+		b = serverFrame(b, m)
 	}
-	return nil
+	_, err := c.NetConn().Write(b)
+	return err
+}
+
+// serverFrame appends an unmasked final text frame (server to client, RFC 6455 5.2).
+func serverFrame(b, p []byte) []byte {
+	b = append(b, 0x80|opText)
+	if n := len(p); n < 126 {
+		b = append(b, byte(n))
+	} else {
+		b = append(b, 126, byte(n>>8), byte(n)) // the sink's messages are far below 64 KiB
+	}
+	return append(b, p...)
 }

@@ -1,10 +1,9 @@
-// WebSocket order-entry connections: logon, the request stream, the reader, open/closed regimes.
+// WebSocket order-entry connections: logon, the request stream, open / closed regimes.
 //
-// Per connection: one reader goroutine (the whole run) and at most one writer at a time (the pacer
-// in open loop; main plus the reader in closed loop, serialised by wmu). `mu` guards the
-// outstanding-request map, the op generator and the regime's stats; wmu is always taken before mu.
-// Responses are parsed by scanning the bytes the edge writes (orjson, no spaces): `{"id":N,
-// "status":S,...`; anything else (OrderUpdate / BalanceUpdate pushes) is only counted.
+// Every connection belongs to one reactor (wsio.go), driven by the regime's goroutine on a locked
+// OS thread: no locks. Responses are parsed by scanning the bytes the edge writes (orjson, no
+// spaces): `{"id":N,"status":S,...`; anything else (OrderUpdate / BalanceUpdate pushes) is only
+// counted.
 package main
 
 import (
@@ -14,13 +13,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strconv"
-	"sync"
+	"syscall"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/gorilla/websocket"
 )
 
 const (
@@ -76,19 +73,17 @@ func (st *connStats) record(kind uint8, lat, now int64, measured bool) {
 
 type wsConn struct {
 	idx  int
-	c    *websocket.Conn
-	wmu  sync.Mutex
-	buf  []byte // request bytes, under wmu
-	mu   sync.Mutex
+	rc   *rawConn
+	rx   *reactor // set by newReactor
+	buf  []byte   // request payload scratch
 	pend map[int64]pending
 	id   int64
 	gen  opGen
 	st   *connStats
-	// regime (under mu)
+	// regime
 	closedLoop     bool
 	tMeasure, tEnd int64
 	readErr        error
-	readerDone     chan struct{}
 }
 
 func sign(secret string, payload []byte) string {
@@ -97,48 +92,65 @@ func sign(secret string, payload []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// dialWS connects and logs on (blocking, before the reactor takes the socket over).
 func dialWS(spec Spec, idx int, a Account) (*wsConn, error) {
-	d := websocket.Dialer{ReadBufferSize: 1 << 16, WriteBufferSize: 1 << 14, HandshakeTimeout: 10 * time.Second}
-	c, _, err := d.Dial(spec.WsURL, nil)
+	c, err := dialRaw(spec.WsURL, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadLimit(64 << 20)
 	ts := time.Now().UnixMilli()
 	logon, _ := json.Marshal(map[string]any{"id": "logon", "method": "session.logon", "params": map[string]any{
 		"apiKey": a.Key, "timestamp": ts, "signature": sign(a.Secret, []byte(fmt.Sprintf("%dsession.logon", ts)))}})
-	if err := c.WriteMessage(websocket.TextMessage, logon); err != nil {
-		return nil, err
+	c.queue(opText, logon)
+	if err := c.writeAll(c.wbuf); err != nil {
+		c.close()
+		return nil, fmt.Errorf("logon: %w", err)
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.wbuf = c.wbuf[:0]
 	for {
-		_, msg, err := c.ReadMessage()
-		if err != nil {
-			return nil, fmt.Errorf("logon: %w", err)
-		}
-		if bytes.HasPrefix(msg, []byte(`{"id":"logon"`)) {
-			if !bytes.Contains(msg, []byte(`"status":200`)) {
-				return nil, fmt.Errorf("logon refused: %s", msg)
+		off := 0
+		for {
+			msg, ok := c.next(&off)
+			if !ok {
+				break
 			}
-			break
+			if bytes.HasPrefix(msg, []byte(`{"id":"logon"`)) {
+				if !bytes.Contains(msg, []byte(`"status":200`)) {
+					c.close()
+					return nil, fmt.Errorf("logon refused: %s", msg)
+				}
+				c.rbuf = append(c.rbuf[:0], c.rbuf[off:]...)
+				w := &wsConn{idx: idx, rc: c, pend: map[int64]pending{}, st: newConnStats(),
+					gen: opGen{conn: idx, symbol: spec.Symbol, open: int64(spec.OpenOrders)}}
+				return w, nil
+			}
+		}
+		c.rbuf = append(c.rbuf[:0], c.rbuf[off:]...)
+		if c.err == nil {
+			if err := c.readOnce(); err != nil {
+				c.fail(err)
+			}
+		}
+		if c.err != nil {
+			c.close()
+			return nil, fmt.Errorf("logon: %w", c.err)
 		}
 	}
-	c.SetReadDeadline(time.Time{})
-	w := &wsConn{idx: idx, c: c, pend: map[int64]pending{}, st: newConnStats(),
-		gen: opGen{conn: idx, symbol: spec.Symbol, open: int64(spec.OpenOrders)}, readerDone: make(chan struct{})}
-	go w.readLoop()
-	return w, nil
 }
 
-// send builds the connection's next request, registers it and writes it; returns the send time.
+// dead records the first transport error of the connection.
+func (w *wsConn) dead(err error) {
+	if w.readErr == nil {
+		w.readErr = err
+	}
+}
+
+// send builds the connection's next request, registers it and queues it for the reactor's next
+// flush; returns the time it was queued.
 func (w *wsConn) send(due int64, rec bool) int64 {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	w.mu.Lock()
 	if w.readErr != nil {
 		w.st.Errors++
 		w.st.bump(&w.st.ErrorNames, "connection_lost", 1)
-		w.mu.Unlock()
 		return nanotime()
 	}
 	w.id++
@@ -155,59 +167,15 @@ func (w *wsConn) send(due int64, rec bool) int64 {
 	} else {
 		w.st.Cancels++
 	}
-	w.mu.Unlock()
-	if err := w.c.WriteMessage(websocket.TextMessage, w.buf); err != nil {
-		w.mu.Lock()
-		if w.readErr == nil {
-			w.readErr = err
-		}
-		w.mu.Unlock()
-	}
+	w.rc.queue(opText, w.buf)
+	w.rx.mark(w)
 	return now
-}
-
-func (w *wsConn) readLoop() {
-	defer close(w.readerDone)
-	var data []byte
-	for {
-		_, r, err := w.c.NextReader()
-		if err == nil {
-			data, err = readInto(r, data[:0])
-		}
-		if err != nil {
-			w.mu.Lock()
-			w.readErr = err
-			w.mu.Unlock()
-			return
-		}
-		if w.onMessage(data, nanotime()) {
-			w.send(0, false)
-		}
-	}
-}
-
-func readInto(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
 }
 
 var idPrefix = []byte(`{"id":`)
 
 // onMessage accounts one message; true when the closed loop wants the next request sent.
 func (w *wsConn) onMessage(data []byte, now int64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	st := w.st
 	if !bytes.HasPrefix(data, idPrefix) {
 		st.Pushes++
@@ -288,58 +256,89 @@ func parseInt(b []byte) (int64, []byte) {
 
 // begin starts a regime on this connection with fresh stats.
 func (w *wsConn) begin(closedLoop bool, tMeasure, tEnd int64) {
-	w.mu.Lock()
 	w.st, w.closedLoop, w.tMeasure, w.tEnd = newConnStats(), closedLoop, tMeasure, tEnd
-	w.mu.Unlock()
 }
 
-// finish waits (until deadline) for outstanding answers and hands back the regime's stats.
-func (w *wsConn) finish(deadline time.Time) *connStats {
+// take ends the regime on this connection: what is still outstanding counts as unanswered.
+func (w *wsConn) take() *connStats {
+	st := w.st
+	st.Unanswered += int64(len(w.pend))
+	clear(w.pend)
+	w.st, w.closedLoop = newConnStats(), false
+	return st
+}
+
+// drain polls until no live connection has an outstanding request, or until deadline.
+func (r *reactor) drain(deadline int64) {
 	for {
-		w.mu.Lock()
-		n, dead := len(w.pend), w.readErr != nil
-		if n == 0 || dead || time.Now().After(deadline) {
-			st := w.st
-			st.Unanswered += int64(n)
-			clear(w.pend)
-			w.st, w.closedLoop = newConnStats(), false
-			w.mu.Unlock()
-			return st
+		waiting := false
+		for _, w := range r.conns {
+			if len(w.pend) > 0 && w.readErr == nil {
+				waiting = true
+				break
+			}
 		}
-		w.mu.Unlock()
-		time.Sleep(2 * time.Millisecond)
+		now := nanotime()
+		if !waiting || now >= deadline {
+			return
+		}
+		r.poll(min(deadline-now, int64(5*time.Millisecond)))
 	}
 }
 
-func (w *wsConn) cancelAll(into *Counters, drain time.Duration) {
-	w.begin(false, 0, 0)
-	w.wmu.Lock()
-	w.mu.Lock()
-	w.pend[-1] = pending{kind: kCancelAll}
-	w.st.Sent++
-	w.st.CancelAlls++
-	w.mu.Unlock()
-	msg := fmt.Appendf(nil, `{"id":-1,"method":"orders.cancelAll","params":{"symbol":%q}}`, w.gen.symbol)
-	err := w.c.WriteMessage(websocket.TextMessage, msg)
-	w.wmu.Unlock()
-	if err != nil {
-		into.Errors++
-		into.bump(&into.ErrorNames, "connection_lost", 1)
+// cancelAll sends orders.cancelAll on every connection and waits for the answers (the closing
+// cleanup of the run).
+func (r *reactor) cancelAll(into *Counters, drain time.Duration) {
+	defer r.lock()()
+	for _, w := range r.conns {
+		w.begin(false, 0, 0)
+		if w.readErr != nil {
+			into.Errors++
+			into.bump(&into.ErrorNames, "connection_lost", 1)
+			continue
+		}
+		w.pend[-1] = pending{kind: kCancelAll}
+		w.st.Sent++
+		w.st.CancelAlls++
+		w.rc.queue(opText, fmt.Appendf(nil, `{"id":-1,"method":"orders.cancelAll","params":{"symbol":%q}}`, w.gen.symbol))
+		r.mark(w)
 	}
-	st := w.finish(time.Now().Add(drain))
-	into.add(&st.Counters)
+	r.flush()
+	r.drain(nanotime() + int64(drain))
+	for _, w := range r.conns {
+		st := w.take()
+		into.add(&st.Counters)
+	}
 }
 
-func (w *wsConn) close() {
-	w.wmu.Lock()
-	w.c.WriteControl(websocket.CloseMessage, //nolint:errcheck // best effort
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	w.wmu.Unlock()
-	select {
-	case <-w.readerDone:
-	case <-time.After(2 * time.Second):
+// close sends a close frame on every connection, waits up to 2 s for the server to close them,
+// then closes every socket.
+func (r *reactor) close() {
+	defer r.lock()()
+	for _, w := range r.conns {
+		if w.readErr == nil {
+			w.rc.queue(opClose, []byte{0x03, 0xE8}) // 1000: normal closure
+			r.mark(w)
+		}
 	}
-	w.c.Close()
+	r.flush()
+	deadline := nanotime() + int64(2*time.Second)
+	for nanotime() < deadline {
+		open := 0
+		for _, w := range r.conns {
+			if w.readErr == nil {
+				open++
+			}
+		}
+		if open == 0 {
+			break
+		}
+		r.poll(int64(5 * time.Millisecond))
+	}
+	for _, w := range r.conns {
+		w.rc.close()
+	}
+	syscall.Close(r.epfd) //nolint:errcheck
 }
 
 // mergeConns sums the connections' regime stats. Latency "place" / "cancel" / "all" cover the
@@ -389,7 +388,12 @@ func achieved(res *RegimeResult, t0, tMeasure, stop, last, lastAny int64) float6
 	return 0
 }
 
-func runOpen(conns []*wsConn, r Regime, drain time.Duration, maxBacklogS float64) *RegimeResult {
+// runOpen: request i is due at t0 + i/rate and goes to connection i mod N. The reactor queues
+// every request that is due, writes them (one write per connection per iteration), then sleeps in
+// epoll until the next due time or an answer.
+func runOpen(rx *reactor, r Regime, drain time.Duration, maxBacklogS float64) *RegimeResult {
+	defer rx.lock()()
+	conns := rx.conns
 	t0 := nanotime() + int64(10*time.Millisecond)
 	tMeasure, tEnd := t0+int64(r.Warmup*1e9), t0+int64(r.Seconds*1e9)
 	for _, c := range conns {
@@ -398,13 +402,38 @@ func runOpen(conns []*wsConn, r Regime, drain time.Duration, maxBacklogS float64
 	lag := newHist()
 	n := int64(len(conns))
 	limit := max(int64(r.Rate*maxBacklogS), 256)
-	stop := pace(r.Rate, t0, tEnd, func(i, due int64) bool {
-		rec := due >= tMeasure
-		sent := conns[i%n].send(due, rec)
-		lag.RecordValue(max(sent-due, 1)) //nolint:errcheck
-		return i%256 != 255 || outstanding(conns) <= limit
-	})
-	parts, last, lastAny := collect(conns, drain)
+	step := 1e9 / r.Rate
+	stop := tEnd
+	i := int64(0)
+	due := t0
+run:
+	for due < tEnd {
+		now := nanotime()
+		for due <= now {
+			sent := conns[i%n].send(due, due >= tMeasure)
+			lag.RecordValue(max(sent-due, 1)) //nolint:errcheck
+			if i%256 == 255 && outstanding(conns) > limit {
+				stop = due
+				rx.flush()
+				break run
+			}
+			i++
+			due = t0 + int64(float64(i)*step)
+			if due >= tEnd {
+				break
+			}
+		}
+		rx.flush()
+		if due >= tEnd {
+			break
+		}
+		// never wake for a send sooner than wakeQuantum after the last: above 1/wakeQuantum
+		// requests/s each wake sends several (late by < wakeQuantum, counted in the latency)
+		wake := max(due, now+wakeQuantum)
+		rx.poll(wake - nanotime())
+	}
+	rx.drain(nanotime() + int64(drain))
+	parts, last, lastAny := collect(conns)
 	res := mergeConns(r, parts, len(conns), stop < tEnd)
 	res.SendLag = summarize(lag)
 	if res.Overloaded {
@@ -415,17 +444,24 @@ func runOpen(conns []*wsConn, r Regime, drain time.Duration, maxBacklogS float64
 	return res
 }
 
+// wakeQuantum is the shortest sleep between two open-loop send wake-ups. Each timed wake-up costs
+// an hrtimer interrupt, which in this KVM guest was the largest single cost of the generator at
+// 50 k/s (epoll_pwait2's hrtimer path ~16 % of its samples, perf).
+const wakeQuantum = int64(50 * time.Microsecond)
+
 func outstanding(conns []*wsConn) int64 {
 	var n int64
 	for _, c := range conns {
-		c.mu.Lock()
 		n += int64(len(c.pend))
-		c.mu.Unlock()
 	}
 	return n
 }
 
-func runClosed(conns []*wsConn, r Regime, drain time.Duration) *RegimeResult {
+// runClosed: every connection keeps `inflight` requests outstanding; each answer queues the next
+// request (written at the end of the reactor iteration that read it).
+func runClosed(rx *reactor, r Regime, drain time.Duration) *RegimeResult {
+	defer rx.lock()()
+	conns := rx.conns
 	t0 := nanotime()
 	tMeasure, tEnd := t0+int64(r.Warmup*1e9), t0+int64(r.Seconds*1e9)
 	for _, c := range conns {
@@ -436,20 +472,23 @@ func runClosed(conns []*wsConn, r Regime, drain time.Duration) *RegimeResult {
 			c.send(0, false)
 		}
 	}
-	time.Sleep(time.Duration(tEnd - nanotime()))
-	parts, _, _ := collect(conns, drain)
+	rx.flush()
+	for now := nanotime(); now < tEnd; now = nanotime() {
+		rx.poll(tEnd - now)
+	}
+	rx.drain(nanotime() + int64(drain))
+	parts, _, _ := collect(conns)
 	res := mergeConns(r, parts, len(conns), false)
 	res.Achieved = float64(res.Latency["all"].Count) / (float64(tEnd-tMeasure) / 1e9)
 	return res
 }
 
 // collect ends the regime on every connection: (stats, last measured answer, last answer).
-func collect(conns []*wsConn, drain time.Duration) ([]*connStats, int64, int64) {
-	deadline := time.Now().Add(drain)
+func collect(conns []*wsConn) ([]*connStats, int64, int64) {
 	parts := make([]*connStats, 0, len(conns))
 	var last, lastAny int64
 	for _, c := range conns {
-		st := c.finish(deadline)
+		st := c.take()
 		parts = append(parts, st)
 		last, lastAny = max(last, st.lastRecv), max(lastAny, st.lastAny)
 	}

@@ -28,6 +28,20 @@ def test_generator_builds_and_is_current() -> None:
     assert exe.is_relative_to(Path(__file__).resolve().parents[3] / "var")
 
 
+def test_generator_go_unit_tests() -> None:
+    """``go test`` in bench/loadgen: the raw WebSocket client's framing (masking, every length
+    encoding, fragments, ping, close, oversized frames), which the servers here never exercise."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    assert go, "the Go toolchain builds bench/loadgen and must be on PATH"
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
+    proc = subprocess.run([go, "test", "-count=1", "."], cwd=loadgen.SRC, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_generator_refuses_a_bad_spec() -> None:
     with pytest.raises(loadgen.LoadgenError, match="open_orders"):
         loadgen.run({"symbol": "BTC-USDT", "open_orders": 0, "drain_seconds": 1,
