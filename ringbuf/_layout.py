@@ -146,6 +146,18 @@ def attach(name: str, kind: int, dtype: np.dtype) -> Mapped:
     return Mapped(name, mm, inode, kind, dtype)
 
 
+_WORDS: dict[np.dtype, np.dtype] = {}
+
+
+def _words(dtype: np.dtype) -> np.dtype:
+    """``(int64, words)``, built once per record dtype: numpy parses a tuple dtype on every
+    ``view`` (1.1 us a call measured here, against 0.4 us with the dtype object)."""
+    w = _WORDS.get(dtype)
+    if w is None:
+        w = _WORDS[dtype] = np.dtype((np.int64, dtype.itemsize // 8))
+    return w
+
+
 def src_words(records: np.ndarray | np.void, dtype: np.dtype, name: str) -> np.ndarray:
     """One record or an array of ``dtype`` records as ``[n, words]`` int64 rows (copies only
     when the input is not already a 1-D contiguous array)."""
@@ -154,7 +166,7 @@ def src_words(records: np.ndarray | np.void, dtype: np.dtype, name: str) -> np.n
         raise TypeError(f"ring {name!r} carries {dtype}, got {arr.dtype}")
     if arr.ndim != 1 or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr.reshape(-1))
-    return arr.view((np.int64, dtype.itemsize // 8))
+    return arr.view(_words(dtype))
 
 
 def dst_words(out: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -163,7 +175,7 @@ def dst_words(out: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
         raise TypeError(f"ring {name!r} carries {dtype}, got {getattr(out, 'dtype', type(out))}")
     if out.ndim != 1 or not out.flags.c_contiguous:
         raise ValueError("out must be a 1-D C-contiguous array (use np.ascontiguousarray)")
-    return out.view((np.int64, dtype.itemsize // 8))
+    return out.view(_words(dtype))
 
 
 def checked(status: int, name: str) -> int:
