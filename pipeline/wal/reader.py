@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,9 @@ from pipeline.wal.format import (
     probe,
 )
 
+# An idle tail checks at most this often whether durable.pos was replaced (one stat): the edge polls
+# its tail empty once per doorbell, thousands of times a second under load.
+REPLACED_CHECK_S = 0.05
 _SEAL = int(FrameKind.SEAL)
 _COMMANDS = int(FrameKind.COMMANDS)
 
@@ -214,6 +218,7 @@ class WalTail:
         self._include_seals = include_seals
         self._cur: _Cursor | None = None
         self._wal_id = 0
+        self._check_at = 0.0
 
     def poll(self, max_frames: int = 1024) -> list[Frame]:
         """Frames that became durable since the last call (at most ``max_frames``); never blocks."""
@@ -236,10 +241,14 @@ class WalTail:
             if f is None:
                 break
             out.append(f)
-        if not out and self.reader._replaced():
+        if not out and time.monotonic() >= self._check_at and self._stale():
             raise WalError(f"the WAL in {self.reader.directory} was replaced (durable.pos is a "
                            f"new file): resync from a snapshot")
         return out
+
+    def _stale(self) -> bool:
+        self._check_at = time.monotonic() + REPLACED_CHECK_S
+        return self.reader._replaced()
 
     def __iter__(self) -> Iterator[Frame]:
         """Yield every frame durable now, then stop (iterate again later for more)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from wal_payloads import append_batches, commands_payload
 
 from pipeline.wal import FrameKind, WalError, WalGapError, WalReader, WalWriter
+from pipeline.wal.reader import REPLACED_CHECK_S
 
 SEG = 8 << 10
 
@@ -88,5 +90,6 @@ def test_a_replaced_log_is_detected_by_a_tail(tmp_path) -> None:
     shutil.rmtree(d)
     with WalWriter(d, segment_bytes=SEG) as w:  # a brand-new log in the same place
         append_batches(w, 3)
+    time.sleep(REPLACED_CHECK_S)  # an idle tail looks (one stat) at most this often
     with pytest.raises(WalError, match="replaced"):
         t.poll()
