@@ -41,8 +41,9 @@ flusher thread) in the stack run. CPU seconds of edge, engine and generator are 
 notes, so whether the edge was saturated is visible. The generator (one thread owning every
 connection, epoll + raw sockets, bench/loadgen/wsio.go) costs ~8 us of CPU per request at 50k/s in
 the stack (~18 us at 20k/s, where a timed wake-up per request dominates). Against its stand-in on
-core 1 it offers 50k/s at p50 0.06-0.10 ms / p99 0.4-0.7 ms and closes the loop at 120-140k/s, so
-it does not limit the closed-loop figures here; that it shares core 0 with the engine does.
+core 1 it offers 50k/s at p50 0.06-0.10 ms / p99 0.4-5 ms (run to run) and closes the loop at
+106-141k/s, so it does not limit the closed-loop figures here; that it shares core 0 with the
+engine does.
 """
 
 from __future__ import annotations
