@@ -42,7 +42,7 @@ notes, so whether the edge was saturated is visible. The generator (one thread o
 connection, epoll + raw sockets, bench/loadgen/wsio.go) costs ~8 us of CPU per request at 50k/s in
 the stack (~18 us at 20k/s, where a timed wake-up per request dominates). Against its stand-in on
 core 1 it offers 50k/s at p50 0.06-0.10 ms / p99 0.4-5 ms (run to run) and closes the loop at
-106-141k/s, so it does not limit the closed-loop figures here; that it shares core 0 with the
+106-150k/s, so it does not limit the closed-loop figures here; that it shares core 0 with the
 engine does.
 """
 
