@@ -406,9 +406,13 @@ func runOpen(rx *reactor, r Regime, drain time.Duration, maxBacklogS float64) *R
 	stop := tEnd
 	i := int64(0)
 	due := t0
+	lastSend := int64(0) // start of the last iteration that sent
 run:
 	for due < tEnd {
 		now := nanotime()
+		if due <= now {
+			lastSend = now
+		}
 		for due <= now {
 			sent := conns[i%n].send(due, due >= tMeasure)
 			lag.RecordValue(max(sent-due, 1)) //nolint:errcheck
@@ -427,9 +431,10 @@ run:
 		if due >= tEnd {
 			break
 		}
-		// never wake for a send sooner than wakeQuantum after the last: above 1/wakeQuantum
-		// requests/s each wake sends several (late by < wakeQuantum, counted in the latency)
-		wake := max(due, now+wakeQuantum)
+		// never wake to send sooner than wakeQuantum after the last sending iteration: above
+		// 1/wakeQuantum requests/s each wake sends several (late by < wakeQuantum, counted in the
+		// latency); below it, or after a wake-up by an answer, the send is on time
+		wake := max(due, lastSend+wakeQuantum)
 		rx.poll(wake - nanotime())
 	}
 	rx.drain(nanotime() + int64(drain))
