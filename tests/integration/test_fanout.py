@@ -240,6 +240,7 @@ def test_resubscribe_after_a_lost_delta_resyncs(arun: Callable[..., Any]) -> Non
             book = BookClient(20)
             pos = 0
             lost = resyncs = 0
+            lose_at = 10  # the first delta read from this step on is "lost" (then every 25 steps)
             waiting = False  # resubscribed: deltas are dropped until the snapshot comes
             for i in range(120):
                 rig.step(8, spread=6)
@@ -248,8 +249,11 @@ def test_resubscribe_after_a_lost_delta_resyncs(arun: Callable[..., Any]) -> Non
                     pos += 1
                     if m.get("type") not in ("BookSnapshot", "BookUpdated"):
                         continue
-                    if m["type"] == "BookUpdated" and (waiting or (i % 25 == 10 and not lost > resyncs)):
-                        lost += not waiting  # the client "loses" this delta
+                    if m["type"] == "BookUpdated" and (waiting or (
+                            i >= lose_at and lost < 3 and lost == resyncs)):
+                        if not waiting:  # the client "loses" this delta
+                            lost += 1
+                            lose_at = i + 25
                         continue
                     try:
                         book.apply(m)
