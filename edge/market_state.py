@@ -3,9 +3,10 @@ events: the state an edge process keeps, fed by its WAL tail (``apply``) or by i
 (``MarketFollower``). Implements ``edge.rest.MarketData`` (``RestApp(market=MarketState(cfg))``);
 parameters arrive checked by ``edge.schema`` (integers already ints).
 
-The state is ``pipeline.publisher.derive.MarketDeriver`` on its silent path (no JSON), so REST
-and WebSocket derive from the same code: ``/v1/depth`` ``seq`` is the book seq the WebSocket
-deltas chain on (sync rule in docs/MARKET_DATA.md), and rebuilding from the WAL after a restart
+The state is ``pipeline.publisher.derive.MarketDeriver`` on its silent path (no JSON; its books
+``flatbook.FlatBooks``, one numba kernel per batch, property-tested equal to the publisher's
+``BookDeriver``), so REST and WebSocket derive the same: ``/v1/depth`` ``seq`` is the book seq the
+WebSocket deltas chain on (sync rule in docs/MARKET_DATA.md), and rebuilding from the WAL after a restart
 gives the same trades and candles. History bounds: ``market.trade_history`` trades and
 ``market.candle_history`` closed candles per interval per symbol.
 
@@ -44,7 +45,7 @@ PENDING_MAX = 1024  # events queued by apply() before they are folded in
 class MarketState:
     def __init__(self, cfg: Config, clock_ms: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
-        self._d = MarketDeriver(cfg)
+        self._d = MarketDeriver(cfg, silent=True)
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._pending = bytearray()
 

@@ -66,7 +66,9 @@ def _market(cfg: Config) -> Any:
     """The market-data state for /v1/depth|trades|candles|ticker, derived from durable events by
     the same code as the publisher (``edge.market_state``)."""
     from edge.market_state import MarketState
+    from pipeline.publisher.flatbook import warm
 
+    warm()  # its numba kernels compiled (or loaded) now, not at the first live batch
     return MarketState(cfg)
 
 

@@ -11,7 +11,8 @@ last call (the publisher sends them at most every ``ticker_interval_ms``).
 
 ``emit=False`` is the silent path used to catch up from the WAL on start and by the REST state:
 no tracking, no JSON. After a silent catch-up ``align_views()`` starts every view chain at the
-book's seq.
+book's seq. A deriver built ``silent=True`` (the edge's REST state) never emits: its books are
+``flatbook.FlatBooks`` (one numba kernel per batch) instead of ``BookDeriver``.
 
 Memory (bounded): resting orders (bounded by the engine's ``max_orders``), book levels, the last
 ``trade_history`` trades and ``candle_history`` closed candles per interval per symbol, <= 1440
@@ -26,9 +27,10 @@ import numpy as np
 import orjson
 
 from pipeline.config import Config
-from pipeline.publisher.book import BookDeriver
+from pipeline.publisher.book import BookDeriver, SymbolBook
 from pipeline.publisher.candles import Candle, CandleSeries
 from pipeline.publisher.channels import DEPTHS, INTERVAL_MS, INTERVALS, Ctype, chan_id
+from pipeline.publisher.flatbook import FlatBooks
 from pipeline.publisher.record import Msg
 from pipeline.publisher.ticker import Ticker
 from pipeline.publisher.units import SymbolFormat
@@ -63,14 +65,15 @@ class SymbolMarket:
 
 class MarketDeriver:
     def __init__(self, cfg: Config, trade_history: int | None = None,
-                 candle_history: int | None = None) -> None:
+                 candle_history: int | None = None, silent: bool = False) -> None:
         th = cfg.market.trade_history if trade_history is None else trade_history
         ch = cfg.market.candle_history if candle_history is None else candle_history
         self.cfg = cfg
         self.syms: dict[int, SymbolMarket] = {
             s.symbol_id: SymbolMarket(SymbolFormat(s), s.symbol_id, th, ch) for s in cfg.symbols}
         self.by_name = {m.fmt.name: m for m in self.syms.values()}
-        self.books = BookDeriver(list(self.syms))
+        self.books: BookDeriver | FlatBooks = (FlatBooks(self.syms) if silent
+                                               else BookDeriver(list(self.syms)))
         self.seq = 0  # last engine seq applied
         self.time_ms = 0  # latest event time seen
 
@@ -97,6 +100,7 @@ class MarketDeriver:
                 m.best = best
                 m.ticker_dirty = True
             if emit:
+                assert isinstance(b, SymbolBook)  # emit: apply(track=True) refused FlatBooks
                 for chan, seq, prev, js in m.views.deltas(b):
                     out.append((Msg.BOOK_DELTA, chan, seq, prev, js))
         books.end_batch()
@@ -207,7 +211,7 @@ class MarketDeriver:
         out: list[Out] = []
         for sid in (sids if sids is not None else list(self.syms)):
             m = self.syms[sid]
-            b = self.books.book(sid)
+            b = self._tracked().book(sid)
             for i in range(len(DEPTHS)):
                 chan, seq, js = m.views.snapshot(b, i)
                 out.append((Msg.BOOK_SNAPSHOT, chan, seq, 0, js))
@@ -225,4 +229,10 @@ class MarketDeriver:
 
     def align_views(self) -> None:
         for sid, m in self.syms.items():
-            m.views.align(self.books.book(sid))
+            m.views.align(self._tracked().book(sid))
+
+    def _tracked(self) -> BookDeriver:
+        """The books of a deriver that emits (not ``silent``)."""
+        if not isinstance(self.books, BookDeriver):
+            raise TypeError("a silent MarketDeriver has no depth views")
+        return self.books
