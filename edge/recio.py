@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.records import ADMIN, ADMIN_NOTE_BYTES, CID_BYTES, COMMAND, EVENT, Ev, cid_unpack
+from edge._wire_kernels import cid_texts
+from pipeline.cid import CID_MAX_LEN
+from pipeline.records import ADMIN, ADMIN_NOTE_BYTES, CID_BYTES, COMMAND, EVENT, Ev
 
 # COMMAND: price|order_id, qty|amount, account, conn, req, symbol|asset, kind, flags,
 #          side|mode, otype|scope, tif, stp, cid[28]
@@ -43,6 +45,10 @@ _EV = struct.Struct("<Qqqqqqqqqq IIIIHBBBBBBBB2x4xqq".replace(" ", ""))  # pad b
 _KIND_FIELD = 15  # kind's index in an _EV tuple (and in EvT)
 _CID_OFF = 40
 _CID_KINDS = frozenset({int(Ev.ACCEPTED), int(Ev.REJECTED)})
+_CID_KIND_MASK = np.zeros(256, np.uint8)
+_CID_KIND_MASK[list(_CID_KINDS)] = 1
+_KIND_BYTE_EV: int = EVENT.fields["kind"][1]  # type: ignore[index]  # kind's byte offset
+_cid_texts: Any = cid_texts
 
 
 EV_FIELDS = (
@@ -183,20 +189,22 @@ def admin_note(rec: np.void) -> bytes:
 
 
 def unpack_events(events: np.ndarray) -> list[EvT]:
-    """Decode an EVENT array (any length, C-contiguous or not) into ``EvT`` objects."""
+    """Decode an EVENT array (any length, C-contiguous or not) into ``EvT`` objects. The cids of
+    the batch are decoded by one kernel call (``_wire_kernels.cid_texts``: ``cid_unpack``'s result
+    for each, None where that refuses the field), sliced from one str."""
     if events.dtype != EVENT:
         raise TypeError(f"expected EVENT records, got {events.dtype}")
     raw = events.tobytes()
+    n = len(events)
     out: list[EvT] = []
-    size = EVENT.itemsize
-    for i, t in enumerate(_EV.iter_unpack(raw)):
+    rec = np.frombuffer(raw, np.uint8).reshape(n, EVENT.itemsize)
+    chars = np.empty(CID_MAX_LEN * n, np.uint8)
+    spans = np.empty((n, 2), np.int64)
+    used: int = _cid_texts(rec, _KIND_BYTE_EV, _CID_OFF, _CID_KIND_MASK, chars, spans)
+    text = chars[:used].tobytes().decode("ascii")
+    for t, (start, length) in zip(_EV.iter_unpack(raw), spans.tolist(), strict=True):
         if t[_KIND_FIELD] in _CID_KINDS:  # bytes 40..68 are the cid, not the four ints decoded there
-            off = i * size + _CID_OFF
-            try:
-                cid = cid_unpack(raw[off:off + CID_BYTES])
-            except ValueError:  # never let one malformed field drop a whole durable frame
-                cid = None
-            out.append(EvT(t, cid, True))
+            out.append(EvT(t, text[start:start + length] if length > 0 else None, True))
         else:
             out.append(EvT(t))
     return out

@@ -97,6 +97,10 @@ class TradingService:
         cmd = self.v.place_raw(key.account, params)
         return None if self.gw.send(cmd, slot, done) else cmd
 
+    def send_cmd(self, cmd: Command, slot: int, done: Done) -> bool:
+        """Send an already built record (``edge.wire_fast``); False when it must wait for room."""
+        return self.gw.send(cmd, slot, done)
+
     def send_cancel(self, key: ApiKey, params: Any, slot: int, done: Done) -> Command | None:
         cmd = self.v.cancel_raw(key.account, params)
         return None if self.gw.send(cmd, slot, done) else cmd

@@ -24,6 +24,7 @@ from edge.auth import GRANTS, ApiKey
 from edge.errors import ApiError
 from edge.ratelimit import NS, KeyLimiter, TokenBucket, retry_after_s
 from edge.service import TradingService
+from edge.wire_fast import WireFast
 from pipeline.histogram import observe
 
 log = logging.getLogger("edge.ws_trade")
@@ -39,6 +40,8 @@ METHODS: dict[str, tuple[str, int, bool, str]] = {
     "orders.open": ("read", 2, False, "r"),
     "balances.get": ("read", 5, False, "r"),
 }
+_PLACE, _CANCEL = "order.place", "order.cancel"  # what edge.wire_fast parses
+assert METHODS[_PLACE] == METHODS[_CANCEL] == ("trade", 1, True, "w")  # what _fast charges
 
 
 class _Slot:
@@ -124,6 +127,7 @@ class TradeSession:
         self.in_cb = 0  # requests sent without a coroutine, not answered yet
         self.drained: asyncio.Future[None] | None = None  # set when in_cb drops to 0
         self.loop = asyncio.get_running_loop()  # looked up once: each lookup calls getpid()
+        self.wire: WireFast | None = server.wire
 
     # -- from the picows listener (edge.ws_trade.TradeListener) -----------------------------------
     def connected(self, transport: Any) -> None:
@@ -166,6 +170,13 @@ class TradeSession:
     # -- requests ---------------------------------------------------------------------------------
     def message(self, data: bytes | memoryview) -> None:
         """One whole TEXT/BINARY message (the payload view is valid only during this call)."""
+        key = self.key
+        wire = self.wire
+        if key is not None and wire is not None:
+            fast = wire.parse(data, key.account)
+            if fast is not None:
+                self._fast(fast[0] == 1, fast[1], fast[2], key)
+                return
         try:
             msg = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -198,6 +209,38 @@ class TradeSession:
                 raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
                                "on this connection", retry_after_s=retry_after_s(wait))
             self._dispatch(rid, method, spec, d.get("params"))
+        except ApiError as e:
+            self._answer_now(rid, method, e)
+        except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on
+            log.exception("WS request %s failed", method)
+            self._answer_now(rid, method, ApiError("INTERNAL"))
+
+    def _fast(self, place: bool, rid: Any, cmd: bytearray, key: ApiKey) -> None:
+        """An order.place / order.cancel whose record ``edge.wire_fast`` built from the bytes: the
+        rest of ``message`` and ``_dispatch`` for it, step for step (rate limits, grants, slot)."""
+        method = _PLACE if place else _CANCEL
+        try:
+            wait = self.bucket.take(1, time.monotonic_ns())
+            if wait:
+                self.limiter.drop(key.key_id, "ws_messages")
+                raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
+                               "on this connection", retry_after_s=retry_after_s(wait))
+            if "trade" not in self.grants:
+                self.srv.auth.require(key, "trade")
+            self.limiter.charge(key.key_id, 1, True)
+            slot = _Slot(rid, method)
+            slot.place = place
+            slot.sess = self
+            slot.key = key
+            svc = self.svc
+            if svc.send_cmd(cmd, self.slot, slot):
+                self.in_cb += 1
+            else:
+                coro: Awaitable[Any] = (self._place_cmd(key, cmd) if place
+                                        else svc.cancel_cmd(key, cmd, self.slot))
+                slot.task = self.loop.create_task(self._run(slot, coro))
+            self.queue.append(slot)
+            self._flush()
         except ApiError as e:
             self._answer_now(rid, method, e)
         except Exception:  # noqa: BLE001 - a bug answers INTERNAL, the session lives on

@@ -5,8 +5,10 @@ listener, fragments, CLOSE); ``edge.ws_session.TradeSession`` is what a session 
 messages, kept free of picows so that it runs compiled (``pipeline.native``).
 
 Frames. picows hands each frame to ``on_ws_frame`` as a zero-copy view into its read buffer, valid
-only during that call: the payload is parsed there (``orjson.loads`` of the memoryview) and nothing
-keeps the view. Fragmented messages are reassembled up to ``max_frame_bytes``; a frame over it is
+only during that call: the payload is parsed there and nothing keeps the view. After logon an
+``order.place`` / ``order.cancel`` of the common shapes goes from the bytes to its record in one
+numba call (``edge.wire_fast``); everything else, and anything that kernel is not sure of, is
+parsed by ``orjson.loads`` and checked in full. Fragmented messages are reassembled up to ``max_frame_bytes``; a frame over it is
 refused by picows itself (close 1009 MESSAGE_TOO_BIG). PING is answered by picows; the server pings
 a socket idle for ``ping_idle_s`` (20 s) and drops it if no PONG comes within ``ping_reply_s``
 (20 s; picows requires reply <= idle, and refuses every connection otherwise, so the constructor
@@ -62,6 +64,7 @@ from edge.auth import Authenticator
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import KeyLimiter
 from edge.service import TradingService
+from edge.wire_fast import WireFast
 from edge.ws_session import METHODS, TradeSession, _frame_header
 
 __all__ = ["METHODS", "TradeListener", "TradeSession", "WsTradeServer", "_frame_header"]
@@ -94,6 +97,7 @@ class WsTradeServer:
         self.background: set[asyncio.Task[Any]] = set()
         self._slot = 0
         self._dirty: list[TradeSession] = []  # sessions with queued output this iteration
+        self.wire: WireFast | None = WireFast(service.v.units)  # None: every request parsed in full
 
     @staticmethod
     def close_code(code: int) -> WSCloseCode:

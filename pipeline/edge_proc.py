@@ -54,6 +54,7 @@ def build(cfg: Config, edge_id: int) -> tuple[Any, Any, Any, Any]:
 
     rest = SmokeRestApp(service, auth, limiter, metrics, market=market, cfg=cfg)
     ws = WsTradeServer(service, auth, limiter, metrics, **ws_options(cfg))
+    _warm_wire()
     gateway.dispatcher.progress = ws.write_pending  # a long durable batch's answers leave early
     from edge.ws_trade import METHODS
 
@@ -70,6 +71,13 @@ def _market(cfg: Config) -> Any:
 
     warm()  # its numba kernels compiled (or loaded) now, not at the first live batch
     return MarketState(cfg)
+
+
+def _warm_wire() -> None:
+    """``edge.wire_fast``'s kernel compiled (or loaded) before ready, not at the first order."""
+    from edge.wire_fast import warm
+
+    warm()
 
 
 async def serve(cfg: Config, edge_id: int, ready: Connection | None,

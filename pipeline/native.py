@@ -43,7 +43,7 @@ MODULES = ("edge/fast_orders.py", "edge/views_text.py", "edge/views.py", "edge/r
            "edge/recio.py", "edge/gateway.py", "edge/convert.py", "edge/ratelimit.py",
            "edge/service.py", "edge/orders.py", "edge/inproc.py", "edge/schema.py",
            "pipeline/link.py", "edge/ws_session.py", "pipeline/cid.py",
-           "pipeline/publisher/book.py", "pipeline/histogram.py")
+           "pipeline/publisher/book.py", "pipeline/histogram.py", "edge/wire_fast.py")
 STATE = {"active": False, "reason": "not checked"}
 
 

@@ -298,3 +298,15 @@ def shm_leak_guard() -> Iterator[None]:
     if leaked:
         pytest.fail(f"tests leaked {len(leaked)} shared-memory segment(s) in /dev/shm "
                     f"(removed now): {leaked}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numba_kernels_warm() -> None:
+    """The edge's numba kernels compiled (or loaded from numba's cache) once, before any test:
+    cold, that takes seconds, which a test with a deadline or a timeout must not pay as it runs
+    (processes ``spotx up`` starts warm them themselves before reporting ready)."""
+    from edge.wire_fast import warm as warm_wire
+    from pipeline.publisher.flatbook import warm as warm_books
+
+    warm_wire()
+    warm_books()

@@ -3,6 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.recio import EvT, admin_note, pack_admin, pack_command, unpack_events
+from pipeline.cid import CID_ALPHABET, cid_unpack
 from pipeline.records import ADMIN, COMMAND, EVENT, Ev, cid_decode, cid_encode
 
 i64 = st.integers(-(2**63), 2**63 - 1)
@@ -74,3 +75,28 @@ def test_unpack_events_matches_numpy(rows) -> None:  # type: ignore[no-untyped-d
             int(r["asset"]), int(r["mode"]))
     # a strided (non-contiguous) view decodes the same
     assert unpack_events(arr[::-1]) == evs[::-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.binary(min_size=28, max_size=28),
+                          st.text(alphabet=CID_ALPHABET, min_size=1, max_size=36).map(
+                              lambda c: cid_encode(c).tobytes()),
+                          st.just(bytes(28))), min_size=1, max_size=40),
+       st.lists(st.sampled_from([int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.CANCELED),
+                                 int(Ev.TRADE)]), min_size=40, max_size=40))
+def test_the_batch_cid_decode_equals_cid_unpack(fields: list[bytes], kinds: list[int]) -> None:
+    """unpack_events decodes a batch's cids in one kernel call: each equals ``cid_unpack`` of its
+    field, None where that refuses it (all zero, a length symbol outside 1..36)."""
+    arr = np.zeros(len(fields), EVENT)
+    for r, f, k in zip(arr, fields, kinds, strict=False):
+        r["kind"] = k
+        r["cid"] = np.frombuffer(f, np.uint8)
+    for e, f, k in zip(unpack_events(arr), fields, kinds, strict=False):
+        if k not in (Ev.ACCEPTED, Ev.REJECTED):
+            assert e.cid is None
+            continue
+        try:
+            want = cid_unpack(f)
+        except ValueError:
+            want = None
+        assert e.cid == want
