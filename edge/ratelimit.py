@@ -128,6 +128,12 @@ class KeyLimiter:
 
     def charge(self, key_id: str, weight: int, order: bool) -> Quota:
         """Charge a request; raises ApiError RATE_LIMITED (fields: retry_after_s, quota)."""
+        lim = self.admit(key_id, weight, order)
+        return Quota(self.weight_per_minute, lim.weight.level // lim.weight.period_ns)
+
+    def admit(self, key_id: str, weight: int, order: bool) -> KeyLimits:
+        """``charge`` without the Quota (the WS path sends no headers: building it divided two
+        big ints per order)."""
         now = self.clock_ns()
         lim = self._limits(key_id, now)
         wait = lim.weight.take(weight, now)
@@ -145,7 +151,7 @@ class KeyLimiter:
                 raise ApiError("RATE_LIMITED",
                                f"order rate limit {self.orders_per_second}/s exceeded",
                                retry_after_s=retry_after_s(wait), quota=q)
-        return Quota(self.weight_per_minute, lim.weight.level // lim.weight.period_ns)
+        return lim
 
     def peek(self, key_id: str) -> Quota:
         """The key's weight quota without charging (or creating an entry for an unknown id)."""

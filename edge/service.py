@@ -112,7 +112,7 @@ class TradingService:
         if st.order_id:  # the read model formatted the order's fixed members already (its push)
             known = self.rm.order(st.account, st.order_id)
             if known is not None:
-                st.text = known.text
+                st.adopt_text(known)
         return order_text(st, u, fills), st.order_id if st.is_open else 0
 
     def canceled_text(self, key: ApiKey, evs: Events) -> str:

@@ -61,7 +61,7 @@ Pieces = tuple[str, str, str, str, str, str]
 
 
 class OrderState:
-    __slots__ = (*_ORDER_FIELDS, "text")
+    __slots__ = (*_ORDER_FIELDS, "text", "stext", "s_upd", "s_exec", "s_cq", "s_status", "s_rej")
 
     def __init__(self, ev: EvT, status: str = "NEW") -> None:
         self.order_id = ev.order_id
@@ -85,6 +85,15 @@ class OrderState:
         self.update_ns = ev.ts_ns
         self.reject: str | None = None
         self.text: Pieces | None = None  # built on first use; not pickled (derived)
+        # the changing members as text (``views_text._state``) and the values it was made from:
+        # valid while they are the order's (the OrderUpdate of a change and the answer of the
+        # request that made it share it); derived, not pickled
+        self.stext: str | None = None
+        self.s_upd = 0
+        self.s_exec = 0
+        self.s_cq = 0
+        self.s_status = ""
+        self.s_rej: str | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled the same compiled or not
         return _order_state, tuple([getattr(self, k) for k in _ORDER_FIELDS])
@@ -106,6 +115,13 @@ class OrderState:
     @property
     def is_open(self) -> bool:
         return self.status not in FINAL
+
+    def adopt_text(self, o: OrderState) -> None:
+        """Take ``o``'s formatted text (the same order as the read model holds it): the fixed
+        pieces always, the changing ones wherever they still match (``views_text._state``)."""
+        self.text = o.text
+        self.stext, self.s_upd, self.s_exec, self.s_cq, self.s_status, self.s_rej = (
+            o.stext, o.s_upd, o.s_exec, o.s_cq, o.s_status, o.s_rej)
 
 
 _BLANK = EvT.make((0,) * 25 + (None,))

@@ -82,11 +82,19 @@ def _state(o: OrderState, u: SymbolUnits, flags: str, quote: str) -> str:
     """The members that change (fills, status, times) and what follows them, without ``orderType``:
     ``"executedQty":..,"cumQuoteQty":..,"status":..,"postOnly":..,..,"timeUs":..[,"quoteQuantity"]
     [,"rejectReason"]`` (``flags``, ``quote``: the order's pieces)."""
+    s = o.stext  # the last text, if made from the values the order has now
     upd = o.update_ns
+    if (s is not None and o.s_upd == upd and o.s_exec == o.executed and o.s_cq == o.cum_quote
+            and o.s_status == o.status and o.s_rej == o.reject):
+        return s
     rej = "" if o.reject is None else ',"rejectReason":"' + o.reject + '"'
-    return (f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
-            f'"status":"{o.status}"{flags}"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}'
-            f'{quote}{rej}')
+    s = o.stext = (
+        f'"executedQty":"{u.qty_str(o.executed)}","cumQuoteQty":"{u.quote_str(o.cum_quote)}",'
+        f'"status":"{o.status}"{flags}"updateTime":{upd // 1_000_000},"timeUs":{upd // 1_000}'
+        f'{quote}{rej}')
+    o.s_upd, o.s_exec, o.s_cq, o.s_status, o.s_rej = (upd, o.executed, o.cum_quote, o.status,
+                                                       o.reject)
+    return s
 
 
 # Each text is built by one f-string (one allocation of the result) over the order's pieces.

@@ -172,10 +172,11 @@ class TradeSession:
         """One whole TEXT/BINARY message (the payload view is valid only during this call)."""
         key = self.key
         wire = self.wire
-        if key is not None and wire is not None:
-            fast = wire.parse(data, key.account)
-            if fast is not None:
-                self._fast(fast[0] == 1, fast[1], fast[2], key)
+        if key is not None and wire is not None:  # edge.wire_fast.WireFast.parse, inlined
+            kind, rid_i, rs, re = wire.kernel(data, key.account, wire.tab, wire.cmd, wire.sc)
+            if kind:
+                rid_s: Any = rid_i if rs < 0 else bytes(data[rs:re]).decode()
+                self._fast(kind == 1, rid_s, bytearray(wire.cmd), key)
                 return
         try:
             msg = orjson.loads(data)
@@ -227,7 +228,7 @@ class TradeSession:
                                "on this connection", retry_after_s=retry_after_s(wait))
             if "trade" not in self.grants:
                 self.srv.auth.require(key, "trade")
-            self.limiter.charge(key.key_id, 1, True)
+            self.limiter.admit(key.key_id, 1, True)
             slot = _Slot(rid, method)
             slot.place = place
             slot.sess = self
@@ -258,7 +259,7 @@ class TradeSession:
             raise ApiError("AUTH_MISSING", "session.logon first")
         if role not in self.grants:  # the role's grants, looked up once at logon
             self.srv.auth.require(key, role)  # counts the failure and raises FORBIDDEN
-        self.limiter.charge(key.key_id, weight, order)
+        self.limiter.admit(key.key_id, weight, order)
         svc = self.svc
         slot = _Slot(rid, method)
         if kind == "w":
