@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_book_feed import ACCOUNTS, SYMS, TOML
 
 from pipeline.config import Config, load
 from pipeline.publisher.book import BookDeriver
@@ -20,7 +21,6 @@ from pipeline.publisher.errors import BookInconsistency
 from pipeline.publisher.flatbook import FlatBooks
 from pipeline.publisher.synth import RefEngine, deposits, random_commands
 from pipeline.records import EVENT, Ev
-from tests.property.test_book_feed import ACCOUNTS, SYMS, TOML
 
 
 @pytest.fixture(scope="module")
