@@ -204,11 +204,7 @@ class TradeSession:
             if spec is None:
                 raise ApiError("BAD_REQUEST", f"unknown method {str(m)[:40]!r}")
             method = str(m)
-            wait = self.bucket.take(1, time.monotonic_ns())
-            if wait:
-                self.limiter.drop(self.key.key_id if self.key else "-", "ws_messages")
-                raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
-                               "on this connection", retry_after_s=retry_after_s(wait))
+            self._token(self.key.key_id if self.key else "-")
             self._dispatch(rid, method, spec, d.get("params"))
         except ApiError as e:
             self._answer_now(rid, method, e)
@@ -216,30 +212,42 @@ class TradeSession:
             log.exception("WS request %s failed", method)
             self._answer_now(rid, method, ApiError("INTERNAL"))
 
+    def _token(self, key_id: str) -> None:
+        """This connection's message budget (``messages_per_second``): RATE_LIMITED when spent."""
+        wait = self.bucket.take(1, time.monotonic_ns())
+        if wait:
+            self.limiter.drop(key_id, "ws_messages")
+            raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
+                           "on this connection", retry_after_s=retry_after_s(wait))
+
+    def _armed(self, slot: _Slot, place: bool, key: ApiKey) -> _Slot:
+        """``slot`` made the gateway's callback of a place / cancel (before it is sent)."""
+        slot.place = place
+        slot.sess = self
+        slot.key = key
+        return slot
+
+    def _sent(self, slot: _Slot, place: bool, key: ApiKey, cmd: Any) -> None:
+        """A place / cancel whose record went to the gateway with ``slot`` as its callback (``cmd``
+        None), or could not (inbound ring full: ``cmd`` is awaited through a coroutine)."""
+        if cmd is None:
+            self.in_cb += 1
+        else:
+            coro: Awaitable[Any] = (self._place_cmd(key, cmd) if place
+                                    else self.svc.cancel_cmd(key, cmd, self.slot))
+            slot.task = self.loop.create_task(self._run(slot, coro))
+
     def _fast(self, place: bool, rid: Any, cmd: bytearray, key: ApiKey) -> None:
         """An order.place / order.cancel whose record ``edge.wire_fast`` built from the bytes: the
         rest of ``message`` and ``_dispatch`` for it, step for step (rate limits, grants, slot)."""
         method = _PLACE if place else _CANCEL
         try:
-            wait = self.bucket.take(1, time.monotonic_ns())
-            if wait:
-                self.limiter.drop(key.key_id, "ws_messages")
-                raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
-                               "on this connection", retry_after_s=retry_after_s(wait))
+            self._token(key.key_id)
             if "trade" not in self.grants:
                 self.srv.auth.require(key, "trade")
             self.limiter.admit(key.key_id, 1, True)
-            slot = _Slot(rid, method)
-            slot.place = place
-            slot.sess = self
-            slot.key = key
-            svc = self.svc
-            if svc.send_cmd(cmd, self.slot, slot):
-                self.in_cb += 1
-            else:
-                coro: Awaitable[Any] = (self._place_cmd(key, cmd) if place
-                                        else svc.cancel_cmd(key, cmd, self.slot))
-                slot.task = self.loop.create_task(self._run(slot, coro))
+            slot = self._armed(_Slot(rid, method), place, key)
+            self._sent(slot, place, key, None if self.svc.send_cmd(cmd, self.slot, slot) else cmd)
             self.queue.append(slot)
             self._flush()
         except ApiError as e:
@@ -267,17 +275,10 @@ class TradeSession:
                 slot.task = self.loop.create_task(
                     self._run(slot, svc.cancel_all(key, params, self.slot)))
             else:  # order.place / order.cancel: no coroutine unless the inbound ring is full
-                place = slot.place = method == "order.place"
-                slot.sess = self
-                slot.key = key
-                cmd = (svc.send_place(key, params, self.slot, slot) if place
-                       else svc.send_cancel(key, params, self.slot, slot))
-                if cmd is None:
-                    self.in_cb += 1
-                else:
-                    coro: Awaitable[Any] = (self._place_cmd(key, cmd) if place
-                                            else svc.cancel_cmd(key, cmd, self.slot))
-                    slot.task = self.loop.create_task(self._run(slot, coro))
+                place = method == _PLACE
+                self._armed(slot, place, key)
+                self._sent(slot, place, key, svc.send_place(key, params, self.slot, slot) if place
+                           else svc.send_cancel(key, params, self.slot, slot))
         elif kind == "r":
             if method == "order.status":
                 slot.thunk = lambda: svc.order_status(key, params)

@@ -46,28 +46,20 @@ def _field(w, i, lay, f):
 
 
 @nb.njit(cache=True, nogil=True)
-def _slot(keys, oid):
-    """Slot of ``oid`` in the table, or -1."""
+def _probe(keys, oid):
+    """(slot of ``oid`` or -1, where it would go: the first deleted slot on its probe, else the
+    empty one that ends it)."""
     mask = keys.shape[0] - 1
     h = ((oid * _GOLDEN) >> 20) & mask
+    free = -1
     while True:
         k = keys[h]
         if k == oid:
-            return h
+            return h, free
         if k == EMPTY:
-            return -1
-        h = (h + 1) & mask
-
-
-@nb.njit(cache=True, nogil=True)
-def _free_slot(keys, oid):
-    """Where ``oid`` (known absent) goes: the first deleted slot on its probe, else the empty one."""
-    mask = keys.shape[0] - 1
-    h = ((oid * _GOLDEN) >> 20) & mask
-    while True:
-        k = keys[h]
-        if k == EMPTY or k == DELETED:
-            return h
+            return -1, (h if free < 0 else free)
+        if k == DELETED and free < 0:
+            free = h
         h = (h + 1) & mask
 
 
@@ -107,10 +99,10 @@ def _rest(t, keys, o_book, o_side, o_px, o_lots, meta, px, qt, cnt, bseq, bts, t
     bts[bk] = ts
     if may_rest == 0 or lots <= 0:
         return 0
-    if _slot(keys, oid) >= 0:
+    found, h = _probe(keys, oid)
+    if found >= 0:
         err[0], err[1], err[2], err[3] = ERR_RESTS_TWICE, sym, seq, oid
         return ERR_RESTS_TWICE
-    h = _free_slot(keys, oid)
     if keys[h] == DELETED:
         meta[M_DELETED] -= 1
     keys[h] = oid
@@ -160,7 +152,7 @@ def fold(w, lay, sidx, px, qt, cnt, bseq, bts, touched, keys, o_book, o_side, o_
             moid = _field(w, i, lay, 5)
             mleaves = _field(w, i, lay, 10)
             leaves = _field(w, i, lay, 11)
-            h = _slot(keys, moid) if moid > 0 else -1
+            h = _probe(keys, moid)[0] if moid > 0 else -1
             if h < 0:
                 err[0], err[1], err[2], err[3], err[4] = ERR_NOT_RESTING, sym, seq, oid, moid
                 return ERR_NOT_RESTING
@@ -198,7 +190,7 @@ def fold(w, lay, sidx, px, qt, cnt, bseq, bts, touched, keys, o_book, o_side, o_
             t[6], t[7] = seq, ts
             has_t = True
         else:  # CANCELED / EXPIRED
-            h = _slot(keys, oid) if oid > 0 else -1
+            h = _probe(keys, oid)[0] if oid > 0 else -1
             if h >= 0:
                 lots = o_lots[h]
                 removed = qty if 0 < qty < lots else lots
@@ -236,7 +228,7 @@ def rehash(keys, o_book, o_side, o_px, o_lots, nkeys, n_book, n_side, n_px, n_lo
     for h in range(keys.shape[0]):
         oid = keys[h]
         if oid > 0:
-            g = _free_slot(nkeys, oid)
+            g = _probe(nkeys, oid)[1]
             nkeys[g] = oid
             n_book[g], n_side[g], n_px[g], n_lots[g] = o_book[h], o_side[h], o_px[h], o_lots[h]
             live += 1
