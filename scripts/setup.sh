@@ -63,7 +63,7 @@ elif .venv/bin/spotx native build; then
 else
   say "WARNING: the edge's compiled modules could not be built (C compiler, Python headers?); the edge runs interpreted, ~1.3x slower"
 fi
-# the edge's numba kernels into numba's cache now (cold they take ~15 s; every process loads them)
+# the edge's numba kernels into numba's cache now (cold they take ~10 s; every process loads them)
 .venv/bin/python -c "from edge.wire_fast import warm; from pipeline.publisher.flatbook import warm as w; print(f'{warm() + w():.1f}')" \
   | { read -r s && say "python: edge numba kernels ready (${s} s)"; } || say "WARNING: the edge's numba kernels did not compile"
 say "python: done in $((SECONDS - t0)) s"
