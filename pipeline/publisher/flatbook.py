@@ -70,6 +70,8 @@ def _as_event(ev: np.ndarray) -> np.ndarray:
     for name in _READ:
         out[name] = ev[name]
     return out
+
+
 _WORDS = EVENT.itemsize // 8
 _ERR_TEXT = {
     K.ERR_NOT_RESTING: lambda e: f"trade {e[3]}x{e[4]}: maker is not resting",
