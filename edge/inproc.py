@@ -28,7 +28,7 @@ import orjson
 from edge.errors import ApiError
 from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import Command, admin_note, cmd_bytes, unpack_events
+from edge.recio import Command, admin_note, cmd_bytes
 from pipeline.config import Config
 from pipeline.records import COMMAND
 
@@ -143,7 +143,7 @@ class InprocGateway:
                 except orjson.JSONDecodeError:
                     doc = {"raw": note.decode(errors="replace")}
                 self.audit_log.append({"seq": seq0 + i, "time": ts // 1_000_000, **doc})
-        self.dispatcher.feed(unpack_events(out))
+        self.dispatcher.feed_records(out)
 
     def statistics(self) -> dict[str, int]:
         return {"seq": self.seq, "batches": self.batches, "commands": self.commands,

@@ -23,7 +23,7 @@ The caller (the gateway) fills ``conn`` / ``req``; the account always comes from
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import orjson
@@ -48,12 +48,15 @@ from pipeline.records import (
     cid_pack,
 )
 
-SIDE = {"BUY": int(Side.BUY), "SELL": int(Side.SELL)}
-OTYPE = {"LIMIT": int(OrdType.LIMIT), "MARKET": int(OrdType.MARKET)}
-TIF = {t.name: int(t) for t in Tif}
-STP = {s.name: int(s) for s in Stp}
-_QUOTE_QTY, _POST_ONLY, _NEW_ORDER = int(CmdFlag.QUOTE_QTY), int(CmdFlag.POST_ONLY), int(Cmd.NEW_ORDER)
-MODE = {m.name: int(m) for m in Mode}
+# module constants are Final: compiled, each is a C static, not a module-dict lookup per use
+SIDE: Final = {"BUY": int(Side.BUY), "SELL": int(Side.SELL)}
+OTYPE: Final = {"LIMIT": int(OrdType.LIMIT), "MARKET": int(OrdType.MARKET)}
+TIF: Final = {t.name: int(t) for t in Tif}
+STP: Final = {s.name: int(s) for s in Stp}
+_QUOTE_QTY: Final = int(CmdFlag.QUOTE_QTY)
+_POST_ONLY: Final = int(CmdFlag.POST_ONLY)
+_NEW_ORDER: Final = int(Cmd.NEW_ORDER)
+MODE: Final = {m.name: int(m) for m in Mode}
 
 
 class Validator:

@@ -25,10 +25,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from edge.errors import ApiError
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
 
 class TokenBucket:

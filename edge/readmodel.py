@@ -34,20 +34,28 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from edge.convert import SymbolUnits, format_units
 from edge.errors import REJECT_AS_EXPIRED, REJECT_TO_ERROR
-from edge.recio import EvT
+from edge.recio import BalanceRow, EvT
 from edge.views import Fill, OrderState, fill_row_json, order_json
 from edge.views_text import balance_update_text, order_update_text
 from pipeline.config import Asset
 from pipeline.records import GLOBAL_SYMBOL, Ev, RejectReason
 
 log = logging.getLogger(__name__)
-(_TRADE, _BALANCE, _ACCEPTED, _EXPIRED, _CANCELED, _REJECTED, _MODE_CHANGED, _WITHDRAWALS,
- _CHECKPOINT) = (int(k) for k in (Ev.TRADE, Ev.BALANCE, Ev.ACCEPTED, Ev.EXPIRED, Ev.CANCELED,
-                                  Ev.REJECTED, Ev.MODE_CHANGED, Ev.WITHDRAWALS, Ev.CHECKPOINT))
+# Final: once compiled a constant, not a lookup in the module's dict at every use (mypyc)
+_TRADE: Final = int(Ev.TRADE)
+_BALANCE: Final = int(Ev.BALANCE)
+_ACCEPTED: Final = int(Ev.ACCEPTED)
+_EXPIRED: Final = int(Ev.EXPIRED)
+_CANCELED: Final = int(Ev.CANCELED)
+_REJECTED: Final = int(Ev.REJECTED)
+_MODE_CHANGED: Final = int(Ev.MODE_CHANGED)
+_WITHDRAWALS: Final = int(Ev.WITHDRAWALS)
+_CHECKPOINT: Final = int(Ev.CHECKPOINT)
+_GLOBAL_SYMBOL: Final = GLOBAL_SYMBOL
 PrivateSink = Callable[[int, bytes], None]
 
 
@@ -161,7 +169,11 @@ class ReadModel:
             if cid is not None and a.cids.get(cid) == old_key:
                 del a.cids[cid]
 
-    def apply(self, evs: list[EvT]) -> None:
+    def apply(self, evs: list[EvT], bal: list[BalanceRow] | None = None, top: int = 0) -> None:
+        """Feed durable events in seq order. ``bal`` / ``top`` (``edge.recio.unpack_chunk``): the
+        balances of the same range as rows (newest per (account, asset)) and its highest seq; with
+        them, BALANCE events among ``evs`` are only carriers of their command's end and are not
+        applied again."""
         subs = self._subs
         balances: dict[int, EvT] | None = None  # subscribed (account, asset) -> newest BALANCE
         for e in evs:  # kinds compared as plain ints (module constants): cheaper than Ev.X
@@ -182,6 +194,8 @@ class ReadModel:
                     if not st.is_open:
                         self._close(st, oid)
             elif k == _BALANCE:  # asset, available, locked: the aliases' slots (no property)
+                if bal is not None:
+                    continue
                 a = self._acct(e.account)
                 a.balances[e.maker_account] = (e.trade_id, e.maker_order_id)
                 if e.account in subs:
@@ -207,7 +221,7 @@ class ReadModel:
             elif k == _REJECTED:
                 self._rejected(e)
             elif k == _MODE_CHANGED:
-                if e.symbol == GLOBAL_SYMBOL:
+                if e.symbol == _GLOBAL_SYMBOL:
                     self.global_mode = e.mode
                 else:
                     self.modes[e.symbol] = e.mode
@@ -217,15 +231,34 @@ class ReadModel:
                 self.state_hash = e.order_id
         if balances is not None:
             self._balance_updates(balances)
+        if bal is not None:
+            self._balance_rows(bal, top)
 
     def _balance_updates(self, balances: dict[int, EvT]) -> None:
         """One ``BalanceUpdate`` per subscribed (account, asset) changed in this batch: its newest
         state (a balance is a snapshot, not a delta; see the module header)."""
         for e in balances.values():
-            asset = self.assets.get(e.maker_account)
-            if asset is not None:
-                self._notify(e.account, balance_update_text(
-                    asset, e.trade_id, e.maker_order_id, e.seq, e.ts_ns))
+            self._balance_update(e.account, e.maker_account, e.trade_id, e.maker_order_id, e.seq,
+                                 e.ts_ns)
+
+    def _balance_rows(self, bal: list[BalanceRow], top: int) -> None:
+        """The balances of a range as rows: applied, and pushed as ``_balance_updates`` does (the
+        rows are the newest per key, in the order of their first change)."""
+        if top > self.last_seq:
+            self.last_seq = top
+        subs = self._subs
+        for row in bal:
+            account = row[0]
+            asset = row[1]
+            self._acct(account).balances[asset] = (row[2], row[3])
+            if account in subs:
+                self._balance_update(account, asset, row[2], row[3], row[4], row[5])
+
+    def _balance_update(self, account: int, asset_id: int, available: int, locked: int, seq: int,
+                        ts_ns: int) -> None:
+        asset = self.assets.get(asset_id)
+        if asset is not None:
+            self._notify(account, balance_update_text(asset, available, locked, seq, ts_ns))
 
     def _rejected(self, e: EvT) -> None:
         """Remember a refused new order that had a clientOrderId (see the module header)."""

@@ -19,36 +19,57 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 
+from edge._event_kernels import BALANCE as _LANE_BALANCE
+from edge._event_kernels import balance_lane
 from edge._wire_kernels import cid_texts
 from pipeline.cid import CID_MAX_LEN
 from pipeline.records import ADMIN, ADMIN_NOTE_BYTES, CID_BYTES, COMMAND, EVENT, Ev
 
 # COMMAND: price|order_id, qty|amount, account, conn, req, symbol|asset, kind, flags,
 #          side|mode, otype|scope, tif, stp, cid[28]
-CMD_STRUCT = struct.Struct("<qqIIIHBBBBBB28s")
-_CONN_REQ = struct.Struct("<II")  # conn, req at bytes 20..28
-_CONN_OFF = 20
-_KIND_BYTE = 30
+CMD_STRUCT: Final = struct.Struct("<qqIIIHBBBBBB28s")
+_CONN_REQ: Final = struct.Struct("<II")  # conn, req at bytes 20..28
+_CONN_OFF: Final = 20
+_KIND_BYTE: Final = 30
 # A command on its way to the engine: a numpy COMMAND record, or its 64 bytes as a bytearray (the
 # hot path packs bytes directly: ``edge.fast_orders``). Both are stamped and sent the same way.
 Command = np.void | bytearray
-_NO_CID = bytes(CID_BYTES)
-_ADMIN_TAIL = struct.Struct(f"<I{ADMIN_NOTE_BYTES}s")
+_NO_CID: Final = bytes(CID_BYTES)
+_ADMIN_TAIL: Final = struct.Struct(f"<I{ADMIN_NOTE_BYTES}s")
 
 # EVENT (128 B) without aliases; in ACCEPTED / REJECTED events bytes 40..68 hold the cid instead
 # of the four ints decoded there (sliced out of the record and decoded by cid_unpack).
-_EV = struct.Struct("<Qqqqqqqqqq IIIIHBBBBBBBB2x4xqq".replace(" ", ""))  # pad bytes skipped
-_KIND_FIELD = 15  # kind's index in an _EV tuple (and in EvT)
-_CID_OFF = 40
-_CID_KINDS = frozenset({int(Ev.ACCEPTED), int(Ev.REJECTED)})
-_CID_KIND_MASK = np.zeros(256, np.uint8)
+_EV: Final = struct.Struct("<Qqqqqqqqqq IIIIHBBBBBBBB2x4xqq".replace(" ", ""))  # pad bytes skipped
+_KIND_FIELD: Final = 15  # kind's index in an _EV tuple (and in EvT)
+_CID_OFF: Final = 40
+_CID_KINDS: Final = frozenset({int(Ev.ACCEPTED), int(Ev.REJECTED)})
+_CID_KIND_MASK: Final = np.zeros(256, np.uint8)
 _CID_KIND_MASK[list(_CID_KINDS)] = 1
-_KIND_BYTE_EV: int = EVENT.fields["kind"][1]  # type: ignore[index]  # kind's byte offset
-_cid_texts: Any = cid_texts
+_KIND_BYTE_EV: Final[int] = EVENT.fields["kind"][1]  # type: ignore[index]  # kind's byte offset
+_cid_texts: Final[Any] = cid_texts
+_balance_lane: Final[Any] = balance_lane
+_EVENT_SIZE: Final = EVENT.itemsize
+_CID_MAX_LEN: Final = CID_MAX_LEN
+assert _LANE_BALANCE == int(Ev.BALANCE)
+
+
+def _offset(name: str) -> int:
+    off: int = EVENT.fields[name][1]  # type: ignore[index]
+    return off
+
+
+# balance_lane's layout: kind and last as byte offsets, then int64 and uint32 word indexes
+_LANE_LAYOUT: Final = np.array([_offset("kind"), _offset("last"), _offset("seq") // 8,
+                         _offset("ts_ns") // 8, _offset("available") // 8, _offset("locked") // 8,
+                         _offset("account") // 4, _offset("asset") // 4], np.int64)
+assert all(_offset(f) % 8 == 0 for f in ("seq", "ts_ns", "available", "locked"))
+assert all(_offset(f) % 4 == 0 for f in ("account", "asset"))
+# a BalanceRow: account, asset, available, locked, seq, ts_ns of the newest BALANCE of its key
+BalanceRow = list[int]
 
 
 EV_FIELDS = (
@@ -195,10 +216,14 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
     if events.dtype != EVENT:
         raise TypeError(f"expected EVENT records, got {events.dtype}")
     raw = events.tobytes()
-    n = len(events)
+    return _objects(raw, np.frombuffer(raw, np.uint8).reshape(len(events), EVENT.itemsize))
+
+
+def _objects(raw: bytes, rec: np.ndarray) -> list[EvT]:
+    """``EvT`` objects of the records ``raw`` (``rec``: the same bytes as uint8 rows)."""
+    n = len(rec)
     out: list[EvT] = []
-    rec = np.frombuffer(raw, np.uint8).reshape(n, EVENT.itemsize)
-    chars = np.empty(CID_MAX_LEN * n, np.uint8)
+    chars = np.empty(_CID_MAX_LEN * n, np.uint8)
     spans = np.empty((n, 2), np.int64)
     used: int = _cid_texts(rec, _KIND_BYTE_EV, _CID_OFF, _CID_KIND_MASK, chars, spans)
     text = chars[:used].tobytes().decode("ascii")
@@ -208,6 +233,33 @@ def unpack_events(events: np.ndarray) -> list[EvT]:
         else:
             out.append(EvT(t))
     return out
+
+
+def event_rows(events: np.ndarray) -> np.ndarray:
+    """An EVENT array as what ``unpack_chunk`` reads: read-only uint8 rows of 128 bytes,
+    C-contiguous and 8-byte aligned (a view when it already is, else a copy)."""
+    if events.dtype != EVENT:
+        raise TypeError(f"expected EVENT records, got {events.dtype}")
+    if not events.flags.c_contiguous or events.ctypes.data % 8:
+        events = np.array(events, copy=True)
+    rows = events.view(np.uint8).reshape(len(events), EVENT.itemsize)
+    rows.flags.writeable = False  # one array type for the kernel, whatever the source
+    return rows
+
+
+def unpack_chunk(rec: np.ndarray, lo: int, hi: int) -> tuple[list[EvT], list[BalanceRow], int]:
+    """Records ``lo..hi`` of ``rec`` (``event_rows``) for the dispatcher: the ``EvT`` objects of all
+    but the BALANCE events, the newest state per (account, asset) of those as ``BalanceRow``s, and
+    the highest seq in the range (``_event_kernels.balance_lane``: a BALANCE that is the last event
+    of its command passes its ``last`` to the event before it, or is kept when there is none)."""
+    n = hi - lo
+    out = np.empty((n, _EVENT_SIZE), np.uint8)
+    rows = np.empty((n, 6), np.int64)
+    kept, m, top = _balance_lane(rec, rec.view(np.int64), rec.view(np.uint32), _LANE_LAYOUT, lo, hi,
+                                 out, rows)
+    kept_rec = out[:kept]
+    evs = _objects(kept_rec.tobytes(), kept_rec) if kept else []
+    return evs, rows[:m].tolist() if m else [], top
 
 
 def one_event(rec: np.void) -> EvT:

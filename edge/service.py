@@ -12,7 +12,7 @@ decides: a symbol's mode, balances and duplicate clientOrderIds are checked ther
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from edge import schema
 from edge.auth import ApiKey
@@ -27,8 +27,8 @@ from edge.views_text import order_text
 from pipeline.config import Config
 from pipeline.records import CmdFlag, Ev, Mode
 
-_DISCONNECT = int(CmdFlag.DISCONNECT)
-_CANCELED = int(Ev.CANCELED)
+_DISCONNECT: Final = int(CmdFlag.DISCONNECT)
+_CANCELED: Final = int(Ev.CANCELED)
 
 MODE_NAME = {int(m): m.name for m in Mode}
 

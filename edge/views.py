@@ -19,22 +19,27 @@ the quote asset's scale (``edge.convert``). ``price`` is ``null`` for MARKET ord
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from edge.convert import SymbolUnits
 from edge.errors import REJECT_AS_EXPIRED, ApiError, from_reject
 from edge.recio import EvT
 from pipeline.records import CmdFlag, Ev, OrdType, Side, Stp, Tif
 
-_QUOTE_QTY = int(CmdFlag.QUOTE_QTY)  # plain ints: IntFlag's & costs ~1 us a call
-_POST_ONLY = int(CmdFlag.POST_ONLY)
-SIDE_NAME = {int(Side.BUY): "BUY", int(Side.SELL): "SELL"}
-TYPE_NAME = {int(OrdType.LIMIT): "LIMIT", int(OrdType.MARKET): "MARKET"}
-TIF_NAME = {int(t): t.name for t in Tif}
-STP_NAME = {int(s): s.name for s in Stp}
-_ACCEPTED, _REJECTED, _TRADE, _EXPIRED, _CANCELED = (
-    int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.TRADE), int(Ev.EXPIRED), int(Ev.CANCELED))
-FINAL = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED"})
+# module constants are Final: compiled, each is a C static, not a module-dict lookup per use
+_QUOTE_QTY: Final = int(CmdFlag.QUOTE_QTY)  # plain ints: IntFlag's & costs ~1 us a call
+_POST_ONLY: Final = int(CmdFlag.POST_ONLY)
+_MARKET: Final = int(OrdType.MARKET)
+SIDE_NAME: Final = {int(Side.BUY): "BUY", int(Side.SELL): "SELL"}
+TYPE_NAME: Final = {int(OrdType.LIMIT): "LIMIT", int(OrdType.MARKET): "MARKET"}
+TIF_NAME: Final = {int(t): t.name for t in Tif}
+STP_NAME: Final = {int(s): s.name for s in Stp}
+_ACCEPTED: Final = int(Ev.ACCEPTED)
+_REJECTED: Final = int(Ev.REJECTED)
+_TRADE: Final = int(Ev.TRADE)
+_EXPIRED: Final = int(Ev.EXPIRED)
+_CANCELED: Final = int(Ev.CANCELED)
+FINAL: Final = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED"})
 
 
 class Fill(NamedTuple):
@@ -149,7 +154,7 @@ def fill_row_json(f: Fill, u: SymbolUnits) -> dict[str, Any]:
 
 
 def order_json(o: OrderState, u: SymbolUnits, fills: list[Fill] | None = None) -> dict[str, Any]:
-    market = o.otype == OrdType.MARKET
+    market = o.otype == _MARKET
     d: dict[str, Any] = {
         "orderId": o.order_id or None,
         "clientOrderId": o.cid,

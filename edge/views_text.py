@@ -14,6 +14,8 @@ asset names go through ``orjson.dumps`` once per process (``_name``).
 
 from __future__ import annotations
 
+from typing import Final
+
 import orjson
 
 from edge.convert import SymbolUnits, format_units
@@ -21,9 +23,10 @@ from edge.views import SIDE_NAME, STP_NAME, TIF_NAME, TYPE_NAME, Fill, OrderStat
 from pipeline.config import Asset
 from pipeline.records import CmdFlag, OrdType
 
-_POST_ONLY = int(CmdFlag.POST_ONLY)
-_MARKET = int(OrdType.MARKET)
-_NAMES: dict[str, str] = {}
+# module constants are Final: compiled, each is a C static, not a module-dict lookup per use
+_POST_ONLY: Final = int(CmdFlag.POST_ONLY)
+_MARKET: Final = int(OrdType.MARKET)
+_NAMES: Final[dict[str, str]] = {}
 
 
 def _table(names: dict[int, str]) -> tuple[str, ...]:
@@ -31,8 +34,12 @@ def _table(names: dict[int, str]) -> tuple[str, ...]:
     return tuple(names.get(i, "?") for i in range(max(names) + 1))
 
 
-_SIDES, _TYPES, _TIFS, _STPS = (_table(SIDE_NAME), _table(TYPE_NAME), _table(TIF_NAME),
-                                _table(STP_NAME))
+_SIDES: Final = _table(SIDE_NAME)
+_TYPES: Final = _table(TYPE_NAME)
+_TIFS: Final = _table(TIF_NAME)
+_STPS: Final = _table(STP_NAME)
+_TYPE_PIECE: Final = tuple(f'"type":"{n}",' for n in _TYPES)  # the two pieces an order type fixes
+_ORDER_TYPE_PIECE: Final = tuple(f',"orderType":"{n}"' for n in _TYPES)
 
 
 def _nm(table: tuple[str, ...], value: int) -> str:
@@ -59,22 +66,23 @@ def _pieces(o: OrderState, u: SymbolUnits) -> Pieces:
     p = o.text
     if p is None:
         cid = o.cid
-        otype = _nm(_TYPES, o.otype)
-        price = "null" if o.otype == _MARKET else '"' + u.price_str(o.price) + '"'
+        t = o.otype
+        price = "null" if t == _MARKET else '"' + u.price_str(o.price) + '"'
         q = o.quote
         qty = '"' + u.qty_str(o.qty) + '"' if o.qty or not q else "null"
-        oid = o.order_id or "null"
+        oid = str(o.order_id) if o.order_id else "null"
         side = _nm(_SIDES, o.side)
+        known = 0 <= t < len(_TYPES)
         p = o.text = (
             f'"orderId":{oid},"clientOrderId":null,"symbol":{u.name_json},"side":"{side}",'
             if cid is None else
             f'"orderId":{oid},"clientOrderId":"{cid}","symbol":{u.name_json},"side":"{side}",',
-            f'"type":"{otype}",',
+            _TYPE_PIECE[t] if known else '"type":"?",',
             f'"timeInForce":"{_nm(_TIFS, o.tif)}","price":{price},"quantity":{qty},',
             f',"postOnly":{"true" if o.flags & _POST_ONLY else "false"},'
             f'"stp":"{_nm(_STPS, o.stp)}","time":{o.time_ns // 1_000_000},',
             f',"quoteQuantity":"{u.quote_str(q)}"' if q else "",
-            f',"orderType":"{otype}"')
+            _ORDER_TYPE_PIECE[t] if known else ',"orderType":"?"')
     return p
 
 

@@ -74,12 +74,12 @@ class WireFast:
 
 
 def warm() -> float:
-    """Compile (or load from numba's cache) the wire kernels — this one and the batch cid decode
-    of ``edge.recio.unpack_events`` — so that no request pays it (cold: seconds); returns the
+    """Compile (or load from numba's cache) the wire kernels — this one, the batch cid decode of
+    ``edge.recio.unpack_events`` and the balance lane of ``unpack_chunk`` — so that no request pays it (cold: seconds); returns the
     seconds it took."""
     import time
 
-    from edge.recio import unpack_events
+    from edge.recio import event_rows, unpack_chunk, unpack_events
     from pipeline.cid import cid_pack
     from pipeline.records import EVENT, Ev
 
@@ -92,6 +92,6 @@ def warm() -> float:
     ev = np.zeros(1, EVENT)
     ev["kind"] = int(Ev.ACCEPTED)
     ev["cid"] = np.frombuffer(cid_pack("warm"), np.uint8)
-    if unpack_events(ev)[0].cid != "warm":
+    if unpack_events(ev)[0].cid != "warm" or unpack_chunk(event_rows(ev), 0, 1)[0][0].cid != "warm":
         raise AssertionError("wire_fast warm-up cid was not decoded")
     return time.perf_counter() - t0

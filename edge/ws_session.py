@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -28,9 +28,10 @@ from edge.wire_fast import WireFast
 from pipeline.histogram import observe
 
 log = logging.getLogger("edge.ws_trade")
-_TOP_KEYS = frozenset({"id", "method", "params"})
+# module constants are Final: compiled, each is a C static, not a module-dict lookup per use
+_TOP_KEYS: Final = frozenset({"id", "method", "params"})
 # method -> (role, weight, order-bucket, kind): kind "w" write (async), "r" read (deferred), "s" session
-METHODS: dict[str, tuple[str, int, bool, str]] = {
+METHODS: Final[dict[str, tuple[str, int, bool, str]]] = {
     "session.logon": ("", 0, False, "s"),
     "session.cancelOnDisconnect": ("trade", 1, False, "s"),
     "order.place": ("trade", 1, True, "w"),
@@ -40,7 +41,8 @@ METHODS: dict[str, tuple[str, int, bool, str]] = {
     "orders.open": ("read", 2, False, "r"),
     "balances.get": ("read", 5, False, "r"),
 }
-_PLACE, _CANCEL = "order.place", "order.cancel"  # what edge.wire_fast parses
+_PLACE: Final = "order.place"  # what edge.wire_fast parses
+_CANCEL: Final = "order.cancel"
 assert METHODS[_PLACE] == METHODS[_CANCEL] == ("trade", 1, True, "w")  # what _fast charges
 
 
@@ -53,7 +55,7 @@ class _Slot:
     def __init__(self, rid: Any, method: str) -> None:
         self.rid = rid
         self.method = method
-        self.t0 = time.perf_counter_ns()
+        self.t0 = _perf_ns()
         self.data: bytes | None = None
         self.task: asyncio.Task[None] | None = None
         self.thunk: Callable[[], Any] | None = None
@@ -67,7 +69,9 @@ class _Slot:
             sess._answered(self, evs, exc)
 
 
-_HDR_SMALL = [bytes((0x81, n)) for n in range(126)]  # FIN + TEXT, 7-bit length
+_perf_ns: Final = time.perf_counter_ns  # a C static: no lookup of `time` and its attribute
+_mono_ns: Final = time.monotonic_ns
+_HDR_SMALL: Final = [bytes((0x81, n)) for n in range(126)]  # FIN + TEXT, 7-bit length
 
 
 def _frame_header(n: int) -> bytes:
@@ -214,7 +218,7 @@ class TradeSession:
 
     def _token(self, key_id: str) -> None:
         """This connection's message budget (``messages_per_second``): RATE_LIMITED when spent."""
-        wait = self.bucket.take(1, time.monotonic_ns())
+        wait = self.bucket.take(1, _mono_ns())
         if wait:
             self.limiter.drop(key_id, "ws_messages")
             raise ApiError("RATE_LIMITED", f"over {self.srv.messages_per_second} messages/s "
@@ -400,7 +404,7 @@ class TradeSession:
             if off is None:  # a label not declared yet: EdgeMetrics declares it (or uses "other")
                 m.observe_ws(head.method, (time.perf_counter_ns() - head.t0) / 1e9)
             else:
-                observe(self.stats.words, off, time.perf_counter_ns() - head.t0)
+                observe(self.stats.words, off, _perf_ns() - head.t0)
         self._update_reading()
 
     def _send(self, data: bytes) -> None:

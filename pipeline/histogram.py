@@ -12,13 +12,13 @@ A histogram is ``HIST_SLOTS`` int64 slots of the block: one count per bucket (up
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Final
 
 # Bucket upper bounds in ns: 1 us .. 10 s, roughly 1-2-5 per decade; the last bucket is +Inf.
-BUCKETS_NS: tuple[int, ...] = tuple(
+BUCKETS_NS: Final[tuple[int, ...]] = tuple(
     m * 10**e for e in range(3, 10) for m in (1, 2, 5)
 ) + (10**10,)
-HIST_SLOTS = len(BUCKETS_NS) + 2
+HIST_SLOTS: Final = len(BUCKETS_NS) + 2
 
 
 def observe(data: Any, off: int, value_ns: int) -> None:

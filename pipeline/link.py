@@ -26,14 +26,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from edge.errors import ApiError
 from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import Command, cmd_kind, unpack_events
+from edge.recio import Command, cmd_kind
 from pipeline import shm_layout
 from pipeline.config import Config
 from pipeline.doorbell import Doorbell
@@ -42,18 +42,19 @@ from pipeline.wal import FrameKind, WalReader
 
 log = logging.getLogger("spotx.link")
 
-AUDIT_KEEP = 10_000
-THROTTLED_ORDERS_PER_S = 50  # new orders per edge per second while settlement lag is above T2
-THROTTLE_CHECK_S = 0.1
-SAFETY_POLL_S = 0.05
-PUSH_RETRY_S = 0.2
+# module constants are Final: compiled, each is a C static, not a module-dict lookup per use
+AUDIT_KEEP: Final = 10_000
+THROTTLED_ORDERS_PER_S: Final = 50  # new orders per edge per second while settlement lag is above T2
+THROTTLE_CHECK_S: Final = 0.1
+SAFETY_POLL_S: Final = 0.05
+PUSH_RETRY_S: Final = 0.2
 
 
-QUEUE_RECORDS = 4096  # commands an edge can hold for its ring between loop iterations
-EARLY_FLUSH = 64  # commands queued in one iteration that are pushed at once, not at its end
-QUEUE_RETRY_S = 0.0002
-_CMD_SIZE = COMMAND.itemsize
-_NEW_ORDER = int(Cmd.NEW_ORDER)
+QUEUE_RECORDS: Final = 4096  # commands an edge can hold for its ring between loop iterations
+EARLY_FLUSH: Final = 64  # commands queued in one iteration that are pushed at once, not at its end
+QUEUE_RETRY_S: Final = 0.0002
+_CMD_SIZE: Final = COMMAND.itemsize
+_NEW_ORDER: Final = int(Cmd.NEW_ORDER)
 
 
 def wal_dir(cfg: Config) -> Path:
@@ -320,12 +321,11 @@ class RingGateway:
         for f in frames:
             if f.kind == FrameKind.EVENTS:
                 arr = np.frombuffer(f.payload, EVENT)
-                evs = unpack_events(arr)
-                self.events += len(evs)
-                self._since_snap += len(evs)
                 if self.market is not None:
                     self.market.apply(f.payload)
-                self.dispatcher.feed(evs)
+                n = self.dispatcher.feed_records(arr)
+                self.events += n
+                self._since_snap += n
                 self._at_boundary = True
             elif f.kind == FrameKind.COMMANDS:
                 self._batch_end = f.first_seq + f.count

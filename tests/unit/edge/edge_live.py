@@ -127,9 +127,9 @@ class _Tap:
         self.inner = inner
         self.seen = seen
 
-    def apply(self, evs: list[Any]) -> None:
+    def apply(self, evs: list[Any], *rows: Any) -> None:
         self.seen.extend(evs)
-        self.inner.apply(evs)
+        self.inner.apply(evs, *rows)
 
 
 def tap_events(live: LiveEdge) -> list[Any]:

@@ -345,17 +345,15 @@ def test_a_client_close_with_and_without_a_reason_is_echoed(live: LiveEdge) -> N
         assert rcvd is not None and rcvd.code == 1000 and ws.c.close_code == 1000, reason
 
 
-def test_a_batch_answered_in_chunks_keeps_order_and_balances(live: LiveEdge,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_answered_in_chunks_keeps_order_and_balances(live: LiveEdge) -> None:
     """Many orders in flight: the engine takes them in a few batches, each fed to the read model and
-    answered in chunks of FEED_CHUNK events with the output written between chunks (shrunk here so
-    a handful of orders spans several). Answers stay in request order, every order gets its NEW
+    answered in chunks of ``Dispatcher.chunk`` events with the output written between chunks (shrunk
+    here so a handful of orders spans several). Answers stay in request order, every order gets its NEW
     OrderUpdate, and the BalanceUpdates (one per asset and batch) end at the balance the read model
     answers."""
-    import edge.gateway
-
-    monkeypatch.setattr(edge.gateway, "FEED_CHUNK", 8)
     d = live.gateway.dispatcher
+    chunk = d.chunk
+    live.call(lambda: setattr(d, "chunk", 8))
     calls = [0]
     inner = d.progress
     assert inner is not None  # build_edge wires the WS server's writer
@@ -389,4 +387,5 @@ def test_a_batch_answered_in_chunks_keeps_order_and_balances(live: LiveEdge,
     assert usdt and usdt[-1]["locked"] == locked and len(usdt) <= n
     assert [e["seq"] for e in usdt] == sorted(e["seq"] for e in usdt)
     live.call(lambda: setattr(d, "progress", inner))
+    live.call(lambda: setattr(d, "chunk", chunk))
     ws.c.close()
