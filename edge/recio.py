@@ -13,6 +13,9 @@ Aliases. ``Ev`` exposes the canonical names; an alias of a field is the same tup
 and REJECTED events (the kinds that carry it); elsewhere it is ``None``, and on those two kinds the
 four ints whose bytes hold the cid (``trade_id``, ``maker_order_id``, ``quote_qty``, ``taker_fee``)
 are 0.
+
+The dispatcher's feed (``unpack_chunk``) leaves BALANCE events out of the objects: one kernel pass
+(``edge._event_kernels.balance_lane``) returns them as rows, newest per (account, asset).
 """
 
 from __future__ import annotations
