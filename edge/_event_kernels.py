@@ -1,5 +1,6 @@
 # mypy: ignore-errors
-"""numba kernel of ``edge.recio.unpack_chunk``: a durable batch's BALANCE events as rows, not objects.
+"""numba kernel of ``edge.recio.unpack_chunk``: a durable batch's BALANCE events as rows, not
+objects.
 
 Why. Half of a market maker's events are BALANCE (one per order placed or canceled). Each became an
 ``EvT`` (25 ints unpacked, 26 attributes set), then went through the read model's loop and the
@@ -31,7 +32,7 @@ import numba as nb
 import numpy as np
 
 BALANCE = 6  # pipeline.records.Ev.BALANCE (recio asserts it)
-# lay: kind byte, last byte, then int64 words seq, ts_ns, available, locked, uint32 words account, asset
+# lay: kind byte, last byte, int64 words seq, ts_ns, available, locked, uint32 words account, asset
 L_KIND, L_LAST, L_SEQ, L_TS, L_AVAIL, L_LOCKED, L_ACCT, L_ASSET = range(8)
 
 

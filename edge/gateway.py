@@ -198,10 +198,10 @@ class Dispatcher:
         """Apply ``evs`` (durable, in seq order) to the read model, then resolve their commands.
 
         A long batch is fed in chunks of ``chunk`` (``FEED_CHUNK``) events, each applied then
-        resolved, with ``progress()`` between chunks: the WS server writes the answers and pushes produced so far,
-        so a batch's first answers leave while its last ones are still being built (under load a
-        durable batch holds hundreds of commands: milliseconds of work). Every answer still follows
-        the read model's update for its own events (read-your-writes)."""
+        resolved, with ``progress()`` between chunks: the WS server writes the answers and pushes
+        produced so far, so a batch's first answers leave while its last ones are still being built
+        (under load a durable batch holds hundreds of commands: milliseconds of work). Every answer
+        still follows the read model's update for its own events (read-your-writes)."""
         chunk = self.chunk
         if self.progress is None or len(evs) <= chunk:
             self._feed(evs)

@@ -13,11 +13,11 @@ the seq of the change), so each call of ``apply`` (one durable batch) pushes one
 Nothing a client can act on is lost: the newest balance is what it would have ended up with, its
 ``seq`` says which events it includes. Under load a market maker with many orders in one batch got
 dozens of superseded updates per asset, each formatted and written (~5 % of an edge's CPU at
-saturation); at low rates a batch holds one command and nothing changes. Fed by ``Dispatcher.feed_records`` (the stack and
-the in-process engine), the BALANCE events arrive already conflated, as rows of the newest state
-per (account, asset) of the chunk (``edge.recio.unpack_chunk``), and are applied and pushed the same
-way without ever becoming objects. ``OrderUpdate``s are never
-conflated: every state change and fill of an order is pushed.
+saturation); at low rates a batch holds one command and nothing changes. Fed by
+``Dispatcher.feed_records`` (the stack and the in-process engine), the BALANCE events arrive
+already conflated, as rows of the newest state per (account, asset) of the chunk
+(``edge.recio.unpack_chunk``), and are applied and pushed the same way without ever becoming
+objects. ``OrderUpdate``s are never conflated: every state change and fill of an order is pushed.
 
 Memory (bounded, per process):
   * open orders: every open order of every account (bounded by the engine's ``max_orders``), one
