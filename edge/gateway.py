@@ -45,7 +45,16 @@ import numpy as np
 
 from edge.errors import ApiError
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import BalanceRow, Command, EvT, cmd_req, event_rows, stamp, unpack_chunk
+from edge.recio import (
+    BalanceRow,
+    Command,
+    EvT,
+    cmd_req,
+    event_rows,
+    row_views,
+    stamp,
+    unpack_chunk,
+)
 from pipeline.records import route
 
 assert route(0x1FE, 0x1ABCDEF) == ((0x1FE & 0xFF) << 24) | (0x1ABCDEF & 0xFFFFFF)  # _add inlines it
@@ -218,13 +227,18 @@ class Dispatcher:
         (account, asset) and chunk, and never become objects (half of all events). The chunks are
         ``chunk`` records (the whole array without a ``progress`` hook), as ``feed`` cuts its list;
         a command is still answered at its last event. Returns the records fed."""
-        rec = event_rows(events)
+        return self.feed_rows(event_rows(events))
+
+    def feed_rows(self, rec: np.ndarray) -> int:
+        """``feed_records`` of the records as rows of bytes (``edge.recio.event_rows`` /
+        ``wal_rows``: the WAL tail's durable frames)."""
+        views = row_views(rec)
         n = len(rec)
         progress = self.progress
         step = self.chunk if progress is not None else max(n, 1)
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            evs, bal, top = unpack_chunk(rec, lo, hi)
+            evs, bal, top = unpack_chunk(rec, lo, hi, views)
             self._feed(evs, bal, top)
             if hi < n and progress is not None:
                 progress()

@@ -165,12 +165,17 @@ class ReadModel:
         closed = a.closed
         closed[key] = st
         if len(closed) > self.closed_max:
-            old_key = next(iter(closed))
+            old_key = key
+            for k in closed:  # the oldest (insertion order); compiled, unlike next(iter(...))
+                old_key = k
+                break
             old = closed[old_key]
             del closed[old_key]
             cid = old.cid
-            if cid is not None and a.cids.get(cid) == old_key:
-                del a.cids[cid]
+            if cid is not None:
+                cur = a.cids.get(cid)
+                if cur is not None and cur == old_key:
+                    del a.cids[cid]
 
     def apply(self, evs: list[EvT], bal: list[BalanceRow] | None = None, top: int = 0) -> None:
         """Feed durable events in seq order. ``bal`` / ``top`` (``edge.recio.unpack_chunk``): the

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from edge._event_kernels import BALANCE as _LANE_BALANCE
+from edge._event_kernels import SIGNATURE as _LANE_SIGNATURE
 from edge._event_kernels import balance_lane
 from edge._wire_kernels import cid_texts
 from pipeline.cid import CID_MAX_LEN
@@ -55,6 +56,9 @@ _CID_KIND_MASK[list(_CID_KINDS)] = 1
 _KIND_BYTE_EV: Final[int] = EVENT.fields["kind"][1]  # type: ignore[index]  # kind's byte offset
 _cid_texts: Final[Any] = cid_texts
 _balance_lane: Final[Any] = balance_lane
+# its compiled entry, called without numba's dispatch (which types all 8 arguments at every call);
+# only with arrays built as ``unpack_chunk`` builds them (see there)
+_LANE_ENTRY: Final[Any] = balance_lane.overloads[_LANE_SIGNATURE.args].entry_point
 _EVENT_SIZE: Final = EVENT.itemsize
 _CID_MAX_LEN: Final = CID_MAX_LEN
 assert _LANE_BALANCE == int(Ev.BALANCE)
@@ -250,16 +254,40 @@ def event_rows(events: np.ndarray) -> np.ndarray:
     return rows
 
 
-def unpack_chunk(rec: np.ndarray, lo: int, hi: int) -> tuple[list[EvT], list[BalanceRow], int]:
+def wal_rows(payload: memoryview) -> np.ndarray:
+    """An EVENTS frame's payload as ``event_rows`` hands them: the WAL's payloads are read-only
+    views at 8-byte aligned offsets of a page-aligned mapping (``pipeline.wal.format``), so a view
+    (~0.4 us) does what ``event_rows(np.frombuffer(payload, EVENT))`` checks and copies for (~2.5
+    us, once per durable batch)."""
+    return np.frombuffer(payload, np.uint8).reshape(-1, _EVENT_SIZE)
+
+
+def row_views(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The int64 and uint32 views of ``rec`` that ``unpack_chunk`` reads (made once per batch);
+    TypeError unless ``rec`` is rows of EVENT bytes (``event_rows`` / ``wal_rows``)."""
+    if rec.ndim != 2 or rec.itemsize != 1 or rec.shape[1] != _EVENT_SIZE:
+        raise TypeError(f"expected EVENT rows of {_EVENT_SIZE} bytes, got {rec.dtype} {rec.shape}")
+    return rec.view(np.int64), rec.view(np.uint32)
+
+
+def unpack_chunk(rec: np.ndarray, lo: int, hi: int, views: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[list[EvT], list[BalanceRow], int]:
     """Records ``lo..hi`` of ``rec`` (``event_rows``) for the dispatcher: the ``EvT`` objects of all
     but the BALANCE events, the newest state per (account, asset) of those as ``BalanceRow``s, and
     the highest seq in the range (``_event_kernels.balance_lane``: a BALANCE that is the last event
-    of its command passes its ``last`` to the event before it, or is kept when there is none)."""
+    of its command passes its ``last`` to the event before it, or is kept when there is none).
+
+    ``views``: ``row_views(rec)``, made once for all chunks of a batch; with them the kernel is
+    called through its compiled entry (every argument's type is fixed by how they are made), without
+    them through numba's dispatcher, which checks the types."""
     n = hi - lo
     out = np.empty((n, _EVENT_SIZE), np.uint8)
     rows = np.empty((n, 6), np.int64)
-    kept, m, top = _balance_lane(rec, rec.view(np.int64), rec.view(np.uint32), _LANE_LAYOUT, lo, hi,
-                                 out, rows)
+    if views is None:
+        kept, m, top = _balance_lane(rec, rec.view(np.int64), rec.view(np.uint32), _LANE_LAYOUT, lo,
+                                     hi, out, rows)
+    else:
+        kept, m, top = _LANE_ENTRY(rec, views[0], views[1], _LANE_LAYOUT, lo, hi, out, rows)
     kept_rec = out[:kept]
     evs = _objects(kept_rec.tobytes(), kept_rec) if kept else []
     return evs, rows[:m].tolist() if m else [], top

@@ -29,6 +29,7 @@ from pipeline.records import CmdFlag, Ev, Mode
 
 _DISCONNECT: Final = int(CmdFlag.DISCONNECT)
 _CANCELED: Final = int(Ev.CANCELED)
+_ACCEPTED: Final = int(Ev.ACCEPTED)
 
 MODE_NAME = {int(m): m.name for m in Mode}
 
@@ -107,7 +108,21 @@ class TradingService:
 
     def placed_text(self, evs: Events) -> tuple[str, int]:
         """A place's answer as JSON text (``edge.views_text``) and the order id while the order
-        rests (0 once it is closed); raises ApiError when it was rejected."""
+        rests (0 once it is closed); raises ApiError when it was rejected.
+
+        A resting order whose only event is its ACCEPTED (the common post-only quote: its BALANCE
+        event never becomes an object, ``Dispatcher.feed_records``) is answered from the read
+        model's ``OrderState`` while that still is NEW and unfilled, i.e. exactly what
+        ``place_outcome`` would rebuild from the event; no second ``OrderState`` is made."""
+        if len(evs) == 1:
+            e = evs[0]
+            if e.kind == _ACCEPTED:
+                known = self.rm.open_index.get(e.order_id)
+                if (known is not None and known.executed == 0 and known.status == "NEW"
+                        and known.account == e.account):
+                    ku = self.units.get(known.symbol)
+                    if ku is not None:
+                        return order_text(known, ku, []), known.order_id
         st, u, fills = place_outcome(evs, self.units)
         if st.order_id:  # the read model formatted the order's fixed members already (its push)
             known = self.rm.order(st.account, st.order_id)

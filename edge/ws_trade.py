@@ -158,18 +158,36 @@ class TradeListener(WSListener):
         self.max_frame_bytes = max_frame_bytes
         self.frag: list[bytes] = []
         self.frag_size = 0
+        # picows looks ``on_ws_frame`` up on the instance (a cpdef method overridden in Python):
+        # this attribute makes it call the session's compiled ``frame``, which handles a whole
+        # message itself and hands everything else to ``slow_frame``
+        session.text_type, session.binary_type = _TEXT, _BINARY
+        session.slow_frame = self.slow_frame
+        self.on_ws_frame = session.frame  # type: ignore[method-assign]
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.sess.connected(transport)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.sess.disconnected()
+        self.sess.slow_frame = None  # no frame follows; and no cycle session <-> listener left
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Shadowed per instance by ``TradeSession.frame`` (see ``__init__``), which calls
+        ``slow_frame``; kept so the listener stays whole without it."""
+        self.slow_frame(transport, frame)
+
+    def slow_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        try:
+            self._frame(frame)
+        finally:
+            self.sess.fragments = bool(self.frag)
+
+    def _frame(self, frame: WSFrame) -> None:
         mt = frame.msg_type
         if mt is _TEXT or mt is _BINARY:  # enum members are singletons: no attribute lookups
             if frame.fin and not self.frag:
-                self.sess.message(frame.get_payload_as_memoryview())
+                self.sess.message(frame.get_payload_as_memoryview(), True)  # WireFast.view_kernel
                 return
             self.frag = [frame.get_payload_as_bytes()]
             self.frag_size = frame.payload_size

@@ -33,11 +33,11 @@ import numpy as np
 from edge.errors import ApiError
 from edge.gateway import Dispatcher, Done, Events
 from edge.readmodel import PrivateSink, ReadModel
-from edge.recio import Command, cmd_kind
+from edge.recio import Command, cmd_kind, wal_rows
 from pipeline import shm_layout
 from pipeline.config import Config
 from pipeline.doorbell import Doorbell
-from pipeline.records import ADMIN, COMMAND, EVENT, Cmd
+from pipeline.records import ADMIN, COMMAND, Cmd
 from pipeline.wal import FrameKind, WalReader
 
 log = logging.getLogger("spotx.link")
@@ -320,10 +320,9 @@ class RingGateway:
         frames = self.tail.poll(max_frames)
         for f in frames:
             if f.kind == FrameKind.EVENTS:
-                arr = np.frombuffer(f.payload, EVENT)
                 if self.market is not None:
                     self.market.apply(f.payload)
-                n = self.dispatcher.feed_records(arr)
+                n = self.dispatcher.feed_rows(wal_rows(f.payload))
                 self.events += n
                 self._since_snap += n
                 self._at_boundary = True

@@ -3,7 +3,9 @@ events as rows, ``edge._event_kernels.balance_lane``) is, as far as anyone can s
 decoded lists (``feed(unpack_events(...))``, every event an object): on random engine streams with
 orders, trades, cancels, cancel-alls, deposits and withdrawals, cut into chunks of any size, every
 command is answered at the same point with the same events (BALANCE ones left out), every
-subscriber gets the same bytes in the same order, and the read models hold the same balances,
+subscriber gets the same bytes in the same order, every place and cancel gets the same answer
+text (``TradingService.placed_text`` answers a resting order from the read model when its events
+are just ACCEPTED, which only this feed hands it), and the read models hold the same balances,
 orders, fills and last seq after every batch."""
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from edge.errors import ApiError
 from edge.gateway import Dispatcher
 from edge.orders import Validator
 from edge.readmodel import ReadModel
-from edge.recio import EVENT, EvT, event_rows, unpack_chunk, unpack_events
+from edge.recio import EVENT, EvT, event_rows, row_views, unpack_chunk, unpack_events, wal_rows
+from edge.service import TradingService
 from engine import Engine
 from pipeline.config import Config, load
 from pipeline.publisher.synth import deposits, random_commands
@@ -45,6 +48,7 @@ class Side:
     def __init__(self, cfg: Config, chunk: int, progress: bool) -> None:
         self.rm = ReadModel(Validator(cfg).units_by_id, {a.asset_id: a for a in cfg.assets},
                             closed_per_account=7, fills_per_account=9)
+        self.svc = TradingService(cfg, self)  # type: ignore[arg-type]  # it reads .readmodel
         self.d = Dispatcher(self.rm, edge_id=1, timeout_s=600)
         self.d.chunk = chunk
         self.log: list[Any] = []  # pushes, answers and chunk ends, in the order they happened
@@ -53,10 +57,21 @@ class Side:
         for a in SUBSCRIBED:
             self.rm.subscribe(a, lambda acct, b: self.log.append((acct, b)))
 
-    def done(self, req: int) -> Any:
+    @property
+    def readmodel(self) -> ReadModel:
+        return self.rm
+
+    def done(self, req: int, kind: int) -> Any:
         def answer(evs: list[EvT] | None, exc: ApiError | None) -> None:
             assert exc is None and evs is not None
             self.log.append((req, [e.replace(last=0).astuple() for e in evs if e.kind != BAL]))
+            try:  # the WS answer, built now: read-your-writes, as the session builds it
+                if kind == Cmd.NEW_ORDER:
+                    self.log.append(self.svc.placed_text(evs))
+                elif kind == Cmd.CANCEL:
+                    self.log.append(self.svc.canceled_text(Key(evs[0].account), evs))
+            except ApiError as e:
+                self.log.append(e.name)
         return answer
 
     def state(self) -> Any:
@@ -67,6 +82,11 @@ class Side:
                         {k: rm.order_json(o) for k, o in v.closed.items()}, dict(v.cids),
                         list(v.fills))
         return accts, sorted(rm.open_index), rm.last_seq, rm.modes, rm.global_mode
+
+
+class Key:
+    def __init__(self, account: int) -> None:
+        self.account = account
 
 
 def money(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -103,7 +123,7 @@ def test_records_feed_is_the_list_feed(cfg: Config, seed: int, chunk: int, progr
             for i in range(len(cmds)):
                 if rng.random() < 0.8:  # the rest: another edge's or nobody's (req 0)
                     for side in (ref, lane):
-                        side.d.register_cb(cmds[i], 1 + i % 3, side.done(i))
+                        side.d.register_cb(cmds[i], 1 + i % 3, side.done(i, int(cmds[i]["kind"])))
             clock += 1_000_000
             ev = eng.apply(cmds, clock)
             acc = ev[ev["kind"] == Ev.ACCEPTED]
@@ -116,6 +136,8 @@ def test_records_feed_is_the_list_feed(cfg: Config, seed: int, chunk: int, progr
             assert len(lane.d) == len(ref.d) == 0
             resting = {o: a for o, a in resting.items() if o in ref.rm.open_index}
         assert balances_rows > 20
+        assert sum(1 for x in ref.log if type(x) is tuple and len(x) == 2 and type(x[0]) is str
+                   and '"status":"NEW"' in x[0]) > 5  # resting places answered (the fast case)
         assert any(type(x) is tuple and type(x[1]) is bytes and b"BalanceUpdate" in x[1]
                    for x in ref.log)
 
@@ -158,3 +180,24 @@ def test_event_rows_refuses_other_dtypes_and_copies_unaligned() -> None:
     wal = np.frombuffer(bytes(_ev(9, BAL, 1).tobytes()), EVENT)  # read-only, as the WAL hands them
     evs, bal_rows, top = unpack_chunk(event_rows(wal), 0, 1)
     assert [e.seq for e in evs] == [9] and bal_rows == [[3, 1, 0, 90, 9, 900]] and top == 9
+
+
+def test_batch_views_and_the_compiled_entry_give_what_the_dispatcher_gives() -> None:
+    """``feed_rows`` makes the int64 / uint32 views once per batch and calls the kernel's compiled
+    entry; on WAL-like read-only rows (``wal_rows``) every chunk equals the checked call's."""
+    acc, bal = int(Ev.ACCEPTED), BAL
+    raw = b"".join(r.tobytes() for r in [
+        _ev(5, acc, 0), _ev(5, bal, 0, avail=1), _ev(5, bal, 1, avail=2), _ev(6, bal, 1, avail=3),
+        _ev(7, int(Ev.CANCELED), 0), _ev(7, bal, 1, account=4, avail=4)])
+    rec = wal_rows(memoryview(raw))
+    assert not rec.flags.writeable and rec.shape == (6, EVENT.itemsize)
+    views = row_views(rec)
+    for lo in range(6):
+        for hi in range(lo, 7):
+            got = unpack_chunk(rec, lo, hi, views)
+            want = unpack_chunk(rec, lo, hi)
+            assert [e.astuple() for e in got[0]] == [e.astuple() for e in want[0]]
+            assert got[1:] == want[1:]
+    for bad in (np.zeros(128, np.uint8), np.zeros((2, 64), np.uint8), np.zeros((2, 128), np.int64)):
+        with pytest.raises(TypeError):
+            row_views(bad)

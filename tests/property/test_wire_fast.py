@@ -53,7 +53,8 @@ def reference(raw: bytes) -> tuple[int, Any, bytearray] | None:
 def check(raw: bytes) -> tuple[int, Any, bytearray] | None:
     got = WIRE.parse(raw, ACCOUNT)
     also = WIRE.parse(memoryview(raw), ACCOUNT)  # picows hands the payload as a memoryview
-    assert got == also
+    entry = WIRE.parse(memoryview(raw), ACCOUNT, view=True)  # ... and ws_trade says so
+    assert got == also == entry
     if got is not None:
         want = reference(raw)
         assert want is not None, raw
@@ -290,3 +291,10 @@ def test_a_symbol_missing_from_the_table_takes_the_general_path() -> None:
     assert WireFast({}).parse(b'{"id":1,"method":"order.place","params":{"symbol":"'
                               + cfg.symbols[0].name.encode() + b'","side":"BUY","type":"LIMIT",'
                               b'"price":"1","quantity":"1"}}', 1) is None
+
+
+def test_the_view_entry_is_compiled_and_refuses_other_types() -> None:
+    """picows' payloads skip numba's dispatch: ``view_kernel`` is the compiled entry itself."""
+    assert WIRE.view_kernel is not WIRE.kernel
+    with pytest.raises(TypeError):  # typed for memoryviews: a list is no buffer
+        WIRE.view_kernel([1, 2], ACCOUNT, WIRE.tab, WIRE.cmd, WIRE.sc)

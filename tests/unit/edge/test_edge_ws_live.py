@@ -334,6 +334,35 @@ def test_frames_of_every_length_class_arrive_whole_and_in_order(live: LiveEdge) 
     ws.c.close()
 
 
+def test_fragmented_messages_are_reassembled_between_whole_ones(live: LiveEdge) -> None:
+    """A message in several frames (TEXT + CONTINUATIONs) is answered like a whole one, before and
+    after whole messages on the same socket (the listener hands whole ones to the compiled fast
+    path and fragments to its own reassembly); fragments adding up past the frame limit close
+    the socket with 1009, and the server stays up."""
+    ws = Ws(live)
+    ws.c.send(iter(['{"id":"f1","method":"session.logon","params":{"apiKey":"nope",',
+                    '"timestamp":1,', '"signature":"x"}}']))
+    is_error(ws.recv(), "AUTH_BAD_SIGNATURE")
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "1000"})
+    ws.logon()  # whole
+    place = orjson.dumps({"id": "f2", "method": "order.place",
+                          "params": {**BUY, "price": "1000.00", "clientOrderId": "frag-1"}}).decode()
+    ws.c.send(iter([place[:10], place[10:11], place[11:]]))  # the same bytes the kernel takes whole
+    r = ws.recv()
+    assert r["id"] == "f2" and r["result"]["clientOrderId"] == "frag-1", r
+    assert ws.call("w", "order.status", {"clientOrderId": "frag-1"})["result"]["status"] == "NEW"
+    ws.c.send(iter([b'{"id":"f3","method":', b'"balances.get"}']))  # BINARY fragments
+    assert ws.recv()["id"] == "f3"
+    half = live.cfg.edge.max_frame_bytes // 2 + 1
+    ws.c.send(iter(["x" * half, "x" * half]))
+    with pytest.raises(ConnectionClosed) as ei:
+        ws.recv()
+    assert ei.value.rcvd is not None and ei.value.rcvd.code == 1009
+    ws2 = Ws(live)
+    assert ws2.logon()["status"] == 200
+    ws2.c.close()
+
+
 def test_a_client_close_with_and_without_a_reason_is_echoed(live: LiveEdge) -> None:
     """The peer's CLOSE is answered with a CLOSE (RFC 6455 5.5.1), also when it carries no reason
     (picows then reports the message as None)."""

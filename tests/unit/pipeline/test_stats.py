@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -82,3 +83,23 @@ def test_a_conflicting_declaration_does_not_break_the_scrape(tmp_path: Path) -> 
     b.inc(ok, 2)
     m = scrape(tmp_path)
     assert m[("dual", ())] == 3 and m[("fine_total", ())] == 2
+
+
+def test_observe_counts_the_bucket_bisect_picks() -> None:
+    """``histogram.observe``'s inlined bucket search is ``bisect_left`` over the bounds: every
+    bound, its neighbours, 0 and values past the last bound land where bisect puts them."""
+    import bisect
+    import random
+
+    from pipeline.histogram import BUCKETS_NS, HIST_SLOTS, observe
+
+    rnd = random.Random(7)
+    values = [0, 1, 10**11, *(b + d for b in BUCKETS_NS for d in (-1, 0, 1)),
+              *(rnd.randrange(0, 2 * 10**10) for _ in range(2000))]
+    for v in values:
+        data = np.zeros(3 + HIST_SLOTS, np.int64)
+        observe(data.data, 3, v)  # the memoryview the processes hand it
+        want = np.zeros_like(data)
+        want[3 + bisect.bisect_left(BUCKETS_NS, v)] = 1
+        want[3 + HIST_SLOTS - 1] = v
+        assert data.tolist() == want.tolist(), v
