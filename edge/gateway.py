@@ -62,7 +62,7 @@ assert route(0x1FE, 0x1ABCDEF) == ((0x1FE & 0xFF) << 24) | (0x1ABCDEF & 0xFFFFFF
 Events = list[EvT]
 _monotonic: Final = time.monotonic  # a C static: no lookup of `time` and its attribute
 FEED_CHUNK: Final = 256  # events fed between two progress() calls (see Dispatcher.feed)
-Done = Callable[[Events | None, ApiError | None], None]
+Callback = Callable[[Events | None, ApiError | None], None]
 log = logging.getLogger(__name__)
 
 
@@ -103,10 +103,15 @@ class EventFeed(Protocol):
     def apply(self, evs: Events, bal: list[BalanceRow] | None = None, top: int = 0) -> None: ...
 
 
-class _Wait:
+class Wait:
+    """A command in flight: its events so far and its deadline; ``resolve`` answers it (a future's
+    result, or the ``done`` callback). A caller may register its own subclass with ``register_cb``
+    as the callback itself (``edge.ws_session._Slot``: one object per WS order, not two), which
+    overrides ``resolve``."""
+
     __slots__ = ("fut", "done", "events", "deadline")
 
-    def __init__(self, fut: asyncio.Future[Events] | None, done: Done | None,
+    def __init__(self, fut: asyncio.Future[Events] | None, done: Callback | None,
                  deadline: float) -> None:
         self.fut = fut
         self.done = done
@@ -128,6 +133,9 @@ class _Wait:
                 self.fut.set_result(events)  # type: ignore[arg-type]
 
 
+Done = Callback | Wait  # what ``send`` / ``register_cb`` answer: a callback, or a Wait itself
+
+
 class Dispatcher:
     def __init__(self, readmodel: EventFeed, edge_id: int, timeout_s: float = 5.0,
                  max_inflight: int = 65536) -> None:
@@ -137,7 +145,7 @@ class Dispatcher:
         self.edge_id = edge_id
         self.timeout_s = timeout_s
         self.max_inflight = max_inflight
-        self._pending: dict[int, _Wait] = {}
+        self._pending: dict[int, Wait] = {}
         self._req = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -156,7 +164,9 @@ class Dispatcher:
         return fut
 
     def register_cb(self, cmd: Command, slot: int, done: Done) -> None:
-        """Stamp ``cmd`` with conn/req; ``done`` gets its events (or the error) from the loop."""
+        """Stamp ``cmd`` with conn/req; ``done`` gets its events (or the error) from the loop: a
+        callback, or a ``Wait`` subclass that is registered itself and answered by its
+        ``resolve``."""
         self._loop_now()
         self._add(cmd, slot, None, done)
 
@@ -178,7 +188,14 @@ class Dispatcher:
                 break
         self._req = req
         stamp(cmd, ((self.edge_id & 0xFF) << 24) | (slot & 0xFFFFFF), req)  # records.route
-        self._pending[req] = _Wait(fut, done, _monotonic() + self.timeout_s)
+        deadline = _monotonic() + self.timeout_s
+        if isinstance(done, Wait):
+            if done.events:  # (registered before: start again)
+                done.events = []
+            done.deadline = deadline
+            self._pending[req] = done
+        else:
+            self._pending[req] = Wait(fut, done, deadline)
         if self._sweeper is None:
             assert self._loop is not None
             self._sweeper = self._loop.call_later(self.timeout_s / 4, self._sweep)

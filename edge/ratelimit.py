@@ -2,9 +2,11 @@
 
 Arithmetic. Integers only, on a monotonic ns clock. A bucket of capacity ``cap`` tokens refills
 ``cap`` tokens per ``period_ns`` (so a full bucket is one period's allowance, also the burst). The
-level is kept in units of ``token * period_ns``: each elapsed ns adds ``cap`` units, a cost of ``c``
-tokens removes ``c * period_ns``. No division on the take path; ``Retry-After`` is the exact
-ceiling of the time until the level covers the cost.
+level is kept in units of ``token * period_ns / g`` (``g = gcd(cap, period_ns)``): each elapsed ns
+adds ``cap / g`` units, a cost of ``c`` tokens removes ``c * period_ns / g``. No division on the
+take path; ``Retry-After`` is the exact ceiling of the time until the level covers the cost. (The
+``g`` keeps the numbers machine-sized: a weight of 10^9 a minute in units of ``token * period_ns``
+tops out at 6e19, a big int in every take; with ``g`` at 6e10.)
 
 Per key (``KeyLimiter``): every signed request costs its route's weight in the weight bucket
 (``weight_per_minute``); order-entry requests (place, cancel, cancel-all) also cost 1 in the order
@@ -22,6 +24,7 @@ idle entries are dropped by ``sweep``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,38 +36,45 @@ NS: Final = 1_000_000_000
 
 
 class TokenBucket:
-    __slots__ = ("cap", "period_ns", "level", "t_ns", "_max")
+    __slots__ = ("cap", "period_ns", "level", "t_ns", "_max", "_add", "_unit")
 
     def __init__(self, cap: int, period_ns: int, now_ns: int) -> None:
         if cap < 1 or period_ns < 1:
             raise ValueError("token bucket needs cap >= 1 and period_ns >= 1")
         self.cap = cap
         self.period_ns = period_ns
-        self._max = cap * period_ns
+        g = math.gcd(cap, period_ns)
+        self._add = cap // g  # units an elapsed ns adds
+        self._unit = period_ns // g  # units a token costs
+        self._max = cap * self._unit
         self.level = self._max
         self.t_ns = now_ns
 
     def _refill(self, now_ns: int) -> None:
         dt = now_ns - self.t_ns
         if dt > 0:
-            lvl = self.level + dt * self.cap
+            lvl = self.level + dt * self._add
             self.level = lvl if lvl < self._max else self._max
             self.t_ns = now_ns
 
     def take(self, cost: int, now_ns: int) -> int:
         """Take ``cost`` tokens; 0 if taken, else the ns to wait until they would be there."""
         self._refill(now_ns)
-        need = cost * self.period_ns
+        need = cost * self._unit
         if self.level >= need:
             self.level -= need
             return 0
         if need > self._max:
-            return -(-(need - self._max) // self.cap) + self.period_ns  # never fits: a full period+
-        return -(-(need - self.level) // self.cap)
+            return -(-(need - self._max) // self._add) + self.period_ns  # never fits: a period+
+        return -(-(need - self.level) // self._add)
+
+    def left(self) -> int:
+        """Whole tokens in the bucket as of its last refill."""
+        return self.level // self._unit
 
     def remaining(self, now_ns: int) -> int:
         self._refill(now_ns)
-        return self.level // self.period_ns
+        return self.left()
 
 
 def retry_after_s(wait_ns: int) -> int:
@@ -130,7 +140,7 @@ class KeyLimiter:
     def charge(self, key_id: str, weight: int, order: bool) -> Quota:
         """Charge a request; raises ApiError RATE_LIMITED (fields: retry_after_s, quota)."""
         lim = self.admit(key_id, weight, order)
-        return Quota(self.weight_per_minute, lim.weight.level // lim.weight.period_ns)
+        return Quota(self.weight_per_minute, lim.weight.left())
 
     def admit(self, key_id: str, weight: int, order: bool) -> KeyLimits:
         """``charge`` without the Quota (the WS path sends no headers: building it divided two

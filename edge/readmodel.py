@@ -63,11 +63,15 @@ PrivateSink = Callable[[int, bytes], None]
 
 
 class AccountView:
-    __slots__ = ("open", "closed", "cids", "fills", "balances")
+    __slots__ = ("open", "closed", "closed_keys", "cids", "fills", "balances")
 
     def __init__(self, fills_max: int) -> None:
         self.open: dict[int, OrderState] = {}
         self.closed: dict[int, OrderState] = {}
+        # ``closed``'s keys, oldest first: the one to evict without iterating the dict, which
+        # walks over every slot freed by earlier evictions (they stay at the front of its table
+        # until it is rebuilt: ~1.3 % of a saturated edge in ``dict`` iteration alone)
+        self.closed_keys: deque[int] = deque()
         self.cids: dict[str, int] = {}
         self.fills: deque[Fill] = deque(maxlen=fills_max)
         self.balances: dict[int, tuple[int, int]] = {}
@@ -80,6 +84,7 @@ def _account_view(open_: dict[int, OrderState], closed: dict[int, OrderState], c
                   fills: deque[Fill], balances: dict[int, tuple[int, int]]) -> AccountView:
     a = AccountView(fills.maxlen or 0)
     a.open, a.closed, a.cids, a.fills, a.balances = open_, closed, cids, fills, balances
+    a.closed_keys = deque(closed)  # derived: a snapshot keeps its format
     return a
 
 
@@ -163,12 +168,11 @@ class ReadModel:
         if key in index:
             del index[key]
         closed = a.closed
+        if key not in closed:  # (a key closes once; kept exact if one ever came back)
+            a.closed_keys.append(key)
         closed[key] = st
         if len(closed) > self.closed_max:
-            old_key = key
-            for k in closed:  # the oldest (insertion order); compiled, unlike next(iter(...))
-                old_key = k
-                break
+            old_key = a.closed_keys.popleft()
             old = closed[old_key]
             del closed[old_key]
             cid = old.cid

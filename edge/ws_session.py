@@ -22,6 +22,7 @@ import orjson
 from edge import schema
 from edge.auth import GRANTS, ApiKey
 from edge.errors import ApiError
+from edge.gateway import Wait
 from edge.ratelimit import NS, KeyLimiter, TokenBucket, retry_after_s
 from edge.service import TradingService
 from edge.wire_fast import WireFast
@@ -46,13 +47,15 @@ _CANCEL: Final = "order.cancel"
 assert METHODS[_PLACE] == METHODS[_CANCEL] == ("trade", 1, True, "w")  # what _fast charges
 
 
-class _Slot:
+class _Slot(Wait):
     """One request's place in its session's answer order; for order.place / order.cancel sent
-    without a coroutine it is also the gateway's ``done`` callback (no closure per order)."""
+    without a coroutine it is also the gateway's pending entry (a ``Wait``: no closure and no
+    second object per order), answered by ``resolve``."""
 
     __slots__ = ("rid", "method", "t0", "data", "task", "thunk", "sess", "key", "place")
 
     def __init__(self, rid: Any, method: str) -> None:
+        super().__init__(None, None, 0.0)
         self.rid = rid
         self.method = method
         self.t0 = _perf_ns()
@@ -63,10 +66,17 @@ class _Slot:
         self.key: ApiKey | None = None
         self.place = False
 
-    def __call__(self, evs: list[Any] | None, exc: ApiError | None) -> None:
+    def resolve(self, events: list[Any] | None, exc: ApiError | BaseException | None) -> None:
         sess = self.sess
-        if sess is not None:
-            sess._answered(self, evs, exc)
+        if sess is None:
+            return
+        self.sess = None  # answered once
+        if exc is not None and not isinstance(exc, ApiError):
+            exc = ApiError("ENGINE_UNAVAILABLE", str(exc))
+        try:
+            sess._answered(self, events, exc)
+        except Exception:  # noqa: BLE001 - as Wait.resolve: the feed's other answers go on
+            log.exception("WS answer failed")
 
 
 _perf_ns: Final = time.perf_counter_ns  # a C static: no lookup of `time` and its attribute

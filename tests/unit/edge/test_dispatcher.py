@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edge.errors import ApiError
-from edge.gateway import Dispatcher
+from edge.gateway import Dispatcher, Wait
 from edge.recio import EvT, pack_command
 from pipeline.records import Cmd, Ev, route
 
@@ -88,6 +88,33 @@ def test_fail_all_answers_every_kind_of_waiter() -> None:
         with pytest.raises(ApiError):
             await fut
         assert [e.name for e in got] == ["ENGINE_UNAVAILABLE"] and len(d) == 0
+
+    asyncio.run(main())
+
+
+def test_a_wait_registered_as_its_own_callback_is_answered_through_resolve() -> None:
+    """A ``Wait`` handed to ``register_cb`` is the pending entry itself (the WS session's ``_Slot``
+    subclass answers in its ``resolve``; compiled, it cannot be subclassed here, so a plain
+    ``Wait`` with a callback stands in): same object, its deadline set, answered once."""
+    async def main() -> None:
+        d = Dispatcher(Applied(), edge_id=1, timeout_s=0.2)
+        got: list[Any] = []
+        w = Wait(None, lambda evs, exc: got.append(("w", [e.seq for e in evs or []], exc)), 0.0)
+        late = Wait(None, lambda evs, exc: got.append(("late", evs, exc)), 0.0)
+        a, b = cmd(), cmd()
+        d.register_cb(a, 3, w)
+        d.register_cb(b, 3, late)
+        assert d._pending[int(a["req"])] is w and w.deadline > time.monotonic()
+        d.feed([ev(4, int(a["req"]), 0), ev(4, int(a["req"]), 1)])
+        assert got == [("w", [4, 4], None)] and len(d) == 1
+        await asyncio.sleep(0.35)  # the sweep answers the other one
+        assert got[1][:2] == ("late", None) and got[1][2].name == "ENGINE_UNAVAILABLE"
+        w2 = Wait(None, lambda evs, exc: got.append(("w2", evs, exc)), 0.0)
+        w2.events.append(ev(1, 1, 0))  # registered with leftovers: it starts with no events
+        d.register_cb(cmd(), 3, w2)
+        assert w2.events == []
+        d.fail_all(ApiError("ENGINE_UNAVAILABLE", "bye"))
+        assert [g[0] for g in got] == ["w", "late", "w2"]
 
     asyncio.run(main())
 

@@ -44,6 +44,48 @@ def test_bucket_never_grants_more_than_capacity_plus_refill(steps: list[tuple[in
         assert 0 <= b.level <= cap * NS
 
 
+class RefBucket:
+    """The bucket in units of token * period_ns, unreduced (what TokenBucket computes in smaller
+    numbers): the reference for its arithmetic."""
+
+    def __init__(self, cap: int, period_ns: int, now: int) -> None:
+        self.cap, self.period, self.max, self.level, self.t = cap, period_ns, cap * period_ns, \
+            cap * period_ns, now
+
+    def take(self, cost: int, now: int) -> int:
+        if now > self.t:
+            self.level, self.t = min(self.max, self.level + (now - self.t) * self.cap), now
+        need = cost * self.period
+        if self.level >= need:
+            self.level -= need
+            return 0
+        if need > self.max:
+            return -(-(need - self.max) // self.cap) + self.period
+        return -(-(need - self.level) // self.cap)
+
+
+@given(st.integers(1, 10**12), st.integers(1, 10**12),
+       st.lists(st.tuples(st.integers(0, 10**11), st.integers(1, 2000)), max_size=60))
+def test_bucket_equals_the_unreduced_arithmetic(cap: int, period: int,
+                                               steps: list[tuple[int, int]]) -> None:
+    b, ref = TokenBucket(cap, period, 0), RefBucket(cap, period, 0)
+    now = 0
+    for dt, cost in steps:
+        now += dt
+        assert b.take(cost, now) == ref.take(cost, now)
+        assert b.left() == ref.level // period
+
+
+def test_a_huge_allowance_stays_in_machine_ints() -> None:
+    """The bench's "unlimited" weight (10^9 a minute) must not turn every take into big-int math."""
+    b, ref = TokenBucket(10**9, 60 * NS, 0), RefBucket(10**9, 60 * NS, 0)
+    for t in range(0, 10**6, 997):
+        assert b.take(1, t) == 0 == ref.take(1, t)
+        assert b.level < 2**62 < ref.level
+    assert b.left() == ref.level // (60 * NS) == 10**9 - 1  # just after the last take
+    assert b.remaining(10**6 + 51) == 10**9
+
+
 def test_retry_after_is_whole_seconds_at_least_one() -> None:
     assert retry_after_s(1) == 1 and retry_after_s(NS) == 1 and retry_after_s(NS + 1) == 2
 

@@ -1,3 +1,5 @@
+import pickle
+
 import orjson
 import pytest
 from edge_events import ev
@@ -101,6 +103,10 @@ def test_read_model_tracks_orders_fills_balances_and_private_events() -> None:
                   ev(Ev.EXPIRED, order_id=20 + i, account=1, seq=4 + i)])
     assert rm.order(1, 10) is None and rm.order_by_cid(1, "m-1") is None
     assert len(rm.accounts[1].closed) == 2
+    av = rm.accounts[1]
+    assert list(av.closed) == list(av.closed_keys) == [21, 22]  # the eviction order is the dict's
+    again = pickle.loads(pickle.dumps(av))  # an edge snapshot: the order is derived, not stored
+    assert list(again.closed_keys) == [21, 22] and list(again.closed) == [21, 22]
     # a rejected new order with a cid is remembered as REJECTED, findable by cid
     rm.apply([ev(Ev.REJECTED, account=1, symbol=BTC, side=Side.BUY, otype=OrdType.LIMIT,
                  tif=Tif.GTC, price=100, qty=1, cid="r-1", reason=RejectReason.SYMBOL_HALTED,
