@@ -50,7 +50,9 @@ _ADMIN_TAIL: Final = struct.Struct(f"<I{ADMIN_NOTE_BYTES}s")
 _EV: Final = struct.Struct("<Qqqqqqqqqq IIIIHBBBBBBBB2x4xqq".replace(" ", ""))  # pad bytes skipped
 _KIND_FIELD: Final = 15  # kind's index in an _EV tuple (and in EvT)
 _CID_OFF: Final = 40
-_CID_KINDS: Final = frozenset({int(Ev.ACCEPTED), int(Ev.REJECTED)})
+_ACCEPTED: Final = int(Ev.ACCEPTED)
+_REJECTED: Final = int(Ev.REJECTED)
+_CID_KINDS: Final = frozenset({_ACCEPTED, _REJECTED})
 _CID_KIND_MASK: Final = np.zeros(256, np.uint8)
 _CID_KIND_MASK[list(_CID_KINDS)] = 1
 _KIND_BYTE_EV: Final[int] = EVENT.fields["kind"][1]  # type: ignore[index]  # kind's byte offset
@@ -234,11 +236,16 @@ def _objects(raw: bytes, rec: np.ndarray) -> list[EvT]:
     spans = np.empty((n, 2), np.int64)
     used: int = _cid_texts(rec, _KIND_BYTE_EV, _CID_OFF, _CID_KIND_MASK, chars, spans)
     text = chars[:used].tobytes().decode("ascii")
-    for t, (start, length) in zip(_EV.iter_unpack(raw), spans.tolist(), strict=True):
-        if t[_KIND_FIELD] in _CID_KINDS:  # bytes 40..68 are the cid, not the four ints decoded there
-            out.append(EvT(t, text[start:start + length] if length > 0 else None, True))
+    sp: list[int] = spans.reshape(-1).tolist()  # one flat list: no list per event
+    i = 0
+    for t in _EV.iter_unpack(raw):
+        k: int = t[_KIND_FIELD]
+        if k == _ACCEPTED or k == _REJECTED:  # bytes 40..68 are the cid, not the 4 ints there
+            length = sp[i + 1]
+            out.append(EvT(t, text[sp[i]:sp[i] + length] if length > 0 else None, True))
         else:
             out.append(EvT(t))
+        i += 2
     return out
 
 
