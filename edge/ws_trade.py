@@ -5,7 +5,10 @@ listener, fragments, CLOSE); ``edge.ws_session.TradeSession`` is what a session 
 messages, kept free of picows so that it runs compiled (``pipeline.native``).
 
 Frames. picows hands each frame to ``on_ws_frame`` as a zero-copy view into its read buffer, valid
-only during that call: the payload is parsed there and nothing keeps the view. After logon an
+only during that call: the payload is parsed there and nothing keeps the view. The listener binds
+the session's compiled ``TradeSession.frame`` as its ``on_ws_frame`` (picows looks the method up on
+the instance): whole messages never run interpreted code here; fragments, CLOSE and the rest go to
+``TradeListener.slow_frame``. After logon an
 ``order.place`` / ``order.cancel`` of the common shapes goes from the bytes to its record in one
 numba call (``edge.wire_fast``); everything else, and anything that kernel is not sure of, is
 parsed by ``orjson.loads`` and checked in full. Fragmented messages are reassembled up to ``max_frame_bytes``; a frame over it is
