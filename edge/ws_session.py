@@ -27,6 +27,7 @@ from edge.ratelimit import NS, KeyLimiter, TokenBucket, retry_after_s
 from edge.service import TradingService
 from edge.wire_fast import WireFast
 from pipeline.histogram import observe
+from pipeline.records import Ev
 
 log = logging.getLogger("edge.ws_trade")
 # module constants are Final: compiled, each is a C static, not a module-dict lookup per use
@@ -42,6 +43,7 @@ METHODS: Final[dict[str, tuple[str, int, bool, str]]] = {
     "orders.open": ("read", 2, False, "r"),
     "balances.get": ("read", 5, False, "r"),
 }
+_CANCELED_EV: Final = int(Ev.CANCELED)
 _PLACE: Final = "order.place"  # what edge.wire_fast parses
 _CANCEL: Final = "order.cancel"
 assert METHODS[_PLACE] == METHODS[_CANCEL] == ("trade", 1, True, "w")  # what _fast charges
@@ -371,6 +373,11 @@ class TradeSession:
                         self._remember(key, oid)
                 else:
                     text = self.svc.canceled_text(key, evs)
+                    placed = self.placed
+                    if placed:  # the order it canceled is no longer this session's to cancel
+                        for e in evs:
+                            if e.kind == _CANCELED_EV:
+                                placed.discard(e.order_id)
                 slot.data = _ok_text(slot.rid, text)
             except ApiError as e:
                 exc = e

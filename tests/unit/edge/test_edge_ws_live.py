@@ -194,6 +194,27 @@ def test_cancel_on_disconnect(live: LiveEdge, enabled: bool) -> None:
     other.c.close()
 
 
+def test_a_session_forgets_the_orders_it_canceled(live: LiveEdge) -> None:
+    """Cancel-on-disconnect keeps this session's open orders; an order it canceled itself leaves
+    that set at once (not at the next prune), and one still open stays."""
+    admin(live, "/v1/admin/deposits", {"account": 11, "asset": "USDT", "amount": "100000"})
+    ws = Ws(live)
+    ws.logon()
+    a = ws.call("a", "order.place", {**BUY, "price": "100.00"})["result"]["orderId"]
+    b = ws.call("b", "order.place", {**BUY, "price": "101.00"})["result"]["orderId"]
+
+    def placed() -> set[int]:
+        (sess,) = [s for s in live.edge.ws.sessions.values() if s.key is not None
+                   and (a in s.placed or b in s.placed)]
+        return set(sess.placed)
+
+    assert {a, b} <= live.call(placed)
+    assert ws.call("c", "order.cancel", {"symbol": "BTC-USDT", "orderId": a})["status"] == 200
+    got = live.call(placed)
+    assert a not in got and b in got
+    ws.c.close()
+
+
 def test_message_rate_limit_and_logon_timeout(tmp_path: Path, loop_impl: str) -> None:
     # the limits come from [edge] config keys, as in the stack (edge.app.ws_options)
     live, stop = start_live_edge(tmp_path, loop_impl, {"edge.ws_messages_per_second": 5,
