@@ -39,6 +39,7 @@ from pipeline.wal import FrameKind, GroupCommitter, WalReader, WalWriter, verify
 DURABILITY = "fdatasync"
 RECORD_BYTES = 64
 INFLIGHT = 65536  # records the producer may run ahead of the durable watermark (4 MiB)
+INLINE_PAUSE_S = 0.001  # between two inline syncs (wal.inline_sync): about 1 k orders/s
 LOW_SWITCH_INTERVAL_S = 0.0002  # see pipeline/wal/commit.py: a Python producer holds the GIL
 
 
@@ -51,10 +52,11 @@ class _Run:
     """One producer + GroupCommitter run; collects per-frame append times and durable events."""
 
     def __init__(self, batch: int, seconds: float, sync_mode: str, paced_rps: float | None,
-                 *, seal: str = "append", spin: bool = False, prealloc: str = "fallocate",
-                 switch_interval_s: float | None = None) -> None:
+                 *, seal: str = "append", spin: bool = False, prealloc: str = "zero",
+                 write: str = "pwrite", switch_interval_s: float | None = None) -> None:
         self.switch_interval_s = switch_interval_s
         self.prealloc = prealloc
+        self.write = write
         self.seal = seal
         self.spin = spin  # paced: busy-wait holding the GIL (an engine loop) instead of sleeping
         self.batch = batch
@@ -91,7 +93,7 @@ class _Run:
         recs = np.zeros((b, RECORD_BYTES // 8), dtype=np.uint64)
         base = np.arange(b, dtype=np.uint64)
         w = WalWriter(self.dir, segment_bytes=64 << 20, fencing_token=1, sync_mode=self.sync_mode,
-                      prealloc=self.prealloc, seal=self.seal)
+                      prealloc=self.prealloc, seal=self.seal, write=self.write)
         gc = GroupCommitter(w, history=1 << 17, on_durable=self._on_durable)
         seq = 1
         i = 0
@@ -130,7 +132,7 @@ class _Run:
         prepared, cancelled = w.prealloc_stats()
         gc.close()
         w.close()
-        self.notes = (f"seal={self.seal}, switch interval {sys.getswitchinterval() * 1e6:.0f} us, "
+        self.notes = (f"write={w.write}, prealloc={self.prealloc}, seal={self.seal}, switch interval {sys.getswitchinterval() * 1e6:.0f} us, "
                       f"{st.syncs} syncs, {self.records / max(st.syncs, 1):,.0f} records/sync avg, "
                       f"segments prepared ahead {prepared}, not ready in time {cancelled}")
         self.correct = _check(self.dir, self.records, b)
@@ -185,6 +187,63 @@ def _peer(n: int) -> tuple[float, Latency, bool]:
     return rate(n, el), lat, ok
 
 
+def _inline(batch: int, n: int, write: str, prealloc: str, lat: Latency) -> bool:
+    """The engine's low-load loop: append one frame of ``batch`` records, ``sync()`` inline, pause
+    (so the disk is idle again, as between two orders at a modest rate); ``n`` times, once the
+    next segment is prepared (between rotations: what most syncs see). Latency: the
+    sync, ns, into ``lat``. Then the log is read back (``_check``)."""
+    d = _bench_dir()
+    recs = np.zeros((batch, RECORD_BYTES // 8), dtype=np.uint64)
+    base = np.arange(batch, dtype=np.uint64)
+    w = WalWriter(d, segment_bytes=64 << 20, fencing_token=1, sync_mode=DURABILITY,
+                  prealloc=prealloc, write=write)
+    seq = 1
+    ready = time.monotonic() + 5.0  # steady state: the next segment is prepared (rotation's own
+    while w.prealloc_stats()[0] < 1 and time.monotonic() < ready:  # burst: the paced regimes)
+        time.sleep(0.005)
+    try:
+        for _ in range(n):
+            np.add(base, seq, out=recs[:, 0])
+            w.append(FrameKind.COMMANDS, seq, batch, recs, time.time_ns())
+            seq += batch
+            t = time.perf_counter_ns()
+            w.sync()
+            lat.record(time.perf_counter_ns() - t)
+            time.sleep(INLINE_PAUSE_S)
+    finally:
+        w.close()
+    ok = _check(d, seq - 1, batch)
+    shutil.rmtree(d, ignore_errors=True)
+    return ok
+
+
+def _inline_rows(quick: bool) -> list[Result]:
+    """``wal.inline_sync.b{8,448}.<write>_<prealloc>``: one sync of a small frame (8 records =
+    512 B, an order at a low rate; 448 records = 28 KiB, an engine batch at 50 k orders/s), for
+    the engine's default (pwrite into pre-zeroed segments) and the alternatives, interleaved so
+    they see the same disk; the peer of each is ``mmap_fallocate`` (appending through the shared
+    mapping into fallocate'd segments: the WAL before session 10)."""
+    n = 600 if quick else 3000
+    modes = (("pwrite", "zero"), ("mmap", "fallocate"), ("pwrite", "fallocate"), ("mmap", "zero"))
+    out: list[Result] = []
+    for b in (8, 448):
+        lat: dict[str, Latency] = {f"{w}_{p}": Latency() for w, p in modes}
+        ok: dict[str, bool] = dict.fromkeys(lat, True)
+        for _ in range(3):  # interleaved thirds: drift in the disk hits every mode alike
+            for w, p in modes:
+                ok[f"{w}_{p}"] &= _inline(b, n // 3, w, p, lat[f"{w}_{p}"])
+        peer_p50 = lat["mmap_fallocate"].summary_us()[0]
+        for key, h in lat.items():
+            p50, p99, p999 = h.summary_us()
+            out.append(Result(f"wal.inline_sync.b{b}.{key}", "us", p50, p50, p99, p999,
+                              correct=ok[key],
+                              notes=f"one fdatasync'd sync() of a {b * RECORD_BYTES} B frame, "
+                                    f"{INLINE_PAUSE_S * 1e3:g} ms apart, {n} per mode in "
+                                    f"interleaved thirds; write={key.replace('_', ', prealloc=')}"
+                              ).with_peer("mmap_fallocate", peer_p50))
+    return out
+
+
 def _sync_result(name: str, r: _Run, peer: tuple[str, float]) -> Result:
     h = Latency()
     h.record_many(r.sync_ns)
@@ -219,6 +278,9 @@ def run(quick: bool) -> list[Result]:
         r = _Run(256, seconds, "fdatasync", 1e6, seal=seal, spin=True, switch_interval_s=si).run()
         out.append(_latency_result(f"wal.paced_1M.b256.spin.{name}", r,
                                    rate(r.records, r.elapsed)))
+    old = _Run(256, seconds, "fdatasync", 1e6, prealloc="fallocate", write="mmap").run()
+    out.append(_latency_result("wal.paced_1M.b256.mmap_fallocate", old, rate(old.records, old.elapsed)))
+    out += _inline_rows(quick)
     ms = _Run(256, seconds, "msync", None).run()
     out.append(_sync_result("wal.group_commit.msync.b256", ms, peer))
     p50, p99, p999 = peer_lat.summary_us()

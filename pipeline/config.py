@@ -81,6 +81,8 @@ class EngineConfig:
     checkpoint_every: int = 10_000  # seq between CHECKPOINT events
     ring_capacity: int = 1 << 16
     wal_segment_bytes: int = 64 << 20
+    wal_write: str = "pwrite"  # pwrite | mmap (see pipeline/wal/segment.py; msync implies mmap)
+    wal_prealloc: str = "zero"  # zero | fallocate | sparse (see pipeline/wal/segment.py)
     fee_account: int = 1
     external_account: int = 2
 
@@ -231,6 +233,12 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     )
     if cfg.smoke_symbol and cfg.smoke_symbol not in {s.name for s in symbols}:
         raise ConfigError(f"smoke_symbol {cfg.smoke_symbol!r} is not a configured symbol")
+    for key, value, allowed in (("durability", cfg.engine.durability, ("fdatasync", "msync", "async")),
+                                ("wal_write", cfg.engine.wal_write, ("pwrite", "mmap")),
+                                ("wal_prealloc", cfg.engine.wal_prealloc,
+                                 ("zero", "fallocate", "sparse"))):
+        if value not in allowed:
+            raise ConfigError(f"engine.{key} must be one of {', '.join(allowed)}, got {value!r}")
     for sect, nice in (("market", cfg.market.nice), ("settle", cfg.settle.nice)):
         if not 0 <= nice <= 19:
             raise ConfigError(f"{sect}.nice must be 0..19, got {nice}")

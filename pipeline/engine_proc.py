@@ -85,7 +85,8 @@ class EngineHost:
         self.snap_seq = self.engine.seq
         self.writer = WalWriter(wal_path(cfg), segment_bytes=cfg.engine.wal_segment_bytes,
                                 fencing_token=self.fencing,
-                                sync_mode=wal_sync or _sync_mode(cfg.engine.durability))
+                                sync_mode=wal_sync or _sync_mode(cfg.engine.durability),
+                                write=cfg.engine.wal_write, prealloc=cfg.engine.wal_prealloc)
         self.batch_max = cfg.engine.batch_max
         self.cmds = np.zeros(self.batch_max, COMMAND)
         self.admin = np.zeros(16, ADMIN)

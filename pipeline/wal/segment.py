@@ -1,15 +1,22 @@
-"""Segment files: creation with preallocation, the writable mapping, the background preallocator.
+"""Segment files: creation with preallocation, the writer's view of a segment, the background
+preallocator.
 
 Preallocation modes (``prealloc=``):
 
-* ``"fallocate"`` (default): ``posix_fallocate`` — blocks reserved (no ENOSPC at writeback, which
-  would be a fatal sync error), no data written; each fdatasync also commits the conversion of the
-  extents it touched (a small journal write). The file is then read once (no disk I/O for
-  unwritten extents) so its pages sit zeroed in the page cache before the appender touches them.
-* ``"zero"``: write zeros through the whole file and fsync it, so later fdatasyncs flush data
-  only. Alone on the disk that gives the best fdatasync tail (ENVIRONMENT.md), but it doubles the
-  write traffic while the WAL is busy: measured here with the bench's paced 1 M records/s load,
-  fsync p99 3.5-6 ms and stalls up to 0.2-0.9 s against p99 1.3-2.4 ms for fallocate.
+* ``"zero"`` (default): write zeros through the whole file and fsync it, so its extents are
+  written and a later fdatasync flushes data only. On this machine's ext4 (no journal) a sync into
+  unwritten extents also writes the inode synchronously (``ext4_fsync_nojournal`` ->
+  ``ext4_write_inode``: a second I/O round trip in every sync that converts extents). Measured
+  (``python -m bench wal --quick``, session 10): with the default ``write="pwrite"``, paced 1 M
+  records/s commit latency p50 0.21 ms / p99 5.5 ms against 0.40 / 26.7 ms for the old
+  mmap + fallocate WAL in the same run; ``bench e2e`` 50 k orders/s place p99 6.6-11 ms against
+  35-38 ms (interleaved runs). Zeroing 64 MiB takes ~40 ms here, in the background.
+  (An earlier measurement found zero mode worse, 3.5-6 ms p99 against 1.3-2.4 ms, but with the appender
+  storing through the shared mapping, which is slow into written extents: see WritableSegment.)
+* ``"fallocate"``: ``posix_fallocate`` — blocks reserved (no ENOSPC at writeback, which would be
+  a fatal sync error), no data written; each fdatasync also commits the conversion of the extents
+  it touched. The file is then read once (no disk I/O for unwritten extents) so its pages sit
+  zeroed in the page cache before the appender touches them.
 * ``"sparse"``: ``ftruncate`` only (delayed allocation at writeback).
 
 The :class:`Preallocator` prepares segment N+1 in a thread while N is being written (``pwrite`` and
@@ -18,7 +25,8 @@ cancels it (bounded by one chunk) and the rest of the file stays sparse: rotatio
 the disk. Prepared files are named ``wal-next-<segno>.tmp`` and are renamed to their final name when
 they become the active segment; recovery deletes leftovers.
 
-Ownership: the writer process creates, maps (read-write, shared), renames and closes segment files.
+Ownership: the writer process creates, writes (pwrite from a private image, or through a shared
+read-write mapping with ``write="mmap"``), renames and closes segment files.
 Readers map them read-only. Nothing here unlinks a named segment.
 """
 
@@ -34,6 +42,8 @@ from pipeline.wal.errors import WalError
 from pipeline.wal.format import prealloc_name
 
 PREALLOC_MODES = ("zero", "fallocate", "sparse")
+WRITE_MODES = ("pwrite", "mmap")
+TRIM_STEP = 1 << 20  # image bytes released at a time (see WritableSegment)
 _CHUNK = 1 << 20
 _SYNC_EVERY = 8 << 20  # flush the zero-fill in steps so it never floods the device queue at once
 _ZEROS = bytes(_CHUNK)
@@ -100,34 +110,79 @@ def fsync_dir(path: Path) -> None:
 
 
 class WritableSegment:
-    """A segment mapped read-write by the writer.
+    """A segment as the writer sees it.
 
-    ``fin_off``: bytes sealed (CRC + chain written) by the flusher; 0 while the segment header is
-    still unfinalized. ``synced_off``: bytes covered by a completed sync. ``sealed_end``: set by the
-    appender when it wrote the SEAL frame (the segment takes no more appends).
+    ``write="pwrite"`` (default): ``mm`` / ``mv`` are a private anonymous image of the segment; the
+    writer builds and seals frames there, and ``flush(stop)`` copies ``[written_off, stop)`` into
+    the file with one ``pwrite`` just before each sync. ``write="mmap"``: ``mm`` is the file's shared
+    read-write mapping, stores land in the page cache at once, ``flush`` does nothing (``msync``
+    needs this). Readers map the file either way and read only up to the durable watermark, which
+    moves after the sync, so both give them the same bytes.
+
+    Why pwrite (measured here, ext4 without a journal, bench/wal.py's ``wal.sync.pwrite_vs_mmap``
+    rows): a store through a shared mapping makes the page writable-dirty, and writeback
+    write-protects it again, so every sync re-faults its pages (``page_mkwrite``) and fdatasync
+    walks the mapping; with pre-zeroed (written) extents a 512 B - 28 KiB sync costs ~90-110 us
+    p50 by pwrite against ~200-250 us through the mapping.
+
+    ``fin_off``: bytes sealed (CRC + chain written); 0 while the segment header is still
+    unfinalized. ``written_off``: bytes handed to the file. ``synced_off``: bytes covered by a
+    completed sync. ``sealed_end``: set by the appender when it wrote the SEAL frame (the segment
+    takes no more appends). The image keeps only what may still be read or written: pages wholly
+    below both ``fin_off`` and ``written_off`` are dropped (``MADV_DONTNEED``) every ``TRIM_STEP``
+    bytes, so the writer's memory stays flat however large the segment.
     """
 
-    def __init__(self, path: Path, segno: int, size: int) -> None:
+    def __init__(self, path: Path, segno: int, size: int, write: str = "pwrite") -> None:
+        if write not in WRITE_MODES:
+            raise WalError(f"unknown write mode {write!r}; expected one of {WRITE_MODES}")
         self.path = path
         self.segno = segno
         self.size = size
+        self.pwrite = write == "pwrite"
         self.fd = os.open(path, os.O_RDWR)
         try:
             if os.fstat(self.fd).st_size != size:
                 raise WalError(f"{path} is {os.fstat(self.fd).st_size} bytes, expected {size}")
-            self.mm = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED,
-                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            if self.pwrite:
+                self.mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                    prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            else:
+                self.mm = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED,
+                                    prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(self.fd)
             raise
         self.mv = memoryview(self.mm)
         self.fin_off = 0
+        self.written_off = 0
         self.synced_off = 0
         self.sealed_end: int | None = None
+        self._trimmed = 0
         self._anchor: ctypes.c_char | None = None
 
+    def resume(self, offset: int) -> None:
+        """Continue a segment recovered at ``offset``: everything before it is in the file already
+        (sealed, synced, written). The image below ``offset`` stays zero: nothing reads it."""
+        self.fin_off = self.written_off = self.synced_off = offset
+        self._trimmed = offset & ~(PAGE - 1)
+
+    def flush(self, stop: int) -> None:
+        """Hand ``[written_off, stop)`` of the image to the file (``pwrite`` releases the GIL)."""
+        off = self.written_off
+        if not self.pwrite or stop <= off:
+            return
+        mv, fd = self.mv, self.fd
+        while off < stop:
+            off += os.pwrite(fd, mv[off:stop], off)
+        self.written_off = stop
+        keep = min(stop, self.fin_off) & ~(PAGE - 1)
+        if keep - self._trimmed >= TRIM_STEP:
+            self.mm.madvise(mmap.MADV_DONTNEED, self._trimmed, keep - self._trimmed)
+            self._trimmed = keep
+
     def msync(self, start: int, end: int) -> None:
-        """msync(MS_SYNC) over [start, end) through ctypes, which releases the GIL (the stdlib
+        """(``write="mmap"`` only) msync(MS_SYNC) over [start, end) through ctypes, which releases the GIL (the stdlib
         ``mmap.flush`` does not, so it would stall the appending thread for the whole sync)."""
         if self._anchor is None:
             self._anchor = ctypes.c_char.from_buffer(self.mm)

@@ -3,16 +3,19 @@
 Two threads may use a writer: one *appending* thread (checked: appends from another thread raise)
 and one *syncing* thread (the GroupCommitter's flusher, or the appender itself).
 
-* ``append`` validates, copies the payload into the mapping, writes the header with CRC 0 and an
-  empty ``prev_hash``, and publishes ``(segment, end, last_seq)`` with one reference assignment.
+* ``append`` validates, copies the payload into the segment's image, writes the header with CRC 0
+  and an empty ``prev_hash``, and publishes ``(segment, end, last_seq)`` with one reference
+  assignment. The image is private memory by default (``write="pwrite"``): the file gets the new
+  bytes with one ``pwrite`` per segment per sync, just before the fdatasync; ``write="mmap"``
+  writes through the file's shared mapping instead (see segment.py for why pwrite is the default).
   At rotation it writes the SEAL frame and the next segment's header and renames the preallocated
   file into place.
 * *Sealing* a frame stamps ``synced_off``, writes ``prev_hash`` (the chain) and the CRC, and for a
   SEAL / next header fills in the root. ``seal="append"`` (default) does it at the end of
   ``append``; ``seal="flusher"`` leaves it to ``sync``.
-* ``sync`` seals what is left, does one fdatasync (or msync) per touched segment, fsyncs the
-  directory after a rotation, and only then publishes the durable watermark (in memory and in
-  ``durable.pos``).
+* ``sync`` seals what is left, writes it to the file (``pwrite``), does one fdatasync (or msync)
+  per touched segment, fsyncs the directory after a rotation, and only then publishes the durable
+  watermark (in memory and in ``durable.pos``).
 
 Why sealing on append is the default (bench/wal.py, paced 1 M records/s, appender holding the GIL
 like an engine loop, 5 ms switch interval): sealing on the flusher needs the GIL for a few
@@ -22,8 +25,10 @@ per 16 KiB (SHA-256 with SHA-NI) and leaves the flusher one hand-over per sync. 
 an appender that releases the GIL (nogil kernels): the hashing then runs on the other core.
 
 A frame not sealed when the process died fails its CRC and is dropped by recovery as a torn tail;
-a sealed one that was not yet synced is kept (and synced by recovery) — it was never visible, so
-keeping or dropping it are both correct. A sync failure is fatal: the error is kept and every later
+a sealed one that was not yet synced is kept (and synced by recovery) if it reached the file — it
+was never visible, so keeping or dropping it are both correct. With ``write="pwrite"`` a frame
+reaches the file only in ``sync``, so a crashed process leaves at most the frames of the sync it
+was in. A sync failure is fatal: the error is kept and every later
 append or sync raises WalSyncError.
 
 Layout on disk: see format.py. Invariants: COMMANDS seqs are contiguous; EVENTS/BLOB frames refer
@@ -67,7 +72,13 @@ from pipeline.wal.format import (
     segment_name,
 )
 from pipeline.wal.recovery import RecoveryResult, lock_directory, recover_locked, unlock_directory
-from pipeline.wal.segment import Preallocator, WritableSegment, create_file, fsync_dir
+from pipeline.wal.segment import (
+    WRITE_MODES,
+    Preallocator,
+    WritableSegment,
+    create_file,
+    fsync_dir,
+)
 
 SYNC_MODES = ("fdatasync", "msync", "none")
 SEAL_MODES = ("flusher", "append")
@@ -82,8 +93,8 @@ class WalWriter:
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = 64 << 20,
                  fencing_token: int = 0, sync_mode: str = "fdatasync", first_seq: int = 1,
-                 prealloc: str = "fallocate", chain_hash: str = "sha256",
-                 seal: str = "append") -> None:
+                 prealloc: str = "zero", chain_hash: str = "sha256",
+                 seal: str = "append", write: str = "pwrite") -> None:
         sync_mode = "none" if sync_mode == "async" else sync_mode
         if sync_mode not in SYNC_MODES:
             raise WalError(f"unknown sync_mode {sync_mode!r}; expected one of {SYNC_MODES}")
@@ -94,12 +105,17 @@ class WalWriter:
             raise WalError(f"unknown chain_hash {chain_hash!r}; expected sha256 or blake2b")
         if seal not in SEAL_MODES:
             raise WalError(f"unknown seal mode {seal!r}; expected one of {SEAL_MODES}")
+        if write not in WRITE_MODES:
+            raise WalError(f"unknown write mode {write!r}; expected one of {WRITE_MODES}")
+        if sync_mode == "msync":
+            write = "mmap"  # msync flushes the shared mapping the appender writes through
         if first_seq < 1 or fencing_token < 0:
             raise WalError("first_seq must be >= 1 and fencing_token >= 0")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.sync_mode = sync_mode
         self.seal = seal
+        self.write = write
         self._seal_on_append = seal == "append"
         self._seg_bytes = segment_bytes
         self._lock_fd: int | None = lock_directory(self.directory)
@@ -142,8 +158,8 @@ class WalWriter:
             else:
                 # continue the segment at its own size (segment_bytes may have been changed)
                 seg = WritableSegment(Path(rec.segment), rec.segno,
-                                      os.stat(rec.segment).st_size)
-                seg.fin_off = seg.synced_off = rec.offset
+                                      os.stat(rec.segment).st_size, self.write)
+                seg.resume(rec.offset)
                 self._segs = [seg]
                 self._cur, self._off = seg, rec.offset
                 self._chain = rec.chain
@@ -160,10 +176,11 @@ class WalWriter:
         create_file(tmp, self._seg_bytes, self._prealloc.mode)
         path = self.directory / segment_name(segno, self._last_seq + 1)
         os.rename(tmp, path)
-        seg = WritableSegment(path, segno, self._seg_bytes)
+        seg = WritableSegment(path, segno, self._seg_bytes, self.write)
         hdr = SegmentHeader(segno, prev_seal_off, self._last_seq + 1, self._fencing, prev_root,
                             self.wal_id, self._seg_bytes, self._alg).pack()
         seg.mm[:SEG_HEADER_BYTES] = hdr
+        seg.flush(SEG_HEADER_BYTES)
         os.fdatasync(seg.fd)
         fsync_dir(self.directory)
         seg.fin_off = seg.synced_off = SEG_HEADER_BYTES
@@ -240,7 +257,7 @@ class WalWriter:
         segno = cur.segno + 1
         path = self.directory / segment_name(segno, self._last_seq + 1)
         os.rename(self._prealloc.take(segno), path)
-        seg = WritableSegment(path, segno, self._seg_bytes)
+        seg = WritableSegment(path, segno, self._seg_bytes, self.write)
         seg.mm[:SEG_HEADER_BYTES] = SegmentHeader(segno, off, self._last_seq + 1, self._fencing,
                                                   ZERO_HASH, self.wal_id, self._seg_bytes,
                                                   self._alg).pack(final=False)
@@ -273,6 +290,7 @@ class WalWriter:
                     if stop is None:  # cannot happen: only the target may be unsealed
                         raise WalError(f"segment {seg.segno} unsealed behind the target")
                     self._seal_frames(seg, stop, dur_off if seg.segno == dur_segno else 0)
+                    seg.flush(stop)  # write="pwrite": the image's new bytes into the file
                     if self.sync_mode == "fdatasync":
                         os.fdatasync(seg.fd)
                     elif self.sync_mode == "msync":

@@ -71,3 +71,14 @@ def test_nice_values_are_checked() -> None:
     for key, bad in (("SPOTX_MARKET_NICE", "20"), ("SPOTX_SETTLE_NICE", "-1")):
         with pytest.raises(config.ConfigError, match=r"nice must be 0\.\.19"):
             config.load(env={key: bad})
+
+
+def test_engine_wal_modes_are_checked_naming_the_key() -> None:
+    eng = config.load(env={}).engine
+    assert (eng.durability, eng.wal_write, eng.wal_prealloc) == ("fdatasync", "pwrite", "zero")
+    assert config.load(env={"SPOTX_ENGINE_WAL_WRITE": "mmap"}).engine.wal_write == "mmap"
+    for key, bad, name in (("SPOTX_ENGINE_DURABILITY", "sometimes", "durability"),
+                           ("SPOTX_ENGINE_WAL_WRITE", "dma", "wal_write"),
+                           ("SPOTX_ENGINE_WAL_PREALLOC", "magic", "wal_prealloc")):
+        with pytest.raises(config.ConfigError, match=rf"engine\.{name} must be one of .*'{bad}'"):
+            config.load(env={key: bad})

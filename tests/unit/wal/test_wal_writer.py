@@ -34,12 +34,16 @@ def wal_dir(tmp_path):  # type: ignore[no-untyped-def]
     return tmp_path / "wal"
 
 
-@pytest.mark.parametrize("sync_mode", ["fdatasync", "msync", "none"])
+@pytest.mark.parametrize(("sync_mode", "write"), [  # msync writes through the mapping only
+    ("fdatasync", "pwrite"), ("fdatasync", "mmap"), ("msync", "mmap"), ("none", "pwrite"),
+    ("none", "mmap")])
 @pytest.mark.parametrize("prealloc", ["zero", "fallocate", "sparse"])
 @pytest.mark.parametrize("seal", ["flusher", "append"])
-def test_round_trip_across_rotations(wal_dir, sync_mode: str, prealloc: str, seal: str) -> None:
+def test_round_trip_across_rotations(wal_dir, sync_mode: str, prealloc: str, seal: str,
+                                     write: str) -> None:
     with WalWriter(wal_dir, segment_bytes=SEG, sync_mode=sync_mode, prealloc=prealloc,
-                   seal=seal) as w:
+                   seal=seal, write=write) as w:
+        assert w.write == write
         last = append_batches(w, 300, sync_every=7)
         assert w.durable_seq <= last
         w.sync()
@@ -49,6 +53,43 @@ def test_round_trip_across_rotations(wal_dir, sync_mode: str, prealloc: str, sea
     rep = verify_chain(wal_dir)
     assert rep.ok, (rep.errors, [s.errors for s in rep.segments])
     assert rep.last_seq == last and all(s.sealed for s in rep.segments[:-1])
+
+
+@pytest.mark.parametrize("sync_mode", ["fdatasync", "none"])
+def test_pwrite_frames_reach_the_file_only_at_sync(wal_dir, sync_mode: str) -> None:
+    """write="pwrite": an appended frame is in the private image, not the file, until sync() (so
+    nothing can read it early, even past the watermark); then the file holds exactly it."""
+    with WalWriter(wal_dir, segment_bytes=SEG, sync_mode=sync_mode) as w:
+        w.append(FrameKind.COMMANDS, 1, 2, commands_payload(1, 2), 5)
+        seg = next(wal_dir.glob("wal-*.seg"))
+        payload = commands_payload(1, 2)
+        start, (_, end) = 64, split_position(w.appended_position)  # after the segment header
+        assert end == start + 64 + len(payload)
+        assert seg.read_bytes()[start:end] == bytes(end - start)  # not written yet
+        w.sync()
+        frame = seg.read_bytes()[start:end]
+        assert frame[64:] == payload and frame[:4] != bytes(4)
+        assert seg.read_bytes()[end:end + 4096] == bytes(4096)  # zeros after the end
+    assert check_log(wal_dir, 2) == 1  # the one COMMANDS frame
+
+
+def test_pwrite_image_is_trimmed_behind_the_written_offset(wal_dir) -> None:
+    """The writer's private image releases what is written and sealed (MADV_DONTNEED, a step at a
+    time), so its memory stays flat over a 64 MiB segment; the log is unaffected."""
+    from pipeline.wal.segment import PAGE, TRIM_STEP
+
+    with WalWriter(wal_dir, segment_bytes=8 << 20, seal="append") as w:
+        seg = w._cur
+        last = append_batches(w, 1200, per=16, events_bytes=2048, sync_every=50)
+        w.sync()
+        assert seg is w._cur  # still the first segment
+        assert seg._trimmed >= TRIM_STEP and seg._trimmed % PAGE == 0
+        assert seg._trimmed <= min(seg.written_off, seg.fin_off)
+        assert seg.mv[:seg._trimmed] == bytes(seg._trimmed)  # released: reads as zeros again
+        assert bytes(seg.mv[seg._trimmed:seg.written_off]).strip(b"\0")  # the rest is kept
+        last = append_batches(w, 10)  # appends after a trim still seal and sync
+    assert check_log(wal_dir, last) == 2 * 1210  # COMMANDS + EVENTS frames
+    assert verify_chain(wal_dir).ok
 
 
 def test_append_returns_positions_and_durable_watermark_follows_sync(wal_dir) -> None:
@@ -225,6 +266,8 @@ def test_bad_configuration_is_rejected(wal_dir) -> None:
         WalWriter(wal_dir, segment_bytes=5000)
     with pytest.raises(Exception, match="prealloc"):
         WalWriter(wal_dir, segment_bytes=SEG, prealloc="magic")
+    with pytest.raises(Exception, match="write mode"):
+        WalWriter(wal_dir, segment_bytes=SEG, write="carrier-pigeon")
     WalWriter(wal_dir, segment_bytes=SEG).close()  # the failed opens left the lock free
 
 
