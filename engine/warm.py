@@ -11,6 +11,7 @@ import numpy as np
 
 from engine._batch import apply_batch, recompute_terms, state_hash
 from engine._drive import drive
+from engine._stats import count_orders
 from engine.fees import bps_floor, fee_ceil, fee_step, quote_spend_cap
 from engine.state import allocate
 from pipeline.config import load
@@ -30,6 +31,7 @@ def warm() -> float:
     apply_batch(st, cmds, 2, 1, 0, out, info)
     drive(st, cmds, 2, 1, 3, 0, out, info, np.zeros(2, np.int64))
     state_hash(st)
+    count_orders(cmds, 2, 1, np.full(2, -1, np.int64), np.full(2, -1, np.int64), info)
     recompute_terms(st)
     fee_ceil(1, 1)
     fee_step(1, 1, 1)

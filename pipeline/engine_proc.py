@@ -46,6 +46,7 @@ from pipeline.supervisor import run_dir
 log = logging.getLogger("spotx.engine")
 
 EXIT_SEV1 = 70
+_SNAPSHOT = int(Cmd.SNAPSHOT)  # an int: numpy converting the IntEnum member cost 4.8 us a batch
 
 
 class EngineSev1(RuntimeError):
@@ -212,7 +213,7 @@ class EngineHost:
         self.next_seq = seq0 + len(cmds)
         self.since_snapshot += len(cmds)
         if self.since_snapshot >= self.cfg.engine.snapshot_every or \
-                bool((cmds["kind"] == Cmd.SNAPSHOT).any()):
+                bool((cmds["kind"] == _SNAPSHOT).any()):
             self.snapshot()
         return len(events)
 
@@ -275,6 +276,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
         ready.send({"error": str(e)})
         sys.exit(EXIT_SEV1)
     host.ringer = Ringer(run_dir(cfg))
+    from engine._stats import count_orders
     from engine.warm import warm
 
     warm()
@@ -288,11 +290,15 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
     s_gc = stats.slot("spotx_process_gc_collections_total", "counter",
                       "Python GC collections in the engine process (the loop allocates per batch only)",
                       process="engine")
-    sym_slots = {s.symbol_id: stats.slot("engine_commands_total", "counter", "commands per symbol",
-                                         symbol=s.name) for s in cfg.symbols}
-    symseq_slots = {s.symbol_id: stats.slot("engine_symbol_seq", "gauge",
-                                            "last seq of an order command on the symbol",
-                                            symbol=s.name) for s in cfg.symbols}
+    top = max((s.symbol_id for s in cfg.symbols), default=0) + 1
+    count_off = np.full(top, -1, np.int64)  # symbol id -> its slot (engine/_stats.py)
+    seq_off = np.full(top, -1, np.int64)
+    for s in cfg.symbols:
+        count_off[s.symbol_id] = stats.slot("engine_commands_total", "counter", "commands per symbol",
+                                            symbol=s.name)
+        seq_off[s.symbol_id] = stats.slot("engine_symbol_seq", "gauge",
+                                          "last seq of an order command on the symbol",
+                                          symbol=s.name)
     data = stats.freeze()
 
     def on_sync(seq: int) -> None:  # flusher thread: the only writer of these two slots
@@ -327,18 +333,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
             batches += 1
             if batches % 64 == 0:  # under constant load the idle path never runs
                 data[s_depth] = host.queue_depth()
-            kinds = host.cmds["kind"][:n]
-            is_order = (kinds == Cmd.NEW_ORDER) | (kinds == Cmd.CANCEL) | (kinds == Cmd.CANCEL_ALL)
-            syms = host.cmds["symbol"][:n][is_order]
-            if len(syms):
-                seqs = (host.next_seq - n + np.arange(n))[is_order]
-                uniq, first_rev, counts = np.unique(syms[::-1], return_index=True, return_counts=True)
-                last_seq = seqs[::-1][first_rev]
-                for sid, cnt, sq in zip(uniq.tolist(), counts.tolist(), last_seq.tolist(), strict=True):
-                    off = sym_slots.get(sid)
-                    if off is not None:
-                        data[off] += cnt
-                        data[symseq_slots[sid]] = sq
+            count_orders(host.cmds, n, host.next_seq - n, count_off, seq_off, data)
     finally:
         host.close()
         stats.close()

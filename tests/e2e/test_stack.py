@@ -245,6 +245,32 @@ def test_metrics_endpoint_has_runbook_series(stack: Stack) -> None:
         assert name in text, name
 
 
+def test_engine_counts_order_commands_per_symbol(stack: Stack) -> None:
+    """engine_commands_total{symbol} / engine_symbol_seq{symbol} move with the symbol's orders."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def series() -> dict[tuple[str, str], float]:
+        text = httpx.get(stack.metrics_url, timeout=10).text
+        return {(smp.name, smp.labels["symbol"]): smp.value
+                for fam in text_string_to_metric_families(text)
+                if fam.name in ("engine_commands", "engine_symbol_seq")
+                for smp in fam.samples if "symbol" in smp.labels}
+
+    stack.fund(2040, "USDT", "1000")
+    c = stack.client(2040)
+    before = series()
+    r = c.call("POST", "/v1/orders", order("BUY", "600.00", "0.01", clientOrderId="count-1"))
+    assert r.status_code == 200, r.text
+    r = c.call("DELETE", f"/v1/orders?symbol={SYM}&clientOrderId=count-1")
+    assert r.status_code == 200 and r.json()["status"] == "CANCELED", r.text
+    after = series()
+    assert after[("engine_commands_total", SYM)] - before.get(("engine_commands_total", SYM), 0) == 2
+    assert after[("engine_symbol_seq", SYM)] > before.get(("engine_symbol_seq", SYM), 0)
+    other = "ETH-USDT"  # no order of this test on it: unchanged
+    assert after.get(("engine_commands_total", other), 0) == before.get(("engine_commands_total", other), 0)
+
+
 def test_market_data_rest_from_durable_events(stack: Stack) -> None:
     stack.fund(2030, "USDT", "100000")
     stack.fund(2031, "ETH", "10")
