@@ -3,7 +3,8 @@
 ``spotx forensic-bundle [--out DIR]`` writes ``spotx-forensics-<instance>-<utc>.tar.gz`` with:
 
 * ``wal/``            every WAL segment and ``durable.pos`` (copied, never moved: the live WAL
-                      stays untouched), plus ``wal-verify.json`` (hash chains and integrity roots);
+                      stays untouched; not the preallocated next segment), plus
+                      ``wal-verify.json`` (hash chains and integrity roots);
 * ``snapshots/``      every engine snapshot and manifest;
 * ``run/``            ``status.json`` and each process's stats block (last counters, even of a
                       crashed process), the process logs if any;
@@ -44,13 +45,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _copy_tree(src: Path, dst: Path, pattern: str = "*") -> list[str]:
+def _copy_tree(src: Path, dst: Path, pattern: str = "*", skip: str = "") -> list[str]:
+    """Copy the files of ``src`` matching ``pattern`` (not ``skip``) in name order: for the WAL
+    that is ``durable.pos`` before the segments, so the copied watermark never claims more than the
+    copied segments hold (the writer goes on while we copy)."""
     out: list[str] = []
     if not src.is_dir():
         return out
     dst.mkdir(parents=True, exist_ok=True)
     for p in sorted(src.glob(pattern)):
-        if p.is_file():
+        if p.is_file() and not (skip and p.match(skip)):
             shutil.copy2(p, dst / p.name)
             out.append(p.name)
     return out
@@ -88,10 +92,10 @@ async def _ledger(cfg: Config, out: Path) -> dict[str, Any]:
             "audit_tail": rows(audit)}
 
 
-def _kafka(cfg: Config) -> dict[str, Any]:
+def _kafka(cfg: Config, group: str) -> dict[str, Any]:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": cfg.settle.kafka_bootstrap, "group.id": "spotx-ledger",
+    c = Consumer({"bootstrap.servers": cfg.settle.kafka_bootstrap, "group.id": group,
                   "enable.auto.commit": False, "log_level": 0})
     try:
         md = c.list_topics(cfg.settle.kafka_topic, timeout=5)
@@ -103,12 +107,17 @@ def _kafka(cfg: Config) -> dict[str, Any]:
         for tp in committed:
             lo, hi = c.get_watermark_offsets(tp, timeout=5)
             out.append({"partition": tp.partition, "committed": tp.offset, "low": lo, "high": hi})
-        return {"topic": cfg.settle.kafka_topic, "group": "spotx-ledger", "partitions": out}
+        return {"topic": cfg.settle.kafka_topic, "group": group, "partitions": out}
     finally:
         c.close()
 
 
-def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str | None = None) -> Path:
+def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str | None = None,
+          kafka_group: str | None = None) -> Path:
+    """Write the bundle into ``out_dir``; returns its path. ``kafka_group``: the ledger consumer
+    group whose offsets are reported (default: the settle process's, ``spotx-ledger``)."""
+    if kafka_group is None:
+        from settle.process import CONSUMER_GROUP as kafka_group
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"spotx-forensics-{cfg.instance}-{stamp}"
     data = Path(cfg.data_dir)
@@ -117,14 +126,19 @@ def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str |
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         root.mkdir()
-        manifest["sections"]["wal"] = _copy_tree(data / "wal", root / "wal")
+        # not the next segment being prepared (wal-next-<n>.tmp: zeros, no evidence)
+        manifest["sections"]["wal"] = _copy_tree(data / "wal", root / "wal", skip="*.tmp")
         try:
             from pipeline.wal.verify import verify_chain
 
             report = verify_chain(root / "wal")
-            (root / "wal-verify.json").write_text(json.dumps(
-                dataclasses.asdict(report) if dataclasses.is_dataclass(report) else report,
-                default=str, indent=1))
+            doc = dataclasses.asdict(report)  # plus the verdicts, which are properties
+            doc = {"ok": report.ok, **doc}
+            for seg, seg_doc in zip(report.segments, doc["segments"], strict=True):
+                seg_doc["ok"] = seg.ok
+            (root / "wal-verify.json").write_text(json.dumps(doc, default=str, indent=1))
+            if not report.ok:
+                manifest["errors"]["wal_verify"] = "; ".join(report.errors) or "a segment failed"
         except Exception as e:  # noqa: BLE001 - recorded, the bundle goes on
             manifest["errors"]["wal_verify"] = repr(e)
         manifest["sections"]["snapshots"] = _copy_tree(data / "snapshots", root / "snapshots")
@@ -135,7 +149,7 @@ def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str |
         if config_path:
             shutil.copy2(config_path, root / "config" / Path(config_path).name)
         try:
-            (root / "kafka.json").write_text(json.dumps(_kafka(cfg), indent=1))
+            (root / "kafka.json").write_text(json.dumps(_kafka(cfg, kafka_group), indent=1))
         except Exception as e:  # noqa: BLE001
             manifest["errors"]["kafka"] = repr(e)
         try:
