@@ -116,8 +116,9 @@ def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str |
           kafka_group: str | None = None) -> Path:
     """Write the bundle into ``out_dir``; returns its path. ``kafka_group``: the ledger consumer
     group whose offsets are reported (default: the settle process's, ``spotx-ledger``)."""
-    if kafka_group is None:
-        from settle.process import CONSUMER_GROUP as kafka_group
+    from settle.process import CONSUMER_GROUP
+
+    group = kafka_group or CONSUMER_GROUP
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"spotx-forensics-{cfg.instance}-{stamp}"
     data = Path(cfg.data_dir)
@@ -149,7 +150,7 @@ def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str |
         if config_path:
             shutil.copy2(config_path, root / "config" / Path(config_path).name)
         try:
-            (root / "kafka.json").write_text(json.dumps(_kafka(cfg, kafka_group), indent=1))
+            (root / "kafka.json").write_text(json.dumps(_kafka(cfg, group), indent=1))
         except Exception as e:  # noqa: BLE001
             manifest["errors"]["kafka"] = repr(e)
         try:
