@@ -7,12 +7,13 @@ Preallocation modes (``prealloc=``):
   written and a later fdatasync flushes data only. On this machine's ext4 (no journal) a sync into
   unwritten extents also writes the inode synchronously (``ext4_fsync_nojournal`` ->
   ``ext4_write_inode``: a second I/O round trip in every sync that converts extents). Measured
-  (``python -m bench wal --quick``, session 10): with the default ``write="pwrite"``, paced 1 M
-  records/s commit latency p50 0.21 ms / p99 5.5 ms against 0.40 / 26.7 ms for the old
-  mmap + fallocate WAL in the same run; ``bench e2e`` 50 k orders/s place p99 6.6-11 ms against
-  35-38 ms (interleaved runs). Zeroing 64 MiB takes ~40 ms here, in the background.
-  (An earlier measurement found zero mode worse, 3.5-6 ms p99 against 1.3-2.4 ms, but with the appender
-  storing through the shared mapping, which is slow into written extents: see WritableSegment.)
+  (``python -m bench wal --quick``, two runs): with the default ``write="pwrite"``, paced 1 M
+  records/s commit latency p50 0.21-0.31 ms / p99 5.5-7.9 ms against 0.40-0.60 / 27-45 ms for
+  the old mmap + fallocate WAL in the same run; ``bench e2e`` 50 k orders/s place p99 6.6-15 ms
+  against 35-47 ms (interleaved runs). Zeroing 64 MiB takes ~40 ms here, in the background. (An
+  earlier measurement found zero mode worse, p99 3.5-6 ms against 1.3-2.4 ms, but with the
+  appender storing through the shared mapping, which is slow into written extents: see
+  WritableSegment.)
 * ``"fallocate"``: ``posix_fallocate`` — blocks reserved (no ENOSPC at writeback, which would be
   a fatal sync error), no data written; each fdatasync also commits the conversion of the extents
   it touched. The file is then read once (no disk I/O for unwritten extents) so its pages sit
@@ -119,11 +120,13 @@ class WritableSegment:
     needs this). Readers map the file either way and read only up to the durable watermark, which
     moves after the sync, so both give them the same bytes.
 
-    Why pwrite (measured here, ext4 without a journal, bench/wal.py's ``wal.sync.pwrite_vs_mmap``
-    rows): a store through a shared mapping makes the page writable-dirty, and writeback
-    write-protects it again, so every sync re-faults its pages (``page_mkwrite``) and fdatasync
-    walks the mapping; with pre-zeroed (written) extents a 512 B - 28 KiB sync costs ~90-110 us
-    p50 by pwrite against ~200-250 us through the mapping.
+    Why pwrite (measured here, ext4 without a journal; ``python -m bench wal``, rows
+    ``wal.inline_sync.*`` and ``wal.paced_1M.b256*``): a store through a shared mapping makes the
+    page writable-dirty and writeback write-protects it again, so every sync re-faults its pages
+    (``page_mkwrite``); into pre-zeroed (written) extents a 512 B - 28 KiB sync back to back costs
+    ~90-110 us p50 by pwrite against ~200-250 us through the mapping. Against the old default
+    (mmap into fallocate'd extents) one small frame per sync is the same within the noise, a
+    28 KiB one 20-35 % cheaper, and under sustained load the tail is several times shorter.
 
     ``fin_off``: bytes sealed (CRC + chain written); 0 while the segment header is still
     unfinalized. ``written_off``: bytes handed to the file. ``synced_off``: bytes covered by a
@@ -182,8 +185,9 @@ class WritableSegment:
             self._trimmed = keep
 
     def msync(self, start: int, end: int) -> None:
-        """(``write="mmap"`` only) msync(MS_SYNC) over [start, end) through ctypes, which releases the GIL (the stdlib
-        ``mmap.flush`` does not, so it would stall the appending thread for the whole sync)."""
+        """(``write="mmap"`` only) msync(MS_SYNC) over [start, end) through ctypes, which releases
+        the GIL (the stdlib ``mmap.flush`` does not, so it would stall the appending thread for the
+        whole sync)."""
         if self._anchor is None:
             self._anchor = ctypes.c_char.from_buffer(self.mm)
         base = ctypes.addressof(self._anchor)
