@@ -7,6 +7,7 @@ import asyncio
 import csv
 import hashlib
 import json
+import socket
 import tarfile
 import time
 from pathlib import Path
@@ -115,10 +116,10 @@ def test_bundle_collects_wal_ledger_offsets_and_config(pg_database: str, kafka_b
 
 
 def test_bundle_is_built_with_postgres_and_kafka_down(tmp_path: Path) -> None:
-    from conftest import free_port
-
     data = tmp_path / "data"
-    dead = free_port()  # nothing listens there
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
     overrides: dict[str, Any] = {"data_dir": str(data),
                                  "settle.pg_dsn": f"postgresql://x:y@127.0.0.1:{dead}/none",
                                  "settle.kafka_bootstrap": f"127.0.0.1:{dead}"}
