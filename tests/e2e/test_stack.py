@@ -343,3 +343,62 @@ def test_processes_run_on_their_cores_and_downstream_below_the_order_path(stack:
         assert os.sched_getaffinity(pid) == {core % cores}, name
         for tid in os.listdir(f"/proc/{pid}/task"):
             assert os.getpriority(os.PRIO_PROCESS, int(tid)) == min(19, base + nice), (name, tid)
+
+
+def test_operator_cli_admin_and_deposit(stack: Stack, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``spotx deposit`` and every ``spotx admin`` command of the RUNBOOK, as an operator runs them
+    (the admin key from the key store), each checked by its effect on trading."""
+    from pipeline import cli
+
+    for k, v in stack.env.items():
+        monkeypatch.setenv(k, v)
+
+    def run(*argv: str) -> Any:
+        capsys.readouterr()
+        assert cli.main(list(argv)) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)
+
+    acct = 2060
+    c = stack.client(acct)
+    run("deposit", "--account", str(acct), "--asset", "USDT", "--amount", "500.25",
+        "--reason", "cli drill", "--ticket", "CLI-1")
+    bal = {b["asset"]: b for b in c.call("GET", "/v1/balances").json()}
+    assert Decimal(bal["USDT"]["available"]) == Decimal("500.25")
+
+    run("admin", "mode", SYM, "CANCEL_ONLY", "--reason", "cli drill", "--ticket", "CLI-2")
+    r = c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01"))
+    assert r.status_code == 403 and r.json()["error"] == "SYMBOL_CANCEL_ONLY", r.text
+    run("admin", "mode", SYM, "NORMAL", "--reason", "cli drill", "--ticket", "CLI-3")
+    r = c.call("POST", "/v1/orders", order("BUY", "100.00", "0.01", clientOrderId="cli-rest"))
+    assert r.status_code == 200 and r.json()["status"] == "NEW", r.text
+
+    run("admin", "cancel-all", SYM, "--reason", "cli drill", "--ticket", "CLI-4")
+    st = c.call("GET", f"/v1/orders?symbol={SYM}&clientOrderId=cli-rest").json()
+    assert st["status"] == "CANCELED", st
+
+    run("admin", "global-mode", "SOFT_HALT", "--reason", "cli drill", "--ticket", "CLI-5")
+    r = c.call("POST", "/v1/orders", {**order("BUY", "100.00", "0.01"), "symbol": "ETH-USDT"})
+    assert r.status_code == 403 and r.json()["error"] == "MARKET_HALTED", r.text
+    run("admin", "global-mode", "NORMAL", "--reason", "cli drill", "--ticket", "CLI-6")
+
+    run("admin", "withdrawals", "halt", "--reason", "cli drill", "--ticket", "CLI-7")
+    r = c.call("POST", "/v1/withdrawals", {"asset": "USDT", "amount": "1"})
+    assert r.status_code == 403 and r.json()["error"] == "WITHDRAWALS_HALTED", r.text
+    run("admin", "withdrawals", "resume", "--reason", "cli drill", "--ticket", "CLI-8")
+    r = c.call("POST", "/v1/withdrawals", {"asset": "USDT", "amount": "1"})
+    assert r.status_code == 200 and r.json()["status"] == "COMPLETED", r.text
+
+    audit = run("admin", "audit", "--limit", "20")
+    tickets = [a.get("ticket") for a in audit]
+    assert [t for t in tickets if t and t.startswith("CLI-")] == [f"CLI-{i}" for i in range(8, 0, -1)]
+    assert all(a["reason"] == "cli drill" and a["actor"] == stack.admin_key.key_id
+               for a in audit if str(a.get("ticket", "")).startswith("CLI-"))
+
+    with pytest.raises(SystemExit) as ei:  # reason and ticket are required, before any call
+        cli.main(["admin", "mode", SYM, "HARD_HALT", "--reason", "no ticket"])
+    assert ei.value.code == 2 and "--ticket" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["deposit", "--account", str(acct), "--asset", "USDT", "--amount", "0.0000001",
+                     "--reason", "r", "--ticket", "t"]) == 1  # finer than USDT's 6 decimals
+    assert "INVALID_AMOUNT" in capsys.readouterr().err
