@@ -38,7 +38,9 @@ and the regimes run against the in-process edge only, named ``e2e.inproc.*``, ne
 
 Honesty: 2 cores. The edge has core 1 alone; the generator shares core 0 with the engine (and its
 flusher thread) in the stack run. CPU seconds of edge, engine and generator are in every row's
-notes, so whether the edge was saturated is visible. The generator (one thread owning every
+notes, so whether the edge was saturated is visible, and so is the time each process's threads
+waited for a CPU (run queue, from ``/proc/<pid>/task/*/schedstat``): at 50 k/s the engine waits
+~0.4 s per second of regime behind the generator on core 0, the edge on core 1 almost never. The generator (one thread owning every
 connection, epoll + raw sockets, bench/loadgen/wsio.go) costs ~8 us of CPU per request at 50k/s in
 the stack (~18 us at 20k/s, where a timed wake-up per request dominates). Against its stand-in on
 core 1 it offers 50k/s at p50 0.06-0.10 ms / p99 0.4-5 ms (run to run) and closes the loop at

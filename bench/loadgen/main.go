@@ -144,7 +144,7 @@ func main() {
 	drain := time.Duration(spec.DrainSeconds * 1e9)
 	for _, r := range spec.Regimes {
 		var res *RegimeResult
-		cpu0, w0 := sampleCPU(spec.WatchPids), nanotime()
+		cpu0, rq0, w0 := sampleCPU(spec.WatchPids), sampleRunQueue(spec.WatchPids), nanotime()
 		switch {
 		case r.Transport == "rest":
 			res = runRest(rest, r, spec.MaxBacklogS)
@@ -154,6 +154,7 @@ func main() {
 			res = runOpen(rx, r, drain, spec.MaxBacklogS)
 		}
 		res.CPUSeconds = sampleCPU(spec.WatchPids).minus(cpu0)
+		res.RunQueueSeconds = sampleRunQueue(spec.WatchPids).minus(rq0)
 		res.Wall = float64(nanotime()-w0) / 1e9
 		rep.Regimes = append(rep.Regimes, res)
 		fmt.Fprintf(os.Stderr, "spotx-loadgen: %s: %.0f/s achieved, %d sent, %d answered, %d errors\n",

@@ -3,7 +3,8 @@
 A regime's row: value = achieved requests/s, p50/p99/p99.9 = order.place latency in us (from the
 due time in open loop), ``correct`` = every request answered, no error answers, places NEW and
 cancels CANCELED (``clean``); the notes carry the counts, cancel latency, generator send lag,
-private pushes and the CPU share of every watched process over the regime.
+private pushes, the CPU share of every watched process over the regime and the time their threads
+waited for a CPU (the run queue: on a shared core, contention a CPU share alone does not show).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def notes(r: dict[str, Any], where: str, target_rate: float = 0.0) -> str:
     usage = ", ".join(f"{k} {v / wall:.0%}" for k, v in sorted(cpu.items()))
     n.append(f"CPU of one core over {wall:.1f} s: {usage}; edge "
              f"{cpu.get('edge', 0.0) / max(r['answered'], 1) * 1e6:,.0f} us CPU per request")
+    rq = r.get("runq_wait_seconds") or {}
+    if rq:  # runnable but not running, summed over threads: contention for a shared core
+        n.append("waiting for a CPU (run queue, all threads) over the regime: "
+                 + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(rq.items())))
     if r["overloaded"]:
         n.append(f"OVERLOADED: stopped at {r['stopped_at_seconds']:.2f} s with more than "
                  "max_backlog_s of offered load outstanding; value = every answer over start .. "

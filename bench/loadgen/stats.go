@@ -102,6 +102,9 @@ type RegimeResult struct {
 	Latency    map[string]Summary `json:"latency_us"`  // all, place, cancel (measured requests)
 	SendLag    Summary            `json:"send_lag_us"` // open loop, every request: send - due time
 	CPUSeconds CPU                `json:"cpu_seconds"`
+	// seconds the threads of each process spent runnable but waiting for a CPU (the run queue):
+	// on a shared core this is the contention a CPU share alone does not show
+	RunQueueSeconds CPU `json:"runq_wait_seconds"`
 }
 
 // CPU is seconds of CPU by process name ("loadgen" is this process).
@@ -127,6 +130,44 @@ func sampleCPU(pids map[string]int) CPU {
 		}
 	}
 	return out
+}
+
+// sampleRunQueue sums the run-queue wait (field 2 of /proc/<pid>/task/<tid>/schedstat, ns) over
+// every thread of each watched process and of this one ("loadgen").
+func sampleRunQueue(pids map[string]int) CPU {
+	out := CPU{}
+	if s, ok := procRunQueue(os.Getpid()); ok {
+		out["loadgen"] = s
+	}
+	for name, pid := range pids {
+		if s, ok := procRunQueue(pid); ok {
+			out[name] = s
+		}
+	}
+	return out
+}
+
+func procRunQueue(pid int) (float64, bool) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	var ns int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		if v, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+			ns += v
+		}
+	}
+	return float64(ns) / 1e9, true
 }
 
 // procCPU reads utime+stime (fields 14, 15) of /proc/<pid>/stat; USER_HZ is 100 on Linux.
