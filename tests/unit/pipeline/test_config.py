@@ -82,3 +82,26 @@ def test_engine_wal_modes_are_checked_naming_the_key() -> None:
                            ("SPOTX_ENGINE_WAL_PREALLOC", "magic", "wal_prealloc")):
         with pytest.raises(config.ConfigError, match=rf"engine\.{name} must be one of .*'{bad}'"):
             config.load(env={key: bad})
+
+
+def test_example_spotx_toml_loads_and_matches_the_embedded_default() -> None:
+    """The repository's documented example (``spotx up --config spotx.toml``) is the same exchange
+    as the embedded default, every key it sets is in docs/CONFIG.md, and `source_hash` differs
+    only because the text does."""
+    import dataclasses
+    import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    example = config.load(root / "spotx.toml", env={})
+    default = config.load(env={})
+    a, b = dataclasses.asdict(example), dataclasses.asdict(default)
+    a.pop("source_hash"), b.pop("source_hash")
+    assert a == b
+    assert len([s for s in example.symbols if s.name != example.smoke_symbol]) >= 2
+    assert all(s.maker_fee_bps >= 0 and s.taker_fee_bps > 0 for s in example.symbols)
+    doc = (root / "docs" / "CONFIG.md").read_text()
+    raw = tomllib.loads((root / "spotx.toml").read_text())
+    for key, value in raw.items():
+        keys = value if isinstance(value, dict) else ({} if isinstance(value, list) else {key: 0})
+        for k in keys:
+            assert f"`{k}`" in doc, f"{key}.{k} is not documented in docs/CONFIG.md"
