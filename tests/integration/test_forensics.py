@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import numpy as np
 import pytest
+from settleutil import wait_settled, wal_with_trades
 
 from pipeline import config
 from pipeline.forensics import build
@@ -26,37 +26,15 @@ from settle.process import serve
 from settle.synth import Synth, append_batches
 
 
-def _wal_with_trades(data: Path, catalog: Catalog) -> int:
-    (data / "wal").mkdir(parents=True)
-    s = Synth(catalog, accounts=6)
-    ev = concat_events([s.deposits(ts_ns=time.time_ns()), s.trades(60, fills=2, ts_ns=time.time_ns())])
-    with WalWriter(data / "wal", segment_bytes=1 << 20, fencing_token=1) as w:
-        return append_batches(w, ev, seqs_per_batch=16)
-
-
 def _settle(cfg: config.Config, pg: str, last: int, group: str) -> None:
     async def go() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(serve(cfg, stop, group=group))
-        conn = None
         try:
-            deadline = time.monotonic() + 60
-            settled = 0
-            while settled < last:
-                assert time.monotonic() < deadline, f"settled {settled} of {last}"
-                assert not task.done(), task.exception()
-                await asyncio.sleep(0.1)
-                try:
-                    conn = conn or await asyncpg.connect(pg)
-                    settled = int(await conn.fetchval(
-                        "SELECT coalesce(max(last_seq), 0) FROM settlement_progress"))
-                except asyncpg.UndefinedTableError:  # not migrated yet
-                    pass
+            await (await wait_settled(pg, last, task)).close()
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
-            if conn is not None:
-                await conn.close()
 
     asyncio.run(go())
 
@@ -74,7 +52,7 @@ def test_bundle_collects_wal_ledger_offsets_and_config(pg_database: str, kafka_b
     cfg = config.load(env={}, overrides={"data_dir": str(data), "settle.pg_dsn": pg_database,
                                          "settle.mode": "kafka", "settle.kafka_topic": kafka_topic,
                                          "settle.kafka_bootstrap": kafka_bootstrap})
-    last = _wal_with_trades(data, Catalog.from_config(cfg))
+    last = wal_with_trades(data, Catalog.from_config(cfg))
     _settle(cfg, pg_database, last, group=kafka_topic)  # a group of its own (test isolation)
     (data / "snapshots").mkdir()
     (data / "snapshots" / "snap-1.manifest.json").write_text('{"seq": 1}')
@@ -124,7 +102,7 @@ def test_bundle_is_built_with_postgres_and_kafka_down(tmp_path: Path) -> None:
                                  "settle.pg_dsn": f"postgresql://x:y@127.0.0.1:{dead}/none",
                                  "settle.kafka_bootstrap": f"127.0.0.1:{dead}"}
     cfg = config.load(env={}, overrides=overrides)
-    last = _wal_with_trades(data, Catalog.from_config(cfg))
+    last = wal_with_trades(data, Catalog.from_config(cfg))
     t0 = time.monotonic()
     bundle = build(cfg, tmp_path / "out")
     assert time.monotonic() - t0 < 60

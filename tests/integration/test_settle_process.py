@@ -11,21 +11,11 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
+from settleutil import wait_settled, wal_with_trades
 
 from pipeline import config
-from pipeline.wal import WalWriter
 from settle.catalog import Catalog
-from settle.postings import concat_events
 from settle.process import serve
-from settle.synth import Synth, append_batches
-
-
-def wal_with_trades(data: Path, catalog: Catalog) -> int:
-    (data / "wal").mkdir(parents=True)
-    s = Synth(catalog, accounts=6)
-    ev = concat_events([s.deposits(ts_ns=time.time_ns()), s.trades(80, fills=2, ts_ns=time.time_ns())])
-    with WalWriter(data / "wal", segment_bytes=1 << 20, fencing_token=1) as w:
-        return append_batches(w, ev, seqs_per_batch=16)
 
 
 @pytest.mark.parametrize("mode", ["embedded", "kafka"])
@@ -47,17 +37,8 @@ def test_serve_settles_the_wal_and_stops(pg_database: str, tmp_path: Path, mode:
         task = asyncio.create_task(serve(cfg, stop, ready.append, group=group))
         conn: asyncpg.Connection | None = None
         try:
+            conn = await wait_settled(pg_database, last, task, lambda: bool(ready))
             deadline = time.monotonic() + 60
-            settled = 0
-            while settled < last:
-                assert time.monotonic() < deadline, f"settled {settled} of {last}"
-                assert not task.done(), task.exception()
-                await asyncio.sleep(0.05)
-                if conn is None and ready:
-                    conn = await asyncpg.connect(pg_database)
-                if conn is not None:
-                    settled = int(await conn.fetchval(
-                        "SELECT coalesce(max(last_seq), 0) FROM settlement_progress"))
             assert ready == [{"ready": True, "mode": mode}]
             # caught up: the policy's flag for the edges says "no throttle" (it may have said
             # "throttle" while a slow start-up, e.g. the Kafka group join, held settlement back)
