@@ -27,10 +27,10 @@ def wal_with_trades(data: Path, catalog: Catalog, trades: int = 80) -> int:
 
 
 async def wait_settled(dsn: str, last: int, task: asyncio.Task[None],
-                       ready: Callable[[], bool] = lambda: True,
-                       timeout_s: float = 60.0) -> asyncpg.Connection:
+                       ready: Callable[[], bool], timeout_s: float = 60.0) -> asyncpg.Connection:
     """Poll ``settlement_progress`` until it reaches ``last`` while ``task`` (``serve``) stays
-    alive; connects once ``ready()``. Returns the open connection (the caller closes it)."""
+    alive; connects once ``ready()`` (pass ``serve``'s ready report: before it, the tables may not
+    exist yet). Returns the open connection (the caller closes it)."""
     deadline = time.monotonic() + timeout_s
     conn: asyncpg.Connection | None = None
     settled = 0

@@ -29,9 +29,10 @@ from settle.synth import Synth, append_batches
 def _settle(cfg: config.Config, pg: str, last: int, group: str) -> None:
     async def go() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(cfg, stop, group=group))
+        ready: list[dict[str, Any]] = []  # connect once it migrated the database
+        task = asyncio.create_task(serve(cfg, stop, ready.append, group=group))
         try:
-            await (await wait_settled(pg, last, task)).close()
+            await (await wait_settled(pg, last, task, lambda: bool(ready))).close()
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
