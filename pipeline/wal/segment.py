@@ -9,8 +9,10 @@ Preallocation modes (``prealloc=``):
   ``ext4_write_inode``: a second I/O round trip in every sync that converts extents). Measured
   (``python -m bench wal --quick``, two runs): with the default ``write="pwrite"``, paced 1 M
   records/s commit latency p50 0.21-0.31 ms / p99 5.5-7.9 ms against 0.40-0.60 / 27-45 ms for
-  the old mmap + fallocate WAL in the same run; ``bench e2e`` 50 k orders/s place p99 6.6-15 ms
-  against 35-47 ms (interleaved runs). Zeroing 64 MiB takes ~40 ms here, in the background. (An
+  the old mmap + fallocate WAL in the same run; ``bench e2e`` 50 k orders/s place p99 6.6-22 ms
+  against 35-53 ms (three interleaved series). Zeroing 64 MiB takes ~40-70 ms here, in the background;
+  a WAL sync that overlaps it can take up to ~5-13 ms (max of ~2 000 syncs during a fill, against
+  1-2 ms without; p99 unchanged; chunking or pacing the fill did not lower it). (An
   earlier measurement found zero mode worse, p99 3.5-6 ms against 1.3-2.4 ms, but with the
   appender storing through the shared mapping, which is slow into written extents: see
   WritableSegment.)
