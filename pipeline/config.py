@@ -68,6 +68,9 @@ class Symbol:
     min_notional_minor: int = 0
 
 
+DURABILITY_MODES = ("fdatasync", "msync", "async")  # async: no sync at all, benchmarks only
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     core: int = 0
@@ -233,10 +236,11 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     )
     if cfg.smoke_symbol and cfg.smoke_symbol not in {s.name for s in symbols}:
         raise ConfigError(f"smoke_symbol {cfg.smoke_symbol!r} is not a configured symbol")
-    for key, value, allowed in (("durability", cfg.engine.durability, ("fdatasync", "msync", "async")),
-                                ("wal_write", cfg.engine.wal_write, ("pwrite", "mmap")),
-                                ("wal_prealloc", cfg.engine.wal_prealloc,
-                                 ("zero", "fallocate", "sparse"))):
+    from pipeline.wal.segment import PREALLOC_MODES, WRITE_MODES  # the WAL's own lists
+
+    for key, value, allowed in (("durability", cfg.engine.durability, DURABILITY_MODES),
+                                ("wal_write", cfg.engine.wal_write, WRITE_MODES),
+                                ("wal_prealloc", cfg.engine.wal_prealloc, PREALLOC_MODES)):
         if value not in allowed:
             raise ConfigError(f"engine.{key} must be one of {', '.join(allowed)}, got {value!r}")
     for sect, nice in (("market", cfg.market.nice), ("settle", cfg.settle.nice)):
