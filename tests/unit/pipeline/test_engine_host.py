@@ -77,3 +77,58 @@ def test_an_idle_loop_step_returns_with_its_batch_durable(tmp_path: Path) -> Non
         host.close()
         ring.close()
         ring.unlink()
+
+
+def test_step_pops_only_rings_with_records_and_takes_admin_notes(tmp_path: Path) -> None:
+    """``step`` checks each ring's cursors before popping: an idle poll pops nothing (the rings'
+    empty-pop counters stay put), and a poll takes every ring that has records, commands first,
+    then admin records with their audit notes."""
+    from pipeline.records import ADMIN
+    from pipeline.wal import FrameKind, WalReader
+    from ringbuf import SpscRing
+
+    cfg = _cfg(tmp_path)
+    host = EngineHost(cfg, attach_rings=False)
+    pid = os.getpid()
+    rings = [SpscRing.create(f"spotx-test-{pid}-c1", COMMAND, 64),
+             SpscRing.create(f"spotx-test-{pid}-c2", COMMAND, 64),
+             SpscRing.create(f"spotx-test-{pid}-a1", ADMIN, 8),
+             SpscRing.create(f"spotx-test-{pid}-a2", ADMIN, 8)]
+    try:
+        host.cmd_rings += rings[:2]
+        host.adm_rings += rings[2:]
+        for r in rings:
+            r.claim_consumer()
+        before = [r.statistics().empty_waits for r in rings]
+        assert [host.step() for _ in range(100)] == [0] * 100
+        assert [r.statistics().empty_waits for r in rings] == before  # nothing was popped
+        dep = np.zeros(2, COMMAND)
+        dep["kind"], dep["account"], dep["asset"], dep["amount"] = Cmd.DEPOSIT, 7, 1, 10**9
+        assert rings[1].try_push(dep) == 2  # the second command ring only
+        adm = np.zeros(1, ADMIN)
+        adm["cmd"]["kind"], adm["cmd"]["account"] = Cmd.DEPOSIT, 8
+        adm["cmd"]["asset"], adm["cmd"]["amount"] = 1, 5
+        note = b'{"actor":"ops","reason":"test","ticket":"T-1"}'
+        adm["note_len"] = len(note)
+        adm["note"][0, :len(note)] = np.frombuffer(note, np.uint8)
+        assert rings[3].try_push(adm) == 1  # the second admin ring only
+        assert host.step() == 3
+        assert host.step() == 0
+        assert host.writer.durable_seq == 3
+    finally:
+        for r in rings:
+            (host.cmd_rings if r.dtype == COMMAND else host.adm_rings).remove(r)
+        host.close()
+        for r in rings:
+            r.close()
+            r.unlink()
+    reader = WalReader(wal_path(cfg))
+    try:
+        frames = list(reader.iter_frames(1))
+        cmds = np.concatenate([np.frombuffer(f.payload, COMMAND) for f in frames
+                               if f.kind == FrameKind.COMMANDS])
+        assert cmds["account"].tolist() == [7, 7, 8]  # commands first, then the admin record
+        blobs = [(f.first_seq, bytes(f.payload)) for f in frames if f.kind == FrameKind.BLOB]
+        assert blobs == [(3, note)]
+    finally:
+        reader.close()
