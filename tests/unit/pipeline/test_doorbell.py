@@ -44,8 +44,9 @@ def test_ringer_forgets_gone_readers_and_survives_full_fifo(tmp_path: Path) -> N
 
 
 def test_a_parked_engine_wakes_on_its_bell_not_after_its_backoff(tmp_path: Path) -> None:
-    """The engine's idle wait with ``park`` sleeps on its doorbell: a ring (an edge pushed
-    commands) ends the sleep at once, while an unrung sleep lasts the back-off's duration."""
+    """The engine's idle wait with ``park`` spins, then sleeps on its doorbell for ``max_s`` at
+    once (no back-off from ``min_s``): a ring (an edge pushed commands) ends the sleep at once,
+    while an unrung sleep lasts ``max_s``."""
     import threading
 
     from pipeline import config
@@ -55,10 +56,14 @@ def test_a_parked_engine_wakes_on_its_bell_not_after_its_backoff(tmp_path: Path)
     from ringbuf import ParkBackoff
 
     cfg = config.load(env={"SPOTX_DATA_DIR": str(tmp_path)})
-    wait = ParkBackoff(spins=0, min_s=0.6, max_s=0.6)
+    wait = ParkBackoff(spins=3, min_s=0.001, max_s=0.6)
     idle = _bell_wait(wait, cfg)
     t0 = time.monotonic()
-    idle(5)  # nobody rings: the whole back-off sleep
+    for attempt in range(3):
+        idle(attempt)  # spinning: no sleep
+    assert time.monotonic() - t0 < 0.3
+    t0 = time.monotonic()
+    idle(3)  # the first sleep, and nobody rings: all of max_s, not min_s
     assert time.monotonic() - t0 >= 0.55
     ringer = Ringer(engine_bell_root(run_dir(cfg)))
     timer = threading.Timer(0.05, ringer.ring)
