@@ -57,15 +57,19 @@ class Doorbell:
         return self._rfd
 
     def drain(self) -> int:
+        """Read the rings that are waiting; returns how many. A read that comes back short
+        emptied the FIFO (a pipe read returns what it holds, up to the size asked), so the
+        common case is one ``read`` and no second one to see EAGAIN. A ring that lands after it
+        leaves the FIFO readable for the next wait."""
         n = 0
         while True:
             try:
                 chunk = os.read(self._rfd, 4096)
             except BlockingIOError:
                 return n
-            if not chunk:
-                return n
             n += len(chunk)
+            if len(chunk) < 4096:
+                return n
 
     def close(self) -> None:
         for fd in (self._rfd, self._keepalive):
