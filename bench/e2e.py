@@ -19,6 +19,10 @@ half places, half cancels. Regimes:
 * ``e2e.ws.md.open.<rate>`` — the same open loop on a second stack with market data on (publisher
   + fan-out on the edge's core, as ``spotx up`` runs them, at ``market.nice``; nobody subscribed):
   what deriving and publishing market data costs the order path.
+* ``e2e.ws.nosync.open.<rate>`` — the same open loop on a third stack with ``durability = "async"``
+  (the WAL is written and never synced: NOT a durable figure), and ``e2e.sync_vs_nosync.place_p50
+  .<rate>`` comparing the durable ack p50 with it: how much of the ack the disk sets, and how
+  much is CPU and wake-ups on this machine.
 * ``e2e.ws.closed.<n>x<conns>`` — closed loop, n requests in flight per connection: the max
   orders/s one edge process sustains; ``e2e.ws.max`` is the best of them, with the in-process edge
   as peer.
@@ -95,12 +99,13 @@ class Plan:
     drain_s: float
     max_backlog_s: float
     md_rates: tuple[int, ...] = ()  # open-loop rates again with market data on (second stack)
+    nosync_rates: tuple[int, ...] = ()  # open-loop rates again with durability "async" (a peer)
 
 
 QUICK = Plan((1_000, 5_000, 20_000, 50_000), 2.0, 0.5, (16, 64), 1_000, (1_000,), (64,), 15.0, 0.25,
-             (1_000, 20_000))
+             (1_000, 20_000), (1_000, 50_000))
 FULL = Plan((1_000, 5_000, 10_000, 20_000, 50_000), 10.0, 1.0, (16, 64, 200), 1_000,
-            (1_000, 5_000), (16, 64, 200), 30.0, 0.5, (1_000, 5_000, 20_000))
+            (1_000, 5_000), (16, 64, 200), 30.0, 0.5, (1_000, 5_000, 20_000), (1_000, 20_000, 50_000))
 
 
 def _free_port() -> int:
@@ -173,10 +178,14 @@ def _durable_seq(cfg: Any) -> int:
     return int(d.seq) if d else 0
 
 
-def run_stack(plan: Plan, market: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_stack(plan: Plan, market: bool = False,
+              nosync: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Drive the real stack; (generator report, facts: sequenced, engine wait, ...). ``market``:
     with the publisher and the fan-out running (on the edge's core, as ``spotx up`` places them)
-    and only the open-loop regimes of ``plan.md_rates``, named ``e2e.ws.md.open.<rate>``."""
+    and only the open-loop regimes of ``plan.md_rates``, named ``e2e.ws.md.open.<rate>``.
+    ``nosync``: with ``durability = "async"`` (the WAL is written, never synced) and only the
+    open-loop regimes of ``plan.nosync_rates``, named ``e2e.ws.nosync.open.<rate>``: a peer that
+    shows what the disk adds to the ack, never a durable figure."""
     from pipeline import config
     from pipeline.supervisor import Supervisor
 
@@ -185,6 +194,8 @@ def run_stack(plan: Plan, market: bool = False) -> tuple[dict[str, Any], dict[st
         env = _env(tmp)
         if market:
             env["SPOTX_MARKET_ENABLED"] = "true"
+        if nosync:
+            env["SPOTX_ENGINE_DURABILITY"] = "async"
         cfg = config.load(env=env)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         acc = Accounts(cfg.data_dir, WS_CONNS, REST_WORKERS)
@@ -199,6 +210,9 @@ def run_stack(plan: Plan, market: bool = False) -> tuple[dict[str, Any], dict[st
                 regimes += [regime(f"e2e.ws.md.open.{_k(r)}", plan, rate=r) for r in plan.md_rates]
                 pids |= {"publisher": sup.child("publisher").proc.pid,
                          "fanout": sup.child("fanout-1").proc.pid}
+            elif nosync:
+                regimes += [regime(f"e2e.ws.nosync.open.{_k(r)}", plan, rate=r)
+                            for r in plan.nosync_rates]
             else:
                 regimes += [regime(f"e2e.ws.open.{_k(r)}", plan, rate=r) for r in plan.ws_rates]
                 regimes += [regime(f"e2e.ws.closed.{n}x{WS_CONNS}", plan, inflight=n)
@@ -302,6 +316,9 @@ MD_WHERE = ("stack with MARKET DATA ON (spotx up's default: publisher + fan-out 
             "market.nice {nice}, no market-data subscribers), fdatasync: generator core 0 with the "
             "engine, edge core 1")
 INPROC_WHERE = "IN-PROCESS edge (no rings, no WAL, no fsync): generator core 0, edge core 1"
+NOSYNC_WHERE = ("stack WITHOUT FSYNC (durability async: the WAL is written, never synced; NOT a "
+                "durable figure, a peer for what the disk adds): generator core 0 with the engine, "
+                "edge core 1")
 
 
 def _max_row(stack: dict[str, Any], inproc: dict[str, Any], plan: Plan) -> Result | None:
@@ -383,6 +400,32 @@ def run_market_on(plan: Plan) -> list[Result]:
             + [_seq_row(md, facts, "e2e.md.sequenced_vs_acked")])
 
 
+def run_nosync(plan: Plan, stack: dict[str, Any] | None) -> list[Result]:
+    """The open-loop regimes of ``plan.nosync_rates`` again on a stack that never syncs the WAL,
+    and per rate a row comparing the durable stack's ack p50 with it: the disk's share of the
+    ack, and what is left when the disk is out of the way (CPU and wake-ups)."""
+    try:
+        ns, facts = run_stack(plan, nosync=True)
+    except Exception as e:  # noqa: BLE001 - reported, the rest of the suite still stands
+        return [Result("e2e.ws.nosync", "orders/s", None, correct=False,
+                       notes=f"the stack without fsync did not run: {type(e).__name__}: {e}")]
+    if facts["durability"] != "async":
+        return [Result("e2e.ws.nosync", "orders/s", None, correct=False,
+                       notes=f"the no-fsync stack ran with durability {facts['durability']!r}")]
+    out = [rows.row(r, NOSYNC_WHERE) for r in ns["regimes"] if r["name"] != WARMUP]
+    ws, peer = rows.by_name(stack), rows.by_name(ns)
+    for rate in plan.nosync_rates:
+        k = _k(rate)
+        durable, nosync = ws.get(f"e2e.ws.open.{k}"), peer.get(f"e2e.ws.nosync.open.{k}")
+        if durable and nosync:
+            out.append(rows.lat_row(
+                f"e2e.sync_vs_nosync.place_p50.{k}", durable,
+                f"WS place -> ack p50 at {rate:,}/s through the durable stack (fdatasync) vs the "
+                "same stack without fsync, a separate run minutes apart: ratio ~1 = the disk is "
+                "not what sets the ack here", "no-fsync stack place p50 us", nosync))
+    return out
+
+
 def run(quick: bool) -> list[Result]:
     plan = QUICK if quick else FULL
     loadgen.build()  # before anything starts: a first build takes a while
@@ -402,6 +445,8 @@ def run(quick: bool) -> list[Result]:
     out += results_from(stack, facts, inproc, plan)
     if stack is not None and plan.md_rates:
         out += run_market_on(plan)
+    if stack is not None and plan.nosync_rates:
+        out += run_nosync(plan, stack)
     self_test = run_selftest(plan)
     out += [rows.row(r, SELFTEST_WHERE, TARGET_RATE) for r in self_test["regimes"]]
     return out
