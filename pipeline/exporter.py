@@ -134,14 +134,70 @@ class ProcessCollector(Collector):
         yield from (cpu, rss, up, restarts)
 
 
+class StorageCollector(Collector):
+    """What the data dir holds on disk, read at scrape time (one directory listing, a stat per
+    file, a ``statvfs``; nothing on a hot path). The WAL is never pruned: it is the event bus the
+    publisher and the edges' market state rebuild from seq 1 when they start, so it grows with
+    every command, and these series are how oncall sees the disk fill (RUNBOOK, "WAL disk")."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = os.fspath(data_dir)
+
+    def collect(self) -> Iterator[Metric]:
+        from pathlib import Path
+
+        from pipeline.wal.format import list_segments
+
+        wal = Path(self.data_dir) / "wal"
+        segs = list_segments(wal) if wal.is_dir() else []
+        allocated = 0
+        for p in (wal.iterdir() if wal.is_dir() else ()):
+            if p.name.endswith(".seg") or p.name.startswith("wal-next-"):
+                allocated += _allocated(p)
+        yield GaugeMetricFamily("spotx_wal_segments", "WAL segment files on disk (the one being "
+                                "written included, the prepared next one not)", value=len(segs))
+        yield GaugeMetricFamily("spotx_wal_disk_bytes", "disk space the WAL's files take "
+                                "(allocated blocks, the prepared next segment included)",
+                                value=allocated)
+        yield GaugeMetricFamily("spotx_wal_first_seq", "first command seq of the oldest WAL "
+                                "segment on disk (1: the whole history is there)",
+                                value=segs[0].first_seq if segs else 0)
+        snaps = GaugeMetricFamily("spotx_snapshot_disk_bytes", "disk space snapshots take",
+                                  labels=["kind"])
+        for kind, sub in (("engine", "snapshots"), ("edge", "edge-state")):
+            d = Path(self.data_dir) / sub
+            snaps.add_metric([kind], float(sum(_allocated(f) for f in d.rglob("*") if f.is_file())
+                                           if d.is_dir() else 0))
+        yield snaps
+        try:
+            st = os.statvfs(self.data_dir)
+        except OSError:
+            return
+        yield GaugeMetricFamily("spotx_data_fs_free_bytes", "free bytes (for unprivileged "
+                                "writers) on the file system of the data dir",
+                                value=st.f_bavail * st.f_frsize)
+        yield GaugeMetricFamily("spotx_data_fs_size_bytes", "size of the file system of the data "
+                                "dir", value=st.f_blocks * st.f_frsize)
+
+
+def _allocated(p: os.PathLike[str]) -> int:
+    try:
+        return os.stat(p).st_blocks * 512
+    except OSError:  # pruned or renamed between the listing and the stat
+        return 0
+
+
 def prom_dir(run_dir: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(run_dir), "prom")
 
 
-def make_registry(run_dir: str | os.PathLike[str]) -> CollectorRegistry:
+def make_registry(run_dir: str | os.PathLike[str],
+                  data_dir: str | os.PathLike[str] | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(StatsCollector(run_dir))
     reg.register(ProcessCollector(run_dir))
+    if data_dir is not None:
+        reg.register(StorageCollector(data_dir))
     pdir = prom_dir(run_dir)
     if os.path.isdir(pdir):
         from prometheus_client import multiprocess
@@ -150,8 +206,9 @@ def make_registry(run_dir: str | os.PathLike[str]) -> CollectorRegistry:
     return reg
 
 
-def serve(run_dir: str | os.PathLike[str], host: str, port: int) -> Any:
+def serve(run_dir: str | os.PathLike[str], host: str, port: int,
+          data_dir: str | os.PathLike[str] | None = None) -> Any:
     """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
     from prometheus_client import start_http_server
 
-    return start_http_server(port, addr=host, registry=make_registry(run_dir))
+    return start_http_server(port, addr=host, registry=make_registry(run_dir, data_dir))

@@ -251,7 +251,8 @@ class Supervisor:
     def _serve_metrics(self) -> None:
         from pipeline.exporter import serve
 
-        self._metrics_server = serve(self.run_dir, self.cfg.metrics.host, self.cfg.metrics.port)
+        self._metrics_server = serve(self.run_dir, self.cfg.metrics.host, self.cfg.metrics.port,
+                                     self.cfg.data_dir)
 
     def _write_status(self, stopped: bool = False) -> None:
         doc = {

@@ -241,8 +241,14 @@ def test_metrics_endpoint_has_runbook_series(stack: Stack) -> None:
                  "wal_fsync_seconds_bucket", "engine_commands_total", "engine_symbol_seq", "auth_fail_total",
                  "replay_detect_total", "http_request_duration_seconds_bucket",
                  "spotx_process_cpu_seconds_total", "spotx_process_up", "md_publisher_seq",
-                 "ws_connected_clients"):
+                 "ws_connected_clients", "spotx_wal_segments", "spotx_wal_disk_bytes",
+                 "spotx_data_fs_free_bytes"):
         assert name in text, name
+    from prometheus_client.parser import text_string_to_metric_families
+
+    disk = {s.name: s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name in ("spotx_wal_segments", "spotx_wal_disk_bytes")}
+    assert disk["spotx_wal_segments"] >= 1 and disk["spotx_wal_disk_bytes"] > 0  # this stack's
 
 
 def test_engine_counts_order_commands_per_symbol(stack: Stack) -> None:
