@@ -1,9 +1,11 @@
 """bench recovery on a small WAL: replay equals the pre-restart state, the edge catches up on every
-event, a fresh process restores snapshot + tail to the same state hash. No timing is asserted."""
+event, a publisher rebuilds to the WAL's last seq, a fresh process restores snapshot + tail to the
+same state hash. No timing is asserted."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from bench import recovery
 
@@ -18,6 +20,10 @@ def test_replay_catch_up_and_restart_on_a_small_wal() -> None:
         cu, snap = recovery._edge_catch_up(cfg, last)
         assert cu.correct is True and cu.value and cu.value > 0
         assert snap.correct is True and snap.value is not None and snap.peer_value
+        pub = recovery._publisher_rebuild(cfg, last)  # from seq 1 to the WAL's last seq
+        assert pub.correct is True and pub.value and pub.value > 0
+        assert f"of {last:,} commands" in (pub.notes or "")
+        assert not [p for p in Path(data).iterdir() if p.name.startswith("run-bench-")]
     finally:
         shutil.rmtree(data, ignore_errors=True)
     data = recovery._tmp()
