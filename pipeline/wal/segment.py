@@ -70,9 +70,11 @@ def fill_file(fd: int, size: int, mode: str, cancel: threading.Event | None = No
                 os.ftruncate(fd, size)
                 return False
             n = min(_CHUNK, size - done)
-            os.pwrite(fd, _ZEROS[:n] if n < _CHUNK else _ZEROS, done)
-            done += n
-            since_sync += n
+            # a write may be short (a disk about to fill up): count what was written, and the
+            # next write either continues or raises (ENOSPC) instead of leaving a short file
+            w = os.pwrite(fd, _ZEROS[:n] if n < _CHUNK else _ZEROS, done)
+            done += w
+            since_sync += w
             if since_sync >= _SYNC_EVERY:
                 os.fdatasync(fd)
                 since_sync = 0

@@ -9,6 +9,11 @@ pytest as a test module).
         hang inside its fdatasync, after the flusher sealed it
     _child.py tail DIR
         read commands on stdin: "poll" -> "T <frames> <last seq> <durable seq after poll>", "quit"
+    _child.py full DIR SEGMENT_BYTES LIMIT
+        append + sync COMMANDS frames ("D <durable seq>" after each sync) while no file may grow
+        past LIMIT bytes (RLIMIT_FSIZE, set after the first sync: the disk "fills up"), until the
+        writer raises: "X <exception class> <errno> <durable seq> <last appended seq>"; then one
+        more append: "A <exception class>"; then exit without closing (as the engine would)
 """
 
 from __future__ import annotations
@@ -60,6 +65,33 @@ def hang(directory: str, segment_bytes: int, n: int) -> None:
     w.sync()
 
 
+def full(directory: str, segment_bytes: int, limit: int) -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    w = WalWriter(directory, segment_bytes=segment_bytes, fencing_token=1)
+    seq = 1
+    try:
+        while seq < 50 * segment_bytes // 640:  # bounded: ~50 segments if the limit never bites
+            w.append(FrameKind.COMMANDS, seq, 40, commands_payload(seq, 40), time.time_ns())
+            seq += 40
+            w.sync()
+            print(f"D {w.durable_seq}", flush=True)
+            if seq == 41:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        print("E the limit never stopped the writer", flush=True)
+        os._exit(1)
+    except OSError as e:  # WalError is one too
+        print(f"X {type(e).__name__} {e.errno} {w.durable_seq} {w.last_seq}", flush=True)
+    try:
+        w.append(FrameKind.COMMANDS, seq, 40, commands_payload(seq, 40), time.time_ns())
+        print("A none", flush=True)
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        print(f"A {type(e).__name__}", flush=True)
+    os._exit(0)
+
+
 def tail(directory: str) -> None:
     r = WalReader(directory)
     t = r.tail(0)
@@ -88,5 +120,7 @@ if __name__ == "__main__":
         hang(args[0], int(args[1]), int(args[2]))
     elif mode == "tail":
         tail(args[0])
+    elif mode == "full":
+        full(args[0], int(args[1]), int(args[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")
