@@ -31,6 +31,10 @@ ROWS: list[tuple[str, list[tuple[str, list[str], str]]]] = [
         ("Engine GC collections (the loop does not allocate per message) / RSS",
          ['sum by (process) (rate(spotx_process_gc_collections_total[1m]))',
           'spotx_process_resident_memory_bytes'], "short"),
+        ("Data disk: WAL and snapshots on disk / free (the WAL is never pruned)",
+         ["spotx_wal_disk_bytes", "sum(spotx_snapshot_disk_bytes)", "spotx_data_fs_free_bytes"],
+         "bytes"),
+        ("WAL growth", ["deriv(spotx_wal_disk_bytes[15m])"], "Bps"),
     ]),
     ("Kafka", [
         ("Outbox backlog (produce lag)", ["outbox_backlog_events"], "short"),

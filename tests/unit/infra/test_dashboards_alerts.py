@@ -12,7 +12,7 @@ import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[3]
 FUNCS = {"rate", "sum", "by", "histogram_quantile", "increase", "changes", "absent", "deriv",
-         "and", "or", "le", "max", "min", "avg"}
+         "and", "or", "le", "max", "min", "avg", "predict_linear"}
 
 
 def _declared() -> str:
