@@ -128,6 +128,7 @@ class MarketConfig:
     trade_history: int = 10_000
     candle_history: int = 1_440
     nice: int = 10  # publisher + fan-out CPU priority below the order path's (pipeline.cpu)
+    snapshot_every_events: int = 2_000_000  # publisher state snapshot period (0: never)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +247,12 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     for sect, nice in (("market", cfg.market.nice), ("settle", cfg.settle.nice)):
         if not 0 <= nice <= 19:
             raise ConfigError(f"{sect}.nice must be 0..19, got {nice}")
+    if cfg.engine.snapshot_every < 1:
+        raise ConfigError(f"engine.snapshot_every must be >= 1, got {cfg.engine.snapshot_every}")
+    for key, every in (("edge.snapshot_every_events", cfg.edge.snapshot_every_events),
+                       ("market.snapshot_every_events", cfg.market.snapshot_every_events)):
+        if every < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: never), got {every}")
     return cfg
 
 

@@ -65,7 +65,7 @@ def fingerprint(cfg: Config) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
-def write(path: Path, snap: EdgeSnapshot) -> None:
+def write(path: Path, snap: object) -> None:
     """Write atomically: temp file, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -77,7 +77,7 @@ def write(path: Path, snap: EdgeSnapshot) -> None:
     fsync_dir(path.parent)
 
 
-def write_in_child(path: Path, snap: EdgeSnapshot) -> int:
+def write_in_child(path: Path, snap: object) -> int:
     """Fork; the child writes ``snap`` (its copy-on-write image) and exits. Returns the child pid
     (reap it with ``os.waitpid(pid, os.WNOHANG)``)."""
     pid = os.fork()

@@ -136,9 +136,10 @@ class ProcessCollector(Collector):
 
 class StorageCollector(Collector):
     """What the data dir holds on disk, read at scrape time (one directory listing, a stat per
-    file, a ``statvfs``; nothing on a hot path). The WAL is never pruned: it is the event bus the
-    publisher and the edges' market state rebuild from seq 1 when they start, so it grows with
-    every command, and these series are how oncall sees the disk fill (RUNBOOK, "WAL disk")."""
+    file, a ``statvfs``; nothing on a hot path). The WAL is never pruned: it is the event bus and
+    the audit trail, which the publisher and the edges rebuild from (after their snapshots; from
+    seq 1 without one), so it grows with every command, and these series are how oncall sees the
+    disk fill (RUNBOOK, "WAL disk")."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = os.fspath(data_dir)
@@ -164,7 +165,7 @@ class StorageCollector(Collector):
                                 value=segs[0].first_seq if segs else 0)
         snaps = GaugeMetricFamily("spotx_snapshot_disk_bytes", "disk space snapshots take",
                                   labels=["kind"])
-        for kind, sub in (("engine", "snapshots"), ("edge", "edge-state")):
+        for kind, sub in (("engine", "snapshots"), ("edge", "edge-state"), ("publisher", "md-state")):
             d = Path(self.data_dir) / sub
             snaps.add_metric([kind], float(sum(_allocated(f) for f in d.rglob("*") if f.is_file())
                                            if d.is_dir() else 0))

@@ -52,5 +52,5 @@ def main(cfg: Config, index: int, ready_conn: Connection) -> None:
                 pass
         raise
     finally:
-        pub.close(unlink=stop["flag"])
+        pub.close(unlink=stop["flag"], final_snapshot=stop["flag"] and ready)
         log.info("publisher stopped at seq %d", pub.deriver.seq)

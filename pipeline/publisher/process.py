@@ -2,10 +2,12 @@
 
 Start: take ``<run_dir>/publisher.lock`` (one publisher per instance, checked with flock), attach
 the md ring ``spotx-<instance>-md`` if it exists with our layout (a publisher restarted after a
-crash continues the cursor, readers see no gap) or create it (``replace_stale``), read the whole
-WAL to rebuild books, trades, candles and tickers — silently (no JSON), except the frames after
-``publisher.pos`` on a continued ring — and publish HELLO, every BookSnapshot, the open candles and
-every ticker. Then ``ready``.
+crash continues the cursor, readers see no gap) or create it (``replace_stale``), restore the
+newest publisher snapshot if it fits (``pipeline.publisher.snapshot``) and read the WAL after it
+(the whole WAL without one) to rebuild books, trades, candles and tickers — silently (no JSON),
+except the frames after ``publisher.pos`` on a continued ring — and publish HELLO, every
+BookSnapshot, the open candles and every ticker. Then ``ready``. A snapshot is written every
+``[market] snapshot_every_events`` durable events by a forked child, and at a clean stop.
 
 Loop (``step``): poll at most ``poll_frames`` durable frames; per EVENTS frame, derive and encode
 its messages (each serialised once); then the timers — tickers at most every
@@ -17,9 +19,9 @@ rung by the engine's flusher) with a bounded timeout.
 
 Ownership: the publisher is the md ring's single writer (the lock); it unlinks the ring on a clean
 stop (fan-outs keep their mapping and re-attach when a new one appears), the supervisor removes
-leftovers. Limits: rebuild reads the WAL from its first segment (history survives restarts as long
-as the WAL does); a WAL whose first frame is not seq 1 is refused (WalStartError) since books
-need every event.
+leftovers. Limits: without a snapshot the rebuild reads the WAL from its first segment (history
+survives restarts as long as the WAL does); a WAL whose first frame is not seq 1 is then refused
+(WalStartError) since books need every event.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ringbuf import BroadcastWriter, SegmentMismatch, SegmentNotFound
 
 log = logging.getLogger("spotx.publisher")
 _EVENTS = int(FrameKind.EVENTS)
+_COMMANDS = int(FrameKind.COMMANDS)
 _U64 = struct.Struct("<Q")
 
 
@@ -88,7 +91,8 @@ class Publisher:
                  run_dir: str | os.PathLike[str] | None = None, ring_name: str | None = None,
                  capacity: int | None = None, snapshot_interval_ms: int = 1000,
                  ticker_interval_ms: int = 100, candle_grace_ms: int = 200,
-                 poll_frames: int = 256, stats: bool = True) -> None:
+                 poll_frames: int = 256, stats: bool = True,
+                 snapshot_every_events: int | None = None) -> None:
         self.cfg = cfg
         self.wal_dir = Path(wal_dir) if wal_dir else Path(cfg.data_dir) / "wal"
         self.run_dir = Path(run_dir) if run_dir else Path(cfg.data_dir) / "run"
@@ -117,6 +121,16 @@ class Publisher:
         self._started_at_1 = False
         self._s: dict[str, int] = {}
         self._use_stats = stats
+        # snapshots (pipeline.publisher.snapshot): resume point of the last whole batch folded in
+        self.snapshot_every = (cfg.market.snapshot_every_events if snapshot_every_events is None
+                               else snapshot_every_events)
+        self._resume = 0  # where the WAL tail starts: 0, or a snapshot's resume_seq
+        self._batch_end = 0
+        self._at_boundary = False
+        self._since_snap = 0
+        self._snap_pid = 0
+        self.restored_from = 0  # resume seq of the snapshot start() began from (0: none)
+        self.snapshots_written = 0
 
     # -- setup ------------------------------------------------------------------------------------
     def _lock(self) -> None:
@@ -149,8 +163,57 @@ class Publisher:
     def _tail_now(self) -> WalTail | None:
         if self._tail is None and self.wal_dir.is_dir():
             self._reader = WalReader(self.wal_dir)
-            self._tail = self._reader.tail(0)
+            self._tail = self._reader.tail(self._resume)
         return self._tail
+
+    def _restore(self) -> None:
+        """Start from the newest publisher snapshot if it fits this WAL and config."""
+        from pipeline.publisher import snapshot
+        from pipeline.wal import read_durable
+
+        d = read_durable(self.wal_dir) if self.wal_dir.is_dir() else None
+        if d is None:
+            return
+        snap = snapshot.read(self.cfg, int(d.wal_id), int(d.seq))
+        if snap is None:
+            return
+        self.deriver = snap.deriver
+        self._resume = self._batch_end = self.restored_from = snap.resume_seq
+        self._started_at_1 = True  # the snapshot holds everything before resume_seq
+        log.info("publisher state restored from snapshot at seq %d (%d events); rebuilding after "
+                 "it", snap.resume_seq - 1, snap.events)
+
+    def snapshot(self, in_child: bool = True) -> bool:
+        """Write a publisher snapshot of the state now (at a batch boundary only): in a forked
+        child (the loop goes on) or synchronously. False if not at a boundary or one is being
+        written."""
+        from pipeline.publisher import snapshot
+        from pipeline.wal import read_durable
+
+        d = read_durable(self.wal_dir) if self.wal_dir.is_dir() else None
+        if not self._at_boundary or self._snap_pid or d is None:
+            return False
+        snap = snapshot.MdSnapshot(snapshot.VERSION, int(d.wal_id), self._batch_end,
+                                   snapshot.fingerprint(self.cfg), self.events, self.deriver)
+        path = snapshot.snapshot_path(self.cfg)
+        if in_child:
+            self._snap_pid = snapshot.write_in_child(path, snap)
+        else:
+            snapshot.write(path, snap)
+            self.snapshots_written += 1
+        self._since_snap = 0
+        return True
+
+    def _reap(self, block: bool = False) -> None:
+        if not self._snap_pid:
+            return
+        pid, status = os.waitpid(self._snap_pid, 0 if block else os.WNOHANG)
+        if pid:
+            self._snap_pid = 0
+            if status == 0:
+                self.snapshots_written += 1
+            else:
+                log.warning("publisher snapshot child failed (status %d)", status)
 
     def _open_ring(self) -> tuple[BroadcastWriter, bool]:
         """(writer, attached): continue an existing ring of our layout, else create one."""
@@ -174,6 +237,7 @@ class Publisher:
         sent). A new ring starts from the current state: fan-outs re-attach and resync."""
         self._lock()
         self._open_stats()
+        self._restore()
         self.writer, attached = self._open_ring()
         self._pos = PosFile(self.run_dir / "publisher.pos")
         resume = self._pos.get() if attached else None
@@ -237,6 +301,9 @@ class Publisher:
                     raise WalStartError(str(self.wal_dir), f.first_seq)
                 self._started_at_1 = True
             if f.kind != _EVENTS:
+                if f.kind == _COMMANDS:
+                    self._batch_end = f.first_seq + f.count
+                    self._at_boundary = False
                 continue
             if len(f.payload) % EVENT.itemsize:
                 raise PublisherError(f"EVENTS frame at seq {f.first_seq}: {len(f.payload)} B is not "
@@ -246,6 +313,8 @@ class Publisher:
             out = d.apply(ev, emit)
             n += 1
             self.events += len(ev)
+            self._since_snap += len(ev)
+            self._at_boundary = True
             if emit and out:
                 now_ns = time.time_ns()
                 self._emit(out, now_ns)
@@ -277,10 +346,15 @@ class Publisher:
             self._emit(d.snapshots(due), now_ns)
 
     def step(self) -> int:
-        """One round: new frames, timers, publish. Returns the WAL frames read."""
+        """One round: new frames, timers, publish, and a snapshot when one is due. Returns the WAL
+        frames read."""
         n = self._poll(emit_after=0)
         self._timers(time.time_ns())
         self._flush()
+        if self._snap_pid:
+            self._reap()
+        elif self.snapshot_every and self._since_snap >= self.snapshot_every:
+            self.snapshot()
         return n
 
     def run(self, stop: Callable[[], bool], max_idle_s: float = 0.005) -> None:
@@ -302,7 +376,15 @@ class Publisher:
                 idle += 1
                 time.sleep(min(max_idle_s, 0.0002 * idle))
 
-    def close(self, unlink: bool = True) -> None:
+    def close(self, unlink: bool = True, final_snapshot: bool = False) -> None:
+        """Stop publishing. ``final_snapshot`` (a clean stop): write a snapshot first if anything
+        was folded in since the last one, so the next start rebuilds almost nothing."""
+        self._reap(block=True)
+        if final_snapshot and self.snapshot_every and self._since_snap:
+            try:
+                self.snapshot(in_child=False)
+            except Exception:  # noqa: BLE001 - a missing snapshot only costs a longer rebuild
+                log.exception("publisher snapshot at stop failed")
         if self.writer is not None:
             if unlink:
                 self.writer.unlink()

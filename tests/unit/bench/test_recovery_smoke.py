@@ -20,9 +20,10 @@ def test_replay_catch_up_and_restart_on_a_small_wal() -> None:
         cu, snap = recovery._edge_catch_up(cfg, last)
         assert cu.correct is True and cu.value and cu.value > 0
         assert snap.correct is True and snap.value is not None and snap.peer_value
-        pub = recovery._publisher_rebuild(cfg, last)  # from seq 1 to the WAL's last seq
+        pub, pub_snap = recovery._publisher_rebuild(cfg, last)  # from seq 1, then from a snapshot
         assert pub.correct is True and pub.value and pub.value > 0
         assert f"of {last:,} commands" in (pub.notes or "")
+        assert pub_snap.correct is True and pub_snap.value is not None and pub_snap.peer_value
         assert not [p for p in Path(data).iterdir() if p.name.startswith("run-bench-")]
     finally:
         shutil.rmtree(data, ignore_errors=True)

@@ -105,3 +105,14 @@ def test_example_spotx_toml_loads_and_matches_the_embedded_default() -> None:
         keys = value if isinstance(value, dict) else ({} if isinstance(value, list) else {key: 0})
         for k in keys:
             assert f"`{k}`" in doc, f"{key}.{k} is not documented in docs/CONFIG.md"
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("SPOTX_ENGINE_SNAPSHOT_EVERY", "0", r"engine\.snapshot_every must be >= 1"),
+    ("SPOTX_EDGE_SNAPSHOT_EVERY_EVENTS", "-1", r"edge\.snapshot_every_events must be >= 0"),
+    ("SPOTX_MARKET_SNAPSHOT_EVERY_EVENTS", "-5", r"market\.snapshot_every_events must be >= 0"),
+])
+def test_snapshot_periods_are_validated(key: str, value: str, match: str) -> None:
+    with pytest.raises(config.ConfigError, match=match):
+        config.load(env={key: value})
+    assert config.load(env={"SPOTX_MARKET_SNAPSHOT_EVERY_EVENTS": "0"}).market.snapshot_every_events == 0

@@ -60,6 +60,7 @@ def test_wal_and_snapshot_disk_series_match_the_files(tmp_path: Path) -> None:
     snaps = [p for p in snap_path(cfg).rglob("*") if p.is_file()]
     assert snaps and m[("spotx_snapshot_disk_bytes", (("kind", "engine"),))] == _du(snaps) > 0
     assert m[("spotx_snapshot_disk_bytes", (("kind", "edge"),))] == 0
+    assert m[("spotx_snapshot_disk_bytes", (("kind", "publisher"),))] == 0
     st = os.statvfs(data)
     assert 0 < m[("spotx_data_fs_free_bytes", ())] <= m[("spotx_data_fs_size_bytes", ())]
     assert m[("spotx_data_fs_size_bytes", ())] == st.f_blocks * st.f_frsize
