@@ -409,4 +409,4 @@ class Publisher:
 
     def info(self) -> dict[str, Any]:
         return {"seq": self.deriver.seq, "ring": self.ring_name, "events": self.events,
-                "epoch": self.epoch}
+                "epoch": self.epoch, "restored_from_seq": self.restored_from}

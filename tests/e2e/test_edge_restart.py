@@ -1,6 +1,6 @@
 """An edge restarts freely: after kill -9 the supervisor restarts it and it answers with the same
-state (rebuilt from the WAL); after a clean stop the next start restores the edge from its snapshot
-and replays only what came after it."""
+state (rebuilt from the WAL); after a clean stop the next start restores the edge (and the
+publisher) from its snapshot and replays only what came after it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from stackutil import Stack
 
 from pipeline import edge_snapshot
+from pipeline.publisher import snapshot as md_snapshot
 from pipeline.supervisor import Supervisor
 
 SYM = "BTC-USDT"
@@ -57,12 +58,16 @@ def test_edge_kill_9_then_clean_restart_from_snapshot(stack: Stack) -> None:
     assert stack.sup.child("edge-1").info["restored_from_seq"] == 0  # no snapshot: whole WAL
     assert state() == before
 
-    stack.sup.stop()  # clean: the edge writes its snapshot on the way out
+    assert stack.sup.child("publisher").info["restored_from_seq"] == 0  # first start: from seq 1
+    stack.sup.stop()  # clean: the edge and the publisher write their snapshots on the way out
     assert edge_snapshot.snapshot_path(stack.cfg).is_file()
+    assert md_snapshot.snapshot_path(stack.cfg).is_file()
     stack.sup = Supervisor(stack.cfg)
     stack.sup.start()
     info = stack.sup.child("edge-1").info
     assert info["restored_from_seq"] > 0 and info["replayed_events"] == 0
+    pub = stack.sup.child("publisher").info
+    assert pub["restored_from_seq"] == info["restored_from_seq"] and pub["events"] == 0
     assert state() == before
     c2 = stack.client(3030)  # and it trades on from there
     r = c2.call("POST", "/v1/orders", order("610.00", "after"))
