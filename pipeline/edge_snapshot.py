@@ -93,17 +93,27 @@ def write_in_child(path: Path, snap: object) -> int:
 
 def read(cfg: Config, wal_id: int, durable_seq: int) -> EdgeSnapshot | None:
     """The snapshot if it exists and fits this WAL and config; None (reason logged) otherwise."""
-    path = snapshot_path(cfg)
+    snap = read_checked(snapshot_path(cfg), EdgeSnapshot, VERSION, cfg, wal_id, durable_seq,
+                        "edge snapshot", "replaying the whole WAL")
+    return snap if isinstance(snap, EdgeSnapshot) else None
+
+
+def read_checked(path: Path, cls: type, version: int, cfg: Config, wal_id: int, durable_seq: int,
+                 what: str, fallback: str) -> Any:
+    """A snapshot file of ``cls`` (with ``version``, ``wal_id``, ``fingerprint``, ``resume_seq``)
+    if it exists, unpickles and fits this WAL and config; None otherwise, the reason logged as
+    "<what> <path> not used (<reason>): <fallback>". Shared by the edge and publisher snapshots."""
+    snap: Any
     try:
         with open(path, "rb") as f:
             snap = pickle.load(f)
     except FileNotFoundError:
         return None
     except Exception as e:  # noqa: BLE001 - a damaged snapshot only costs a full replay
-        log.warning("edge snapshot %s unreadable (%s): replaying the whole WAL", path, e)
+        log.warning("%s %s unreadable (%s): %s", what, path, e, fallback)
         return None
     why = None
-    if not isinstance(snap, EdgeSnapshot) or snap.version != VERSION:
+    if not isinstance(snap, cls) or snap.version != version:
         why = "format version differs"
     elif snap.wal_id != wal_id:
         why = f"it is of WAL {snap.wal_id}, this WAL is {wal_id}"
@@ -112,6 +122,6 @@ def read(cfg: Config, wal_id: int, durable_seq: int) -> EdgeSnapshot | None:
     elif snap.resume_seq - 1 > durable_seq:
         why = f"it resumes at seq {snap.resume_seq}, beyond the durable seq {durable_seq}"
     if why is not None:
-        log.warning("edge snapshot %s not used (%s): replaying the whole WAL", path, why)
+        log.warning("%s %s not used (%s): %s", what, path, why, fallback)
         return None
     return snap

@@ -16,21 +16,18 @@ logged, if its format, WAL id or config fingerprint differ or it resumes beyond 
 
 from __future__ import annotations
 
-import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.edge_snapshot import fingerprint, write, write_in_child
-
-log = logging.getLogger("spotx.publisher")
+from pipeline.edge_snapshot import fingerprint, read_checked, write, write_in_child
 
 VERSION = 1
 FILE = "publisher-snapshot.pickle"
 
-__all__ = ["FILE", "VERSION", "MdSnapshot", "read", "snapshot_path", "write", "write_in_child"]
+__all__ = ["FILE", "VERSION", "MdSnapshot", "fingerprint", "read", "snapshot_path", "write",
+           "write_in_child"]
 
 
 @dataclass
@@ -49,25 +46,6 @@ def snapshot_path(cfg: Config) -> Path:
 
 def read(cfg: Config, wal_id: int, durable_seq: int) -> MdSnapshot | None:
     """The snapshot if it exists and fits this WAL and config; None (reason logged) otherwise."""
-    path = snapshot_path(cfg)
-    try:
-        with open(path, "rb") as f:
-            snap = pickle.load(f)
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - a damaged snapshot only costs a full rebuild
-        log.warning("publisher snapshot %s unreadable (%s): rebuilding from the whole WAL", path, e)
-        return None
-    why = None
-    if not isinstance(snap, MdSnapshot) or snap.version != VERSION:
-        why = "format version differs"
-    elif snap.wal_id != wal_id:
-        why = f"it is of WAL {snap.wal_id}, this WAL is {wal_id}"
-    elif snap.fingerprint != fingerprint(cfg):
-        why = "symbols, assets or history bounds changed"
-    elif snap.resume_seq - 1 > durable_seq:
-        why = f"it resumes at seq {snap.resume_seq}, beyond the durable seq {durable_seq}"
-    if why is not None:
-        log.warning("publisher snapshot %s not used (%s): rebuilding from the whole WAL", path, why)
-        return None
-    return snap
+    snap = read_checked(snapshot_path(cfg), MdSnapshot, VERSION, cfg, wal_id, durable_seq,
+                        "publisher snapshot", "rebuilding from the whole WAL")
+    return snap if isinstance(snap, MdSnapshot) else None
