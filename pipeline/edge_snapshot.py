@@ -98,7 +98,7 @@ def read(cfg: Config, wal_id: int, durable_seq: int) -> EdgeSnapshot | None:
     return snap if isinstance(snap, EdgeSnapshot) else None
 
 
-def read_checked(path: Path, cls: type, version: int, cfg: Config, wal_id: int, durable_seq: int,
+def read_checked(path: Path, cls: Any, version: int, cfg: Config, wal_id: int, durable_seq: int,
                  what: str, fallback: str) -> Any:
     """A snapshot file of ``cls`` (with ``version``, ``wal_id``, ``fingerprint``, ``resume_seq``)
     if it exists, unpickles and fits this WAL and config; None otherwise, the reason logged as
