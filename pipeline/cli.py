@@ -1,7 +1,7 @@
 """``spotx`` — the operator's command line.
 
     spotx up [--config F] [--for S]        start the single-host stack (supervisor), Ctrl-C stops it
-    spotx status [--config F] [--json]     processes, seq, queue depths of a running stack
+    spotx status [--config F] [--json]     processes, seq, queue depths, disk of a running stack
     spotx keys create --account N --role R issue an API key + secret into the key store
     spotx db migrate                       apply Postgres migrations (idempotent)
     spotx reconcile [--snapshot P]         engine balances vs ledger at the snapshot's seq (exit 1 on a diff)
@@ -83,8 +83,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                                                     "wal_durable_seq", "ws_connected_clients"):
                 key = s.name + "".join(f"{{{k}={v}}}" for k, v in s.labels) + f"@{header['proc']}"
                 gauges[key] = s.value
+    storage = _storage(cfg)
     if args.json:
-        _out(json.dumps({"status": status, "gauges": gauges}, indent=1))
+        _out(json.dumps({"status": status, "gauges": gauges, "storage": storage}, indent=1))
         return 0
     _out(f"instance {status['instance']}  supervisor pid {status['supervisor_pid']}"
           f"{'  (stopped)' if status.get('stopped') else ''}")
@@ -96,7 +97,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         _out(f"  {p['name']:12} pid {p['pid'] or '-':>7}  {state:8} restarts {p['restarts']}{modules}")
     for k, v in sorted(gauges.items()):
         _out(f"  {k} = {v}")
+    gib = 1 << 30
+    _out(f"  disk: WAL {storage.get('spotx_wal_disk_bytes', 0) / gib:.2f} GiB in "
+         f"{storage.get('spotx_wal_segments', 0):.0f} segments from seq "
+         f"{storage.get('spotx_wal_first_seq', 0):.0f} (never pruned), "
+         f"{storage.get('spotx_data_fs_free_bytes', 0) / gib:.1f} GiB free of "
+         f"{storage.get('spotx_data_fs_size_bytes', 0) / gib:.1f} GiB")
     return 0 if not status.get("stopped") else 1
+
+
+def _storage(cfg: Any) -> dict[str, float]:
+    """The exporter's storage series (pipeline.exporter.StorageCollector), as name -> value."""
+    from pipeline.exporter import StorageCollector
+
+    return {smp.name + "".join(f"{{{k}={v}}}" for k, v in sorted(smp.labels.items())): smp.value
+            for fam in StorageCollector(cfg.data_dir).collect() for smp in fam.samples}
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
