@@ -142,3 +142,24 @@ def test_max_row_names_the_best_closed_loop_and_the_highest_rate_held() -> None:
     assert r is not None
     assert "20,000/s, ack p50 there 1.9 ms; overloaded open-loop regimes were answered at up to " \
            "32,000/s" in r.notes
+
+
+def test_the_max_row_is_the_median_of_interleaved_closed_runs() -> None:
+    """``e2e.ws.max`` holds the median run of the closed-loop load with the highest median, not
+    the single luckiest run, and names every run."""
+    def closed(n: int, rate: float, name: str) -> dict[str, object]:
+        lat = {"p50": 1000.0, "p99": 2000.0, "p999": 3000.0}
+        return {"name": name, "mode": "closed", "transport": "ws", "inflight": n,
+                "achieved": rate, "offered": 0, "overloaded": False, "answered": 10, "sent": 10,
+                "unanswered": 0, "errors": 0, "late": 0, "outcomes": {"place:NEW": 10},
+                "latency_us": {"place": lat}}
+
+    stack = {"regimes": [closed(16, 90_000, "c16"), closed(64, 130_000, "c64"),
+                         closed(16, 95_000, "c16.run2"), closed(64, 96_000, "c64.run2"),
+                         closed(16, 93_000, "c16.run3"), closed(64, 99_000, "c64.run3")]}
+    run, rates = e2e.median_closed(stack) or ({}, [])
+    assert run["name"] == "c64.run3" and rates == [130_000, 96_000, 99_000]  # median 99 k > 93 k
+    row = e2e._max_row(stack, {"regimes": []}, PLAN)
+    assert row is not None and row.value == 99_000 and "NOT met" in (row.notes or "")
+    assert "the median of 3 interleaved runs: 130,000, 96,000, 99,000" in (row.notes or "")
+    assert e2e.median_closed({"regimes": []}) is None
