@@ -74,6 +74,26 @@ def save(st: State, directory: Path, seq: int, shash: int, fencing: int, cfg_has
     return path
 
 
+def prune(directory: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` (>= 1) snapshots; returns the deleted file names. Each
+    manifest goes before its npz, so a manifest never names a missing npz. The WAL keeps every seq,
+    so an older snapshot is never the only way back to a state."""
+    gone = []
+    for m in manifests(directory)[max(1, keep):]:
+        try:
+            npz = directory / str(read_manifest(m)["npz"])
+        except SnapshotError:
+            npz = None
+        m.unlink(missing_ok=True)
+        gone.append(m.name)
+        if npz is not None and npz.exists():
+            npz.unlink()
+            gone.append(npz.name)
+    if gone:
+        _fsync_dir(directory)
+    return gone
+
+
 def manifests(directory: Path) -> list[Path]:
     """Manifest files in ``directory``, newest seq first."""
     return sorted(directory.glob(f"{PREFIX}*.json"), reverse=True)

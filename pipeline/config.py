@@ -81,6 +81,7 @@ class EngineConfig:
     max_levels: int = 1 << 14  # price levels per side per symbol (pool shared)
     batch_max: int = 256
     snapshot_every: int = 1_000_000  # commands between automatic snapshots
+    snapshots_keep: int = 3  # newest engine snapshots kept (older ones are deleted)
     checkpoint_every: int = 10_000  # seq between CHECKPOINT events
     ring_capacity: int = 1 << 16
     wal_segment_bytes: int = 64 << 20
@@ -249,6 +250,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
             raise ConfigError(f"{sect}.nice must be 0..19, got {nice}")
     if cfg.engine.snapshot_every < 1:
         raise ConfigError(f"engine.snapshot_every must be >= 1, got {cfg.engine.snapshot_every}")
+    if cfg.engine.snapshots_keep < 1:
+        raise ConfigError(f"engine.snapshots_keep must be >= 1, got {cfg.engine.snapshots_keep}")
     for key, every in (("edge.snapshot_every_events", cfg.edge.snapshot_every_events),
                        ("market.snapshot_every_events", cfg.market.snapshot_every_events)):
         if every < 0:

@@ -113,6 +113,8 @@ class EngineHost:
         self._watched: tuple[list[tuple[Any, np.ndarray]], list[tuple[Any, np.ndarray]]] | None = None
         self._watched_for = (0, 0)
         self.since_snapshot = 0
+        self._snap_pid = 0  # a forked child writing a periodic snapshot
+        self.snapshots_written = 0
 
     # -- recovery ------------------------------------------------------------------------------
     def _replay(self) -> int:
@@ -232,9 +234,12 @@ class EngineHost:
             self.committer.request_sync()
         self.next_seq = seq0 + len(cmds)
         self.since_snapshot += len(cmds)
-        if self.since_snapshot >= self.cfg.engine.snapshot_every or \
-                bool((cmds["kind"] == _SNAPSHOT).any()):
-            self.snapshot()
+        if bool((cmds["kind"] == _SNAPSHOT).any()):
+            self.snapshot()  # asked for: written before the next batch
+        elif self.since_snapshot >= self.cfg.engine.snapshot_every:
+            self.snapshot(background=True)
+        elif self._snap_pid:
+            self.reap_snapshot()
         return len(events)
 
     def _apply(self, cmds: np.ndarray, seq0: int, ts: int) -> np.ndarray:
@@ -255,19 +260,61 @@ class EngineHost:
 
         return join_events(pieces)  # np.concatenate would drop the aliased 128-byte layout
 
-    def snapshot(self) -> Path:
-        """Write a snapshot at the current seq (batch boundary) and return its path. The WAL is
-        synced first: a snapshot ahead of the durable WAL would not follow it after a crash."""
+    def snapshot(self, background: bool = False) -> Path | None:
+        """Write a snapshot at the current seq (batch boundary); returns its manifest path, or
+        None when ``background``. The WAL is synced first: a snapshot ahead of the durable WAL
+        would not follow it after a crash. Then only the newest ``[engine] snapshots_keep`` stay.
+
+        ``background`` (the periodic ones): a forked child writes the files from the
+        copy-on-write image of the state as of the fork, and the loop goes on. Written inline, a
+        snapshot of the default 1 M-order state (157 MB) stopped the engine for 0.3-0.6 s here:
+        every order in flight waited that long, every ``snapshot_every`` commands. If the previous
+        child is still writing, the snapshot is put off to the next batch."""
+        if self._snap_pid:
+            self.reap_snapshot(block=not background)
+            if self._snap_pid:
+                return None
+        from engine.snapshot import prune as snapshot_prune
+
         if self.writer.durable_seq < self.next_seq - 1:
             self.committer.sync_now()
-        p = self.engine.snapshot(snap_path(self.cfg), self.next_seq - 1, self.fencing)
+        directory, keep = snap_path(self.cfg), self.cfg.engine.snapshots_keep
+        write = self.engine.snapshot_writer(directory, self.next_seq - 1, self.fencing)
         self.since_snapshot = 0
-        return Path(p)
+        if not background:
+            p = write()
+            snapshot_prune(directory, keep)
+            return Path(p)
+        pid = os.fork()
+        if pid == 0:  # the child: files only; no logging, no WAL, no rings, no threads
+            code = 0
+            try:
+                write()
+                snapshot_prune(directory, keep)
+            except BaseException:  # noqa: BLE001 - reported through the exit status
+                code = 1
+            os._exit(code)
+        self._snap_pid = pid
+        return None
+
+    def reap_snapshot(self, block: bool = False) -> None:
+        """Collect a finished snapshot child (``block``: wait for it)."""
+        if not self._snap_pid:
+            return
+        pid, status = os.waitpid(self._snap_pid, 0 if block else os.WNOHANG)
+        if pid:
+            self._snap_pid = 0
+            if status:
+                log.error("engine snapshot child failed (status %d): the next one retries at "
+                          "snapshot_every; restart replays from the previous snapshot", status)
+            else:
+                self.snapshots_written += 1
 
     def queue_depth(self) -> int:
         return sum(r.depth() for r in self.cmd_rings) + sum(r.depth() for r in self.adm_rings)
 
     def close(self) -> None:
+        self.reap_snapshot(block=True)
         self.committer.close()
         self.writer.close()
         for r in self.cmd_rings + self.adm_rings:

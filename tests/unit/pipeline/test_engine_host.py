@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.engine_proc import EngineHost, wal_path
+from pipeline.engine_proc import EngineHost, snap_path, wal_path
 from pipeline.records import COMMAND, EVENT, Cmd, Ev, OrdType, Side, Stp, Tif
 from pipeline.wal import FrameKind, WalReader
 
@@ -132,3 +132,47 @@ def test_step_pops_only_rings_with_records_and_takes_admin_notes(tmp_path: Path)
         assert blobs == [(3, note)]
     finally:
         reader.close()
+
+
+def test_a_periodic_snapshot_is_written_by_a_child_at_its_seq_while_the_engine_goes_on(
+        tmp_path: Path) -> None:
+    """The periodic snapshot is written from the copy-on-write image as of the fork: the engine
+    applies more batches meanwhile, and the snapshot still holds exactly the state at its seq
+    (restoring it gives that seq's state hash). Only the newest ``snapshots_keep`` stay."""
+    from bench.engine_wal import deposits, mix
+    from engine import Engine
+    from engine.snapshot import manifests, read_manifest
+
+    cfg = config.load(env={"SPOTX_DATA_DIR": str(tmp_path), "SPOTX_ENGINE_MAX_ORDERS": "65536",
+                           "SPOTX_ENGINE_SNAPSHOT_EVERY": "2000",
+                           "SPOTX_ENGINE_SNAPSHOTS_KEEP": "2"})
+    host = EngineHost(cfg, attach_rings=False)
+    hashes: dict[int, int] = {}
+    children = 0
+    try:
+        host.sequence(deposits())
+        cmds = mix(9_000, host.next_seq, seed=5)
+        since_fork = -1
+        for i in range(0, len(cmds), 250):
+            before = host._snap_pid
+            host.sequence(cmds[i:i + 250])
+            hashes[host.next_seq - 1] = host.engine.state_hash()
+            if host._snap_pid and host._snap_pid != before:
+                children += 1
+                since_fork = 0
+            elif since_fork >= 0:
+                since_fork += 1
+                if since_fork == 2:  # two more batches applied while the child writes
+                    host.reap_snapshot(block=True)
+                    since_fork = -1
+        host.committer.sync_now()
+    finally:
+        host.close()  # waits for the last child
+    assert children >= 2 and host.snapshots_written == children
+    kept = manifests(snap_path(cfg))
+    assert len(kept) == 2  # snapshots_keep
+    assert len(list(snap_path(cfg).glob("*.npz"))) == 2
+    for m in kept:
+        seq = int(read_manifest(m)["seq"])
+        assert seq < host.next_seq - 1  # the engine went on after the fork
+        assert Engine.restore(m, cfg).state_hash() == hashes[seq]
