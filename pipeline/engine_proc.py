@@ -289,6 +289,7 @@ class EngineHost:
         if pid == 0:  # the child: files only; no logging, no WAL, no rings, no threads
             code = 0
             try:
+                os.nice(19)  # it shares the engine's core: the loop and its peers come first
                 write()
                 snapshot_prune(directory, keep)
             except BaseException:  # noqa: BLE001 - reported through the exit status
