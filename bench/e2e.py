@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -329,10 +330,10 @@ def median_closed(rep: dict[str, Any]) -> tuple[dict[str, Any], list[float]] | N
     """The closed-loop load (requests in flight) whose runs have the highest median rate: (the run
     with the median rate, every run's rate in run order). One run of a regime on this noisy host
     moves +-15 %; the median of interleaved runs is the figure to hold against a target."""
-    groups: dict[int, list[dict[str, Any]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in rep["regimes"]:
-        if r["mode"] == "closed":
-            groups.setdefault(r["inflight"], []).append(r)
+        if r["mode"] == "closed":  # runs of one load share a name up to ".run<k>"
+            groups.setdefault(re.sub(r"\.run\d+$", "", r["name"]), []).append(r)
     if not groups:
         return None
 

@@ -64,6 +64,7 @@ def write_wal(cfg: config.Config, n: int) -> tuple[int, int]:
     cmds = mix(n, host.next_seq)
     for i in range(0, n, BATCH):
         host.sequence(cmds[i:i + BATCH])
+        host.reap_snapshot(block=True)  # a periodic snapshot completes at its seq (forked child)
     host.writer.sync()
     last, h = host.next_seq - 1, int(host.engine.state_hash())
     host.close()
