@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _savez_deflated(f: Any, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` at zlib level 1 (numpy's uses the default, 6). The state is sized
+    by capacity and mostly empty: the default 1 M orders are 157 MB of arrays, 2.9 MB deflated at
+    either level, in 0.25 s of CPU at level 1 against 0.72 s at 6 and 0.46 s for the raw write +
+    fsync; ``np.load`` reads it as any npz, in the same ~0.4 s. So a snapshot no longer floods
+    the disk the WAL syncs on, and costs the CPU little."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(arr), allow_pickle=False)
+
+
 def save(st: State, directory: Path, seq: int, shash: int, fencing: int, cfg_hash: str,
          max_makers: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{PREFIX}{seq:020d}"
     npz = directory / f"{stem}.npz"
     arrays = {name: getattr(st, name) for name in PERSISTED}
-    # compressed: the state is sized by capacity and mostly empty (the default 1 M orders: 157 MB
-    # of arrays -> 2.9 MB, written + fsynced in 0.71 s against 0.46 s raw, loaded in the same
-    # 0.4 s), so a snapshot no longer floods the disk the WAL syncs on
-    _write_atomic(npz, lambda f: np.savez_compressed(f, **arrays))
+    _write_atomic(npz, lambda f: _savez_deflated(f, arrays))
     manifest = {
         "seq": int(seq), "state_hash": int(shash), "fencing_token": int(fencing),
         "config_hash": cfg_hash, "max_makers_per_order": int(max_makers),
