@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,16 +80,35 @@ def write(path: Path, snap: object) -> None:
 
 def write_in_child(path: Path, snap: object) -> int:
     """Fork; the child writes ``snap`` (its copy-on-write image) and exits. Returns the child pid
-    (reap it with ``os.waitpid(pid, os.WNOHANG)``)."""
+    (collect it with ``reap``)."""
+    return run_in_child(lambda: write(path, snap))
+
+
+def run_in_child(fn: Callable[[], object], nice: int = 0) -> int:
+    """Fork; the child runs ``fn`` on the copy-on-write image of this process (``nice`` below
+    the parent's CPU priority) and exits 0, or 1 if it raised. Returns the child pid. Shared by
+    the edge's, the publisher's and the engine's background snapshots."""
     pid = os.fork()
     if pid == 0:  # the child: touch nothing of the parent's loop, sockets or threads
         code = 0
         try:
-            write(path, snap)
+            if nice:
+                os.nice(nice)
+            fn()
         except BaseException:  # noqa: BLE001 - report through the exit code, never unwind
             code = 1
         os._exit(code)
     return pid
+
+
+def reap(pid: int, block: bool = False) -> int | None:
+    """A ``run_in_child`` child's exit code once it has ended (``block``: wait for it); None
+    while it runs. A child already collected elsewhere counts as done (0)."""
+    try:
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return os.waitstatus_to_exitcode(status) if done else None
 
 
 def read(cfg: Config, wal_id: int, durable_seq: int) -> EdgeSnapshot | None:

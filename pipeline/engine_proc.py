@@ -275,6 +275,7 @@ class EngineHost:
             if self._snap_pid:
                 return None
         from engine.snapshot import prune as snapshot_prune
+        from pipeline.edge_snapshot import run_in_child
 
         if self.writer.durable_seq < self.next_seq - 1:
             self.committer.sync_now()
@@ -285,29 +286,20 @@ class EngineHost:
             p = write()
             snapshot_prune(directory, keep)
             return Path(p)
-        pid = os.fork()
-        if pid == 0:  # the child: files only; no logging, no WAL, no rings, no threads
-            code = 0
-            try:
-                os.nice(19)  # it shares the engine's core: the loop and its peers come first
-                write()
-                snapshot_prune(directory, keep)
-            except BaseException:  # noqa: BLE001 - reported through the exit status
-                code = 1
-            os._exit(code)
-        self._snap_pid = pid
+        # the child writes files only (no logging, WAL, rings or threads), at nice 19: it shares
+        # the engine's core, and the loop and its peers come first
+        self._snap_pid = run_in_child(lambda: (write(), snapshot_prune(directory, keep)), nice=19)
         return None
 
     def reap_snapshot(self, block: bool = False) -> None:
         """Collect a finished snapshot child (``block``: wait for it)."""
-        if not self._snap_pid:
-            return
-        pid, status = os.waitpid(self._snap_pid, 0 if block else os.WNOHANG)
-        if pid:
+        from pipeline.edge_snapshot import reap
+
+        if self._snap_pid and (code := reap(self._snap_pid, block)) is not None:
             self._snap_pid = 0
-            if status:
-                log.error("engine snapshot child failed (status %d): the next one retries at "
-                          "snapshot_every; restart replays from the previous snapshot", status)
+            if code:
+                log.error("engine snapshot child failed (exit code %d): the next one retries at "
+                          "snapshot_every; restart replays from the previous snapshot", code)
             else:
                 self.snapshots_written += 1
 

@@ -245,17 +245,14 @@ class RingGateway:
         return True
 
     def _reap(self) -> None:
-        if self._snap_pid:
-            try:
-                pid, status = os.waitpid(self._snap_pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = self._snap_pid, 0
-            if pid:
-                self._snap_pid = 0
-                if os.waitstatus_to_exitcode(status) == 0:
-                    self.snapshots_written += 1
-                else:
-                    log.warning("edge snapshot child failed (status %d)", status)
+        from pipeline.edge_snapshot import reap
+
+        if self._snap_pid and (code := reap(self._snap_pid)) is not None:
+            self._snap_pid = 0
+            if code == 0:
+                self.snapshots_written += 1
+            else:
+                log.warning("edge snapshot child failed (exit code %d)", code)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         from pipeline.supervisor import run_dir

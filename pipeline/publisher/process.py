@@ -205,15 +205,14 @@ class Publisher:
         return True
 
     def _reap(self, block: bool = False) -> None:
-        if not self._snap_pid:
-            return
-        pid, status = os.waitpid(self._snap_pid, 0 if block else os.WNOHANG)
-        if pid:
+        from pipeline.edge_snapshot import reap
+
+        if self._snap_pid and (code := reap(self._snap_pid, block)) is not None:
             self._snap_pid = 0
-            if status == 0:
+            if code == 0:
                 self.snapshots_written += 1
             else:
-                log.warning("publisher snapshot child failed (status %d)", status)
+                log.warning("publisher snapshot child failed (exit code %d)", code)
 
     def _open_ring(self) -> tuple[BroadcastWriter, bool]:
         """(writer, attached): continue an existing ring of our layout, else create one."""
