@@ -162,7 +162,7 @@ class MarketFollower:
             if not self.wal_dir.is_dir():
                 return 0
             self._reader = WalReader(self.wal_dir)
-            self._tail = self._reader.tail(0)
+            self._tail = self._reader.tail(1)  # 1: a gap error if seq 1 was archived
         frames = self._tail.poll(max_frames)
         for fr in frames:
             if not self._checked:

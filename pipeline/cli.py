@@ -157,8 +157,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
         argv += ["reconcile"] + (["--snapshot", snap] if snap else
                                  ["--engine-balances", args.engine_balances])
     elif args.cmd == "ledger" and args.ledger_cmd == "repair":
-        argv += ["repair", "--reason", args.reason, "--ticket", args.ticket,
-                 "--from-seq", str(args.from_seq)]
+        argv += ["repair", "--reason", args.reason, "--ticket", args.ticket]
+        argv += (["--from-seq", str(args.from_seq)] if args.from_seq else [])
         argv += (["--actor", args.actor] if args.actor else [])
     elif args.cmd == "ledger":
         argv += ["correct", "--asset", args.asset, "--amount", args.amount,
@@ -175,9 +175,78 @@ def cmd_wal(args: argparse.Namespace) -> int:
     from pipeline.wal.__main__ import main as wal_main
 
     cfg = _load(args)
+    if args.action in ("prune", "unarchive"):
+        return _wal_retention(args, cfg)
     extra = (["--events"] if getattr(args, "events", False) else []) + (
         ["--from-seq", str(args.from_seq)] if getattr(args, "from_seq", 0) else [])
     return int(wal_main([args.action, args.dir or str(Path(cfg.data_dir) / "wal"), *extra]) or 0)
+
+
+def _wal_retention(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    """``spotx wal prune`` / ``spotx wal unarchive`` (pipeline.retention, pipeline.wal.archive)."""
+    import getpass
+
+    from pipeline import retention
+    from pipeline.wal import WalError
+
+    archive_dir = Path(args.archive or Path(cfg.data_dir) / "wal-archive")
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    try:
+        if args.action == "unarchive":
+            return _wal_unarchive(args, cfg, archive_dir, actor)
+        if not args.apply:
+            p = retention.plan(cfg, args.before_seq)
+        else:
+            if not args.reason or not args.ticket:
+                _out("spotx wal prune --apply: --reason and --ticket are required (it is audited)",
+                     file=sys.stderr)
+                return 2
+            p, _ = retention.apply(cfg, archive_dir, reason=args.reason, ticket=args.ticket,
+                                   actor=actor, before_seq=args.before_seq)
+    except (retention.RetentionError, WalError, OSError) as e:
+        _out(f"spotx wal {args.action}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        _out(json.dumps({**p.as_dict(), "applied": bool(args.apply), "archive": str(archive_dir)}))
+        return 0
+    _out(f"WAL {p.wal_dir}: seqs {p.first_seq}..{p.durable_seq} durable")
+    for n in p.needs:
+        _out(f"  {n.reader:<11} needs seq {n.seq:>12}  ({n.why})")
+    _out(f"  keep from seq {p.keep_from}")
+    if not p.segments:
+        _out("nothing to prune: the oldest segment holds a seq a reader still needs")
+        return 0
+    verb = "archived" if args.apply else "would archive"
+    _out(f"{verb} {len(p.segments)} segment(s), seqs {p.segments[0][1]}..{p.segments[-1][2] - 1}, "
+         f"{p.bytes / 1e6:.1f} MB, to {archive_dir}")
+    if not args.apply:
+        _out("dry run: stop the stack, then add --apply --reason R --ticket T")
+    elif archive_dir.resolve().is_relative_to(Path(cfg.data_dir).resolve()):
+        _out("the archive is inside the data dir: move it off this volume to free the space")
+    return 0
+
+
+def _wal_unarchive(args: argparse.Namespace, cfg: config_mod.Config, archive_dir: Path,
+                   actor: str) -> int:
+    from pipeline import retention
+    from pipeline.wal.archive import first_retained_seq, unarchive
+    from pipeline.wal.format import list_segments
+
+    wal = Path(cfg.data_dir) / "wal"
+    want = args.from_seq or 1
+    if not args.apply:
+        have = list_segments(archive_dir) if archive_dir.is_dir() else []
+        _out(f"live WAL starts at seq {first_retained_seq(wal)}; the archive {archive_dir} holds "
+             f"{len(have)} segment(s)" + (f" from seq {have[0].first_seq}" if have else ""))
+        _out(f"dry run: stop the stack, then add --apply to put back what reaches seq {want}")
+        return 0
+    moved = unarchive(wal, archive_dir, want)
+    retention.record(cfg, {"action": "unarchive", "actor": actor, "archive": str(archive_dir),
+                           "reason": args.reason or "", "ticket": args.ticket or "",
+                           "moved": [m.__dict__ for m in moved]})
+    _out(f"put back {len(moved)} segment(s); the live WAL starts at seq {first_retained_seq(wal)} "
+         f"and its hash chain verifies")
+    return 0
 
 
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None) -> int:
@@ -299,15 +368,28 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--reason", required=True)
     lr.add_argument("--ticket", required=True)
     lr.add_argument("--actor", default=None)
-    lr.add_argument("--from-seq", type=int, default=1)
+    lr.add_argument("--from-seq", type=int, default=0,
+                    help="default: the oldest seq in the live WAL")
     lr.set_defaults(fn=cmd_settle)
 
     wal = sub.add_parser("wal", help="WAL integrity tools")
-    wal.add_argument("action", choices=("verify", "dump"))
-    wal.add_argument("dir", nargs="?", default=None)
+    wal.add_argument("action", choices=("verify", "dump", "prune", "unarchive"),
+                     help="prune: archive the segments every reader has passed (dry run unless "
+                          "--apply; the stack stopped); unarchive: put archived segments back")
+    wal.add_argument("dir", nargs="?", default=None, help="verify/dump: the WAL directory")
     wal.add_argument("--events", action="store_true",
                      help="dump: one line per event (kind, order, account, reason name)")
-    wal.add_argument("--from-seq", type=int, default=0, help="dump: start at this seq")
+    wal.add_argument("--from-seq", type=int, default=0,
+                     help="dump: start at this seq; unarchive: put back until this seq is live")
+    wal.add_argument("--apply", action="store_true", help="prune/unarchive: do it (else dry run)")
+    wal.add_argument("--archive", default=None,
+                     help="prune/unarchive: the archive directory (default <data_dir>/wal-archive)")
+    wal.add_argument("--before-seq", type=int, default=None,
+                     help="prune: keep every seq from this one even if all readers passed it")
+    wal.add_argument("--reason", default=None)
+    wal.add_argument("--ticket", default=None)
+    wal.add_argument("--actor", default=None)
+    wal.add_argument("--json", action="store_true", help="prune: the plan as JSON")
     wal.set_defaults(fn=cmd_wal)
     def audited(p: argparse.ArgumentParser, default_reason: str | None = None) -> None:
         p.add_argument("--reason", required=default_reason is None, default=default_reason)

@@ -123,15 +123,25 @@ def read_checked(path: Path, cls: Any, version: int, cfg: Config, wal_id: int, d
     """A snapshot file of ``cls`` (with ``version``, ``wal_id``, ``fingerprint``, ``resume_seq``)
     if it exists, unpickles and fits this WAL and config; None otherwise, the reason logged as
     "<what> <path> not used (<reason>): <fallback>". Shared by the edge and publisher snapshots."""
+    snap, why = inspect(path, cls, version, cfg, wal_id, durable_seq)
+    if why is not None:
+        log.warning("%s %s not used (%s): %s", what, path, why, fallback)
+    return snap
+
+
+def inspect(path: Path, cls: Any, version: int, cfg: Config, wal_id: int,
+            durable_seq: int) -> tuple[Any, str | None]:
+    """(snapshot, None) if the file fits this WAL and config, else (None, why); (None, None) when
+    there is no file. The checks of ``read_checked``, for callers that report the reason
+    themselves (``pipeline.retention``)."""
     snap: Any
     try:
         with open(path, "rb") as f:
             snap = pickle.load(f)
     except FileNotFoundError:
-        return None
+        return None, None
     except Exception as e:  # noqa: BLE001 - a damaged snapshot only costs a full replay
-        log.warning("%s %s unreadable (%s): %s", what, path, e, fallback)
-        return None
+        return None, f"unreadable: {e}"
     why = None
     if not isinstance(snap, cls) or snap.version != version:
         why = "format version differs"
@@ -141,7 +151,4 @@ def read_checked(path: Path, cls: Any, version: int, cfg: Config, wal_id: int, d
         why = "symbols, assets or history bounds changed"
     elif snap.resume_seq - 1 > durable_seq:
         why = f"it resumes at seq {snap.resume_seq}, beyond the durable seq {durable_seq}"
-    if why is not None:
-        log.warning("%s %s not used (%s): %s", what, path, why, fallback)
-        return None
-    return snap
+    return (None, why) if why is not None else (snap, None)

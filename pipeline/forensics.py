@@ -4,7 +4,9 @@
 
 * ``wal/``            every WAL segment and ``durable.pos`` (copied, never moved: the live WAL
                       stays untouched; not the preallocated next segment), plus
-                      ``wal-verify.json`` (hash chains and integrity roots);
+                      ``wal-verify.json`` (hash chains and integrity roots) and
+                      ``wal-retention.jsonl`` (what ``spotx wal prune`` archived, by whom: the
+                      bundle's WAL starts where the live one does; the archive is not copied);
 * ``snapshots/``      every engine snapshot and manifest;
 * ``run/``            ``status.json`` and each process's stats block (last counters, even of a
                       crashed process), the process logs if any;
@@ -142,6 +144,10 @@ def build(cfg: Config, out_dir: str | os.PathLike[str] = ".", config_path: str |
                 manifest["errors"]["wal_verify"] = "; ".join(report.errors) or "a segment failed"
         except Exception as e:  # noqa: BLE001 - recorded, the bundle goes on
             manifest["errors"]["wal_verify"] = repr(e)
+        from pipeline.retention import LOG as RETENTION_LOG
+
+        if (data / RETENTION_LOG).is_file():
+            shutil.copy2(data / RETENTION_LOG, root / RETENTION_LOG)
         manifest["sections"]["snapshots"] = _copy_tree(data / "snapshots", root / "snapshots")
         manifest["sections"]["run"] = _copy_tree(data / "run", root / "run")
         manifest["sections"]["logs"] = _copy_tree(data / "log", root / "log")

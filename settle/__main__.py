@@ -48,6 +48,13 @@ async def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_seq(args: argparse.Namespace, wal: Path) -> int:
+    """``--from-seq``, or the oldest seq still in the live WAL (older ones may be archived)."""
+    from pipeline.wal.archive import first_retained_seq
+
+    return int(args.from_seq) or first_retained_seq(wal)
+
+
 async def _check(args: argparse.Namespace) -> int:
 
     from pipeline.wal import read_durable
@@ -60,7 +67,7 @@ async def _check(args: argparse.Namespace) -> int:
         rep = await check_all(conn, external_account=catalog.external_account, shard=catalog.shard,
                               engine_seq=dp.seq if dp else None, grace_s=0)
         if args.against_wal:
-            w = await check_against_wal(conn, wal, catalog, from_seq=args.from_seq)
+            w = await check_against_wal(conn, wal, catalog, from_seq=_from_seq(args, wal))
             rep.checked += w.checked
             rep.violations += w.violations
     finally:
@@ -120,7 +127,7 @@ async def _repair(args: argparse.Namespace) -> int:
     try:
         fixed = await repair(conn, wal, catalog, reason=args.reason, ticket=args.ticket,
                              actor=args.actor or f"cli:{getpass.getuser()}",
-                             from_seq=args.from_seq)
+                             from_seq=_from_seq(args, wal))
     finally:
         await conn.close()
     for d in fixed:
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="run the ledger invariants once")
     c.add_argument("--wal", default=None, help="WAL directory (default: <data_dir>/wal)")
     c.add_argument("--against-wal", action="store_true", help="also recompute postings from the WAL")
-    c.add_argument("--from-seq", type=int, default=1)
+    c.add_argument("--from-seq", type=int, default=0,
+                   help="with --against-wal (default: the oldest seq in the live WAL)")
     r = sub.add_parser("reconcile", help="engine balances vs ledger balances at one seq")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--snapshot", help="engine snapshot to restore (engine.Engine.restore)")
@@ -165,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine seq the correction is as of (default: the settled seq)")
     rp = sub.add_parser("repair", help="post the counter-legs that make the ledger equal the WAL")
     rp.add_argument("--wal", default=None, help="WAL directory (default: <data_dir>/wal)")
-    rp.add_argument("--from-seq", type=int, default=1)
+    rp.add_argument("--from-seq", type=int, default=0,
+                    help="default: the oldest seq in the live WAL (spotx wal prune archives older)")
     rp.add_argument("--reason", required=True)
     rp.add_argument("--ticket", required=True)
     rp.add_argument("--actor", default=None, help="default: cli:<user>")

@@ -88,7 +88,7 @@ class EmbeddedSettler:
         prog = await self.writer.progress(self.consumer, self.catalog.shard)
         self.from_seq = prog.last_seq if prog else 0
         self.settled_seq = prog.last_seq if prog else 0
-        self._tail = self.reader.tail(self.from_seq)
+        self._tail = self.reader.tail(max(1, self.from_seq))  # 1: a gap error if archived
         return self.from_seq
 
     async def _bind_wal(self) -> None:

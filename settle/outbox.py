@@ -85,7 +85,7 @@ class Outbox:
         self.cursor = read_cursor(self.cursor_path)
         self._saved_cursor = self.cursor
         self._saved_at = 0.0
-        self._tail: WalTail = self.reader.tail(self.cursor)
+        self._tail: WalTail = self.reader.tail(max(1, self.cursor))
         self._batcher = WalBatcher(catalog)
         self._queue: collections.deque[tuple[Message, _Pending]] = collections.deque()
         self._pending: collections.deque[_Pending] = collections.deque()
@@ -192,7 +192,7 @@ class Outbox:
         self._queue.clear()
         self._pending.clear()
         self._batcher = WalBatcher(self.catalog)
-        self._tail = self.reader.tail(self.cursor)
+        self._tail = self.reader.tail(max(1, self.cursor))
         self._read_seq = self.cursor
         self._rewind = False
 

@@ -163,7 +163,7 @@ class Publisher:
     def _tail_now(self) -> WalTail | None:
         if self._tail is None and self.wal_dir.is_dir():
             self._reader = WalReader(self.wal_dir)
-            self._tail = self._reader.tail(self._resume)
+            self._tail = self._reader.tail(self._resume or 1)  # 1: a gap error if archived
         return self._tail
 
     def _restore(self) -> None:

@@ -42,7 +42,7 @@ class Client:
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra: dict[str, str] | None = None) -> None:
         env = {
             "SPOTX_DATA_DIR": str(tmp / "data"),
             "SPOTX_INSTANCE": f"t{uuid.uuid4().hex[:8]}",
@@ -55,6 +55,7 @@ class Stack:
             "SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(8 << 20),
             "SPOTX_ENGINE_RING_CAPACITY": "4096",
             "SPOTX_SETTLE_ENABLED": "false",
+            **(extra or {}),
         }
         self.env = env  # the stack's SPOTX_* overrides (for CLI commands run against it)
         self.cfg = config.load(env=env)

@@ -1,0 +1,154 @@
+"""pipeline.wal.archive: whole old segments leave the live WAL for an archive and come back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from wal_payloads import append_batches, check_log
+
+from pipeline.wal import WalGapError, WalLocked, WalReader, WalWriter, recover, verify_chain
+from pipeline.wal.archive import ArchiveError, archive, first_retained_seq, prunable, unarchive
+from pipeline.wal.format import list_segments
+
+SEG = 16 << 10
+
+
+def _log(d: Path, batches: int = 300) -> int:
+    with WalWriter(d, segment_bytes=SEG) as w:
+        last = append_batches(w, batches)
+        w.sync()
+    return last
+
+
+def _segs(d: Path) -> list[tuple[int, int]]:
+    return [(s.segno, s.first_seq) for s in list_segments(d)]
+
+
+def test_archive_keeps_exactly_what_a_reader_from_keep_from_needs(tmp_path: Path) -> None:
+    wal, arch = tmp_path / "wal", tmp_path / "arch"
+    last = _log(wal)
+    before = _segs(wal)
+    assert len(before) >= 8 and first_retained_seq(wal) == 1
+    # keep_from one seq into segment 5: segments 0..4 go, 5 (which holds it) stays
+    keep = before[5][1] + 1
+    assert [s.segno for s in prunable(wal, keep)] == [0, 1, 2, 3, 4]
+    moved = archive(wal, arch, keep)
+    assert [m.segno for m in moved] == [0, 1, 2, 3, 4]
+    assert [(m.first_seq, m.end_seq) for m in moved] == [(before[i][1], before[i + 1][1])
+                                                         for i in range(5)]
+    assert _segs(wal) == before[5:] and _segs(arch) == before[:5]
+    assert first_retained_seq(wal) == before[5][1]
+    # keep_from exactly at a segment's first seq keeps that segment and drops the one before
+    assert [s.segno for s in prunable(wal, before[7][1])] == [5, 6]
+    assert prunable(wal, before[7][1] - 1) == [s for s in list_segments(wal) if s.segno == 5]
+    # the reader: from keep_from on, every frame; before the live WAL, a gap error
+    assert check_log(wal, last, first_seq=before[5][1]) > 0
+    with pytest.raises(WalGapError, match="older than the oldest segment"):
+        list(WalReader(wal).iter_frames(before[5][1] - 1))
+    with pytest.raises(WalGapError):
+        WalReader(wal).tail(1).poll(10)
+    # the pruned log verifies, recovers and takes appends
+    assert verify_chain(wal).ok
+    assert recover(wal).last_seq == last
+    with WalWriter(wal, segment_bytes=SEG) as w:
+        last = append_batches(w, 20)
+        w.sync()
+    assert check_log(wal, last, first_seq=before[5][1]) > 0
+
+
+def test_archive_never_takes_the_last_segment_or_crosses_a_hole(tmp_path: Path) -> None:
+    wal = tmp_path / "wal"
+    last = _log(wal)
+    segs = list_segments(wal)
+    assert len(segs) >= 6
+    assert prunable(wal, last + 1000)[-1].segno == segs[-2].segno  # the writer's stays
+    segs[3].path.rename(tmp_path / segs[3].path.name)  # a hole: segment 2's end is unknown
+    assert [s.segno for s in prunable(wal, last + 1000)] == [0, 1]
+
+
+def test_unarchive_puts_segments_back_and_the_whole_log_reads_again(tmp_path: Path) -> None:
+    wal, arch = tmp_path / "wal", tmp_path / "arch"
+    last = _log(wal)
+    before = _segs(wal)
+    archive(wal, arch, before[6][1])
+    assert first_retained_seq(wal) == before[6][1]
+    # only as far back as asked: seq inside segment 4 -> segments 4 and 5 come back
+    moved = unarchive(wal, arch, before[4][1] + 1)
+    assert [m.segno for m in moved] == [4, 5]
+    assert first_retained_seq(wal) == before[4][1]
+    moved = unarchive(wal, arch)
+    assert [m.segno for m in moved] == [0, 1, 2, 3]
+    assert _segs(wal) == before and not list_segments(arch)
+    assert check_log(wal, last) > 0 and verify_chain(wal).ok
+    assert unarchive(wal, arch) == []
+
+
+def test_both_refuse_while_a_writer_holds_the_wal(tmp_path: Path) -> None:
+    wal, arch = tmp_path / "wal", tmp_path / "arch"
+    _log(wal)
+    segs = _segs(wal)
+    with WalWriter(wal, segment_bytes=SEG):
+        with pytest.raises(WalLocked):
+            archive(wal, arch, segs[-1][1])
+        with pytest.raises(WalLocked):
+            unarchive(wal, arch)
+    assert _segs(wal) == segs
+
+
+def test_one_archive_per_wal_and_a_tampered_segment_fails_the_chain(tmp_path: Path) -> None:
+    a, b, arch = tmp_path / "a", tmp_path / "b", tmp_path / "arch"
+    _log(a)
+    _log(b)  # another WAL: another id
+    archive(a, arch, _segs(a)[3][1])
+    with pytest.raises(ArchiveError, match="one archive per WAL"):
+        archive(b, arch, _segs(b)[3][1])
+    assert _segs(b)[0][0] == 0  # nothing of b moved
+    # a segment altered in the archive: putting it back fails verification, loudly
+    p = arch / list_segments(arch)[-1].path.name
+    with open(p, "r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ArchiveError, match="hash chain fails"):
+        unarchive(a, arch)
+
+
+def test_an_interrupted_move_is_finished_and_a_differing_copy_refused(tmp_path: Path) -> None:
+    wal, arch = tmp_path / "wal", tmp_path / "arch"
+    _log(wal)
+    before = _segs(wal)
+    s0 = list_segments(wal)[0].path
+    arch.mkdir()
+    (arch / s0.name).write_bytes(s0.read_bytes())  # copied, source not yet unlinked
+    moved = archive(wal, arch, before[2][1])
+    assert [m.segno for m in moved] == [0, 1] and _segs(arch) == before[:2]
+    s2 = list_segments(wal)[0].path
+    bad = bytearray(s2.read_bytes())
+    bad[300] ^= 0xFF  # same header, different frames
+    (arch / s2.name).write_bytes(bytes(bad))
+    with pytest.raises(ArchiveError, match="differs"):
+        archive(wal, arch, before[3][1])
+    assert s2.exists()
+
+
+def test_archive_on_another_filesystem_copies_checks_and_then_unlinks(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    wal = tmp_path / "wal"
+    last = _log(wal)
+    before = _segs(wal)
+    other = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="spotx-test-arch-"))
+    try:
+        assert other.stat().st_dev != wal.stat().st_dev  # tmpfs against the disk
+        sizes = {s.path.name: s.path.stat().st_size for s in list_segments(wal)}
+        moved = archive(wal, other, before[4][1])
+        assert [m.segno for m in moved] == [0, 1, 2, 3] and _segs(wal) == before[4:]
+        assert {p.name: p.stat().st_size for p in other.iterdir()} == {
+            n: sizes[n] for n in [m.name for m in moved]}  # no .tmp left behind
+        assert unarchive(wal, other) and _segs(wal) == before
+        assert check_log(wal, last) > 0
+    finally:
+        shutil.rmtree(other)
