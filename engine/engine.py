@@ -31,7 +31,7 @@ from engine.layout import (
     State,
     max_events_per_command,
 )
-from engine.state import allocate, config_hash, prefault
+from engine.state import allocate, config_hash, engine_config_doc, prefault
 from pipeline.config import Config
 from pipeline.records import COMMAND, EVENT
 
@@ -54,6 +54,9 @@ class Engine:
         self._info = np.zeros(4, np.int64)
         self._fast: Callable[..., int] | None = None
         self.config_hash = config_hash(config, max_makers_per_order)
+        # restore(): (kind, what) when the snapshot was of another config, carried over
+        # (engine.snapshot); None otherwise
+        self.migrated: tuple[str, str] | None = None
 
     # -- sizing --------------------------------------------------------------------------------
     def min_events_capacity(self) -> int:
@@ -134,14 +137,18 @@ class Engine:
         if int(self.state.ctl[C_RESUME_SEQ]) != 0:
             raise EngineError("cannot snapshot in the middle of a split CANCEL_ALL")
         st, shash, cfg_hash, makers = self.state, self.state_hash(), self.config_hash, self.max_makers
-        return lambda: snapshot.save(st, Path(path), seq, shash, fencing, cfg_hash, makers)
+        doc = engine_config_doc(self.config, makers)
+        return lambda: snapshot.save(st, Path(path), seq, shash, fencing, cfg_hash, makers, doc)
 
     @classmethod
     def restore(cls, path: str | Path, config: Config, **kwargs: int) -> Engine:
         """An engine from a snapshot manifest (or its directory: the newest valid one)."""
         st, manifest = snapshot.load(Path(path), config)
-        return cls(config, max_makers_per_order=int(manifest["max_makers_per_order"]), state=st,
-                   **kwargs)
+        eng = cls(config, max_makers_per_order=int(manifest["max_makers_per_order"]), state=st,
+                  **kwargs)
+        m = manifest.get("migrated")
+        eng.migrated = (str(m[0]), str(m[1])) if m else None
+        return eng
 
     # -- queries -------------------------------------------------------------------------------
     def balances(self, account: int) -> dict[int, tuple[int, int]]:

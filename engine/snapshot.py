@@ -4,12 +4,22 @@ Files in the snapshot directory, for last applied seq S:
 
     snapshot-<S:020d>.npz    the arrays of ``layout.PERSISTED``, deflated (scratch arrays are rebuilt)
     snapshot-<S:020d>.json   {"seq", "state_hash", "fencing_token", "config_hash",
-                              "max_makers_per_order", "layout", "npz", "npz_sha256"}
+                              "max_makers_per_order", "layout", "npz", "npz_sha256", "config"}
 
 Each file is written to a ``.tmp`` name, fsynced, renamed, and the directory fsynced; the manifest
 goes last, so a manifest only ever names a complete npz. ``load`` checks the config hash, the npz
 digest, every array's dtype and shape against a fresh allocation, and recomputes the state hash
 from scratch; any mismatch is a SnapshotError. Cost O(state) both ways.
+
+A config change across a restart. The manifest keeps the engine config it was taken under
+(``engine.state.engine_config_doc``). When the hash differs, ``load`` carries the state over if
+``engine.state.config_change`` allows it: assets and symbols appended (their books, modes and
+balance columns start empty; the new levels join the free list), and existing symbols' limits,
+fees and price bands changed (the new symbol table). Sizing, an asset, or a symbol's assets, lot
+or tick may not change (SnapshotError naming the change). The manifest returned then carries
+``"migrated": [kind, what]``; the caller decides whether the WAL after the snapshot may be replayed
+under the new config (``pipeline.engine_proc``: a limits or fee change only with nothing to
+replay, since those commands ran under the old parameters).
 """
 
 from __future__ import annotations
@@ -24,9 +34,17 @@ from typing import Any
 import numpy as np
 
 from engine._batch import recompute_terms, state_hash
-from engine.errors import SnapshotError
-from engine.layout import C_RESUME_SEQ, LAYOUT_VERSION, PERSISTED, State
-from engine.state import allocate, config_hash
+from engine.errors import EngineConfigError, SnapshotError
+from engine.layout import (
+    C_FREE_LEVEL,
+    C_N_ASSETS,
+    C_N_SYMBOLS,
+    C_RESUME_SEQ,
+    LAYOUT_VERSION,
+    PERSISTED,
+    State,
+)
+from engine.state import allocate, config_change, config_hash, engine_config_doc
 from pipeline.config import Config
 
 PREFIX = "snapshot-"
@@ -71,7 +89,7 @@ def _savez_deflated(f: Any, arrays: dict[str, np.ndarray]) -> None:
 
 
 def save(st: State, directory: Path, seq: int, shash: int, fencing: int, cfg_hash: str,
-         max_makers: int) -> Path:
+         max_makers: int, cfg_doc: dict[str, Any] | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{PREFIX}{seq:020d}"
     npz = directory / f"{stem}.npz"
@@ -81,6 +99,7 @@ def save(st: State, directory: Path, seq: int, shash: int, fencing: int, cfg_has
         "seq": int(seq), "state_hash": int(shash), "fencing_token": int(fencing),
         "config_hash": cfg_hash, "max_makers_per_order": int(max_makers),
         "layout": LAYOUT_VERSION, "npz": npz.name, "npz_sha256": _sha256(npz),
+        **({"config": cfg_doc} if cfg_doc is not None else {}),
     }
     path = directory / f"{stem}.json"
     _write_atomic(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
@@ -135,28 +154,98 @@ def load(path: Path, cfg: Config) -> tuple[State, dict[str, Any]]:
         raise SnapshotError("no loadable snapshot" + ("; " + "; ".join(errors) if errors else ""),
                             str(path))
     doc = read_manifest(path)
-    want = config_hash(cfg, int(doc["max_makers_per_order"]))
+    makers = int(doc["max_makers_per_order"])
+    want = config_hash(cfg, makers)
+    migrated: tuple[str, str] | None = None
+    old_doc: dict[str, Any] | None = None
     if doc["config_hash"] != want:
-        raise SnapshotError(f"snapshot is for config {doc['config_hash']}, this config is {want}",
-                            str(path))
+        old_doc = doc.get("config")
+        if not isinstance(old_doc, dict):
+            raise SnapshotError(f"snapshot is for config {doc['config_hash']}, this config is "
+                                f"{want} (and the manifest does not say what that config was)",
+                                str(path))
+        try:
+            migrated = config_change(old_doc, engine_config_doc(cfg, makers))
+        except EngineConfigError as e:
+            raise SnapshotError(f"snapshot is for another config: {e}", str(path)) from e
     npz = path.parent / str(doc["npz"])
     if "npz_sha256" in doc and (not npz.exists() or _sha256(npz) != doc["npz_sha256"]):
         raise SnapshotError("npz missing or its digest differs from the manifest", str(npz))
-    fresh = allocate(cfg, int(doc["max_makers_per_order"]))
+    fresh = allocate(cfg, makers)
+    n_sym = len(old_doc["symbols"]) - 1 if old_doc else len(cfg.symbols)
+    n_assets = len(old_doc["assets"]) if old_doc else len(cfg.assets)
     arrays: dict[str, np.ndarray] = {}
     with np.load(npz, allow_pickle=False) as z:
         for name in PERSISTED:
             a = z[name]
             ref = getattr(fresh, name)
-            if a.dtype != ref.dtype or a.shape != ref.shape:
+            shape = _shape_under(name, ref.shape, n_sym, n_assets, int(cfg.engine.max_levels))
+            if a.dtype != ref.dtype or a.shape != shape:
                 raise SnapshotError(f"array {name}: {a.dtype}{a.shape}, expected "
-                                    f"{ref.dtype}{ref.shape}", str(npz))
+                                    f"{ref.dtype}{shape}", str(npz))
             # view as the exact dtype object: the .npy header loses the aligned-struct flag, and
             # numba would type (and compile) the restored arrays as unaligned records
             arrays[name] = np.ascontiguousarray(a).view(ref.dtype)
-    st = fresh._replace(**arrays)
+    if migrated is None:
+        st = fresh._replace(**arrays)
+    else:
+        st = _carry_over(arrays, fresh)
     if int(st.ctl[C_RESUME_SEQ]) != 0:
         raise SnapshotError("snapshot taken inside a split CANCEL_ALL", str(npz))
+    # the hash covers balances, orders, modes and globals, not the layout: a carried-over state
+    # verifies against the hash it was saved with
     if int(recompute_terms(st)) != int(st.hs[0]) or int(state_hash(st)) != int(doc["state_hash"]):
         raise SnapshotError("state hash does not verify", str(npz))
-    return st, doc
+    return st, (doc if migrated is None else {**doc, "migrated": list(migrated)})
+
+
+_BY_SYMBOL = ("bk_key", "bk_lv", "bk_n", "bk_orders", "sp", "smode")  # first axis: symbol id
+_BY_ASSET = ("avail", "locked")  # second axis: asset id
+
+
+def _shape_under(name: str, shape: tuple[int, ...], n_sym: int, n_assets: int,
+                 max_levels: int) -> tuple[int, ...]:
+    """The shape array ``name`` (``shape`` under this config) has under ``n_sym`` symbols and
+    ``n_assets`` assets (the snapshot's config)."""
+    if name in _BY_SYMBOL:
+        return (n_sym + 1, *shape[1:])
+    if name in _BY_ASSET:
+        return (shape[0], n_assets + 1)
+    if name == "levels":
+        return (n_sym * 2 * max_levels,)
+    return shape
+
+
+def _carry_over(old: dict[str, np.ndarray], fresh: State) -> State:
+    """The snapshot's arrays moved into ``fresh`` (allocated for the new config): appended
+    symbols and assets start empty, the appended levels join the front of the free list, the
+    symbol table is the new one."""
+    out: dict[str, np.ndarray] = {}
+    for name, a in old.items():
+        ref = getattr(fresh, name)
+        if name == "sp":
+            out[name] = ref
+        elif name in _BY_SYMBOL:
+            b = ref.copy()
+            b[:a.shape[0]] = a
+            out[name] = b
+        elif name in _BY_ASSET:
+            b = ref.copy()
+            b[:, :a.shape[1]] = a
+            out[name] = b
+        elif name == "levels":
+            b = ref.copy()  # fresh: next_free = i + 1, the last -1
+            n = len(a)
+            b[:n] = a
+            if len(b) > n:
+                b["next_free"][-1] = int(old["ctl"][C_FREE_LEVEL])
+            out[name] = b
+        else:
+            out[name] = a
+    ctl = out["ctl"].copy()
+    if len(out["levels"]) > len(old["levels"]):
+        ctl[C_FREE_LEVEL] = len(old["levels"])
+    ctl[C_N_SYMBOLS] = fresh.ctl[C_N_SYMBOLS]
+    ctl[C_N_ASSETS] = fresh.ctl[C_N_ASSETS]
+    out["ctl"] = ctl
+    return fresh._replace(**out)

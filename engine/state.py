@@ -92,6 +92,51 @@ def config_hash(cfg: Config, max_makers: int = DEFAULT_MAX_MAKERS) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
+# what a restart may not change under a snapshot: the state's sizing and the meaning of its
+# integers (which assets a symbol trades, its lot and its tick-to-quote factor)
+_SIZING = ("layout", "max_orders", "max_accounts", "max_levels", "checkpoint_every", "fee_account",
+           "external_account", "max_makers_per_order")
+_STRUCTURAL = (P_VALID, P_BASE, P_QUOTE, P_LOT, P_K)
+_PARAM_NAMES = {P_MIN_QTY: "min_qty", P_MAX_QTY: "max_qty", P_MAX_PRICE: "max_price",
+                P_MIN_NOTIONAL: "min_notional", P_MAKER: "maker_fee_bps",
+                P_TAKER: "taker_fee_bps", P_BAND: "price_band_bps", P_MAX_BUDGET: "max_budget"}
+
+
+def config_change(old: dict[str, object], new: dict[str, object]) -> tuple[str, str]:
+    """How the engine config ``new`` differs from ``old`` (two ``engine_config_doc``): ("same",
+    ""), ("additive", what) when assets or symbols were only appended, or ("params", what) when
+    existing symbols' limits, fees or bands changed too. Raises EngineConfigError naming the
+    change when a snapshot of ``old`` cannot carry over (sizing, an asset or a symbol's assets,
+    lot or tick changed, or one was removed)."""
+    for key in _SIZING:
+        if old.get(key) != new.get(key):
+            raise EngineConfigError(f"engine {key} changed ({old.get(key)} -> {new.get(key)}): "
+                                    f"the state cannot be carried over")
+    oa, na = list(old["assets"]), list(new["assets"])  # type: ignore[call-overload]
+    if na[:len(oa)] != oa:
+        raise EngineConfigError(f"assets changed ({oa} -> {na[:len(oa)]}): assets may only be "
+                                f"appended")
+    os_, ns = list(old["symbols"]), list(new["symbols"])  # type: ignore[call-overload]
+    if len(ns) < len(os_):
+        raise EngineConfigError(f"symbols removed ({len(os_) - 1} -> {len(ns) - 1}): symbols may "
+                                f"only be appended (halt one instead)")
+    what, params = [], []
+    for sid in range(1, len(os_)):
+        o, n = os_[sid], ns[sid]
+        if [o[i] for i in _STRUCTURAL] != [n[i] for i in _STRUCTURAL]:
+            raise EngineConfigError(f"symbol {sid}: its assets, lot or tick changed: a symbol's "
+                                    f"integers cannot change meaning under open orders")
+        params += [f"symbol {sid} {name} {o[i]} -> {n[i]}" for i, name in _PARAM_NAMES.items()
+                   if o[i] != n[i]]
+    if len(na) > len(oa):
+        what.append(f"{len(na) - len(oa)} asset(s) added")
+    if len(ns) > len(os_):
+        what.append(f"{len(ns) - len(os_)} symbol(s) added")
+    if params:
+        return "params", "; ".join(what + params)
+    return ("additive", "; ".join(what)) if what else ("same", "")
+
+
 def _check(cfg: Config, max_makers: int) -> None:
     e = cfg.engine
     if not 1 <= e.max_orders <= INT32_MAX // 2:

@@ -14,8 +14,11 @@ is the format because the state is this code's own objects and the file never cr
 boundary (it lives next to the WAL, written by the same user); it is never read if any check fails.
 
 Checks before use (else: a full replay, with the reason logged): format ``VERSION``; the WAL id
-(a snapshot of another WAL is never applied); a fingerprint of the config parts the state depends
-on (symbols, assets, history bounds); ``resume_seq - 1`` not beyond the durable watermark.
+(a snapshot of another WAL is never applied); ``resume_seq - 1`` not beyond the durable
+watermark; a fingerprint of the config parts the state depends on (symbols, assets, history
+bounds). A snapshot of an earlier config is carried over when that config only appended assets
+and symbols (``carry_over_refusal``, from the ``config_doc`` the snapshot keeps): the new symbols'
+market state starts empty (``MarketDeriver.adopt``); the read model holds no config.
 
 Writing. Periodically (``[edge] snapshot_every_events``) by a forked child: the child pickles the
 copy-on-write image of the state as of the fork and exits; the edge's loop never stalls on it.
@@ -53,6 +56,7 @@ class EdgeSnapshot:
     readmodel: dict[str, Any]
     market: Any  # pipeline.publisher.derive.MarketDeriver, or None
     audit: list[dict[str, Any]]
+    config: dict[str, Any] | None = None  # config_doc of the config it is of
 
 
 def snapshot_path(cfg: Config) -> Path:
@@ -64,6 +68,32 @@ def fingerprint(cfg: Config) -> str:
     parts = (repr(cfg.symbols), repr(cfg.assets), cfg.market.trade_history,
              cfg.market.candle_history)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def config_doc(cfg: Config) -> dict[str, Any]:
+    """What a snapshot needs to know of its config to be carried over to another one: the assets,
+    each symbol's identity and integer units, the history bounds."""
+    return {"assets": [[a.asset_id, a.name, a.scale] for a in cfg.assets],
+            "symbols": [[s.symbol_id, s.name, s.base_id, s.quote_id, s.tick_minor, s.lot_minor,
+                         s.base_scale, s.quote_scale] for s in cfg.symbols],
+            "history": [cfg.market.trade_history, cfg.market.candle_history]}
+
+
+def carry_over_refusal(old: dict[str, Any] | None, cfg: Config) -> str | None:
+    """None if a snapshot of config ``old`` (``config_doc``) can be carried over to ``cfg``:
+    assets and symbols only appended, every existing symbol with the same assets and units, the
+    same history bounds. Else why not."""
+    if old is None:
+        return "symbols, assets or history bounds changed (and the snapshot predates carry-over)"
+    new = config_doc(cfg)
+    if old["history"] != new["history"]:
+        return (f"market history bounds changed ({old['history']} -> {new['history']}: trades, "
+                f"candles)")
+    if new["assets"][:len(old["assets"])] != old["assets"]:
+        return "assets changed (they may only be appended)"
+    if new["symbols"][:len(old["symbols"])] != old["symbols"]:
+        return "a symbol was removed, renamed or its units changed (symbols may only be appended)"
+    return None
 
 
 def write(path: Path, snap: object) -> None:
@@ -147,8 +177,14 @@ def inspect(path: Path, cls: Any, version: int, cfg: Config, wal_id: int,
         why = "format version differs"
     elif snap.wal_id != wal_id:
         why = f"it is of WAL {snap.wal_id}, this WAL is {wal_id}"
-    elif snap.fingerprint != fingerprint(cfg):
-        why = "symbols, assets or history bounds changed"
     elif snap.resume_seq - 1 > durable_seq:
         why = f"it resumes at seq {snap.resume_seq}, beyond the durable seq {durable_seq}"
+    elif snap.fingerprint != fingerprint(cfg):
+        why = carry_over_refusal(getattr(snap, "config", None), cfg)
+        if why is None:  # appended symbols: their state starts empty
+            market = getattr(snap, "market", None) or getattr(snap, "deriver", None)
+            if market is not None:
+                market.adopt(cfg)
+            log.info("snapshot %s is of an earlier config (symbols or assets appended since): "
+                     "carried over", path)
     return (None, why) if why is not None else (snap, None)

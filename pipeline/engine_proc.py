@@ -47,11 +47,16 @@ from ringbuf import SPSC_HEAD, SPSC_TAIL
 log = logging.getLogger("spotx.engine")
 
 EXIT_SEV1 = 70
+EXIT_CONFIG = 78  # EX_CONFIG: the config does not fit the state (engine snapshot, WAL)
 _SNAPSHOT = int(Cmd.SNAPSHOT)  # an int: numpy converting the IntEnum member cost 4.8 us a batch
 
 
 class EngineSev1(RuntimeError):
     """Replay does not reproduce the logged events: never start on a divergent state."""
+
+
+class EngineConfigChange(RuntimeError):
+    """The config changed in a way the engine cannot start under (the message says what to do)."""
 
 
 def wal_path(cfg: Config) -> Path:
@@ -89,6 +94,7 @@ class EngineHost:
                                 fencing_token=self.fencing,
                                 sync_mode=wal_sync or _sync_mode(cfg.engine.durability),
                                 write=cfg.engine.wal_write, prealloc=cfg.engine.wal_prealloc)
+        self._check_config_change()
         self.batch_max = cfg.engine.batch_max
         self.cmds = np.zeros(self.batch_max, COMMAND)
         self.admin = np.zeros(16, ADMIN)
@@ -115,6 +121,29 @@ class EngineHost:
         self.since_snapshot = 0
         self._snap_pid = 0  # a forked child writing a periodic snapshot
         self.snapshots_written = 0
+        self.snapshot_seq = self.snap_seq  # seq of the newest snapshot on disk (0: none)
+        if self.engine.migrated is not None:
+            self.snapshot()  # the new config's own base: the next start needs no carrying over
+
+    def _check_config_change(self) -> None:
+        """A snapshot of another config was carried over (engine.snapshot): fine for appended
+        assets and symbols; a change of existing symbols' limits or fees only if nothing is left
+        to replay, since the commands after the snapshot ran under the old parameters and their
+        logged events would not replay (a false SEV1)."""
+        if self.engine.migrated is None:
+            return
+        kind, what = self.engine.migrated
+        last = self.writer.last_seq
+        if kind == "params" and last > self.snap_seq:
+            self.writer.close()
+            raise EngineConfigChange(
+                f"the config changed since the engine snapshot at seq {self.snap_seq} ({what}), "
+                f"and the WAL holds commands up to seq {last} that ran under the old parameters: "
+                f"start once with the previous config and stop cleanly (the engine snapshots the "
+                f"end of the WAL at a clean stop), then apply the change (RUNBOOK 'Config "
+                f"changes')")
+        log.warning("engine config changed since the snapshot at seq %d (%s): state carried "
+                    "over", self.snap_seq, what)
 
     # -- recovery ------------------------------------------------------------------------------
     def _replay(self) -> int:
@@ -281,6 +310,7 @@ class EngineHost:
             self.committer.sync_now()
         directory, keep = snap_path(self.cfg), self.cfg.engine.snapshots_keep
         write = self.engine.snapshot_writer(directory, self.next_seq - 1, self.fencing)
+        self.snapshot_seq = self.next_seq - 1
         self.since_snapshot = 0
         if not background:
             p = write()
@@ -329,12 +359,18 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
     sys.setswitchinterval(0.0002)  # let the flusher thread publish promptly after fdatasync
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
+    from engine.errors import SnapshotError
+
     try:
         host = EngineHost(cfg)
     except EngineSev1 as e:
         log.critical("%s", e)
         ready.send({"error": str(e)})
         sys.exit(EXIT_SEV1)
+    except (EngineConfigChange, SnapshotError) as e:  # a config the state cannot start under
+        log.critical("%s", e)
+        ready.send({"error": str(e)})
+        sys.exit(EXIT_CONFIG)
     host.ringer = Ringer(run_dir(cfg))
     from engine._stats import count_orders
     from engine.warm import warm
@@ -395,6 +431,11 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
                 data[s_depth] = host.queue_depth()
             count_orders(host.cmds, n, host.next_seq - n, count_off, seq_off, data)
     finally:
+        if stop["flag"] and host.writer.failed is None and host.next_seq - 1 > host.snapshot_seq:
+            try:  # a clean stop: the next start (maybe under a changed config) replays nothing
+                host.snapshot()
+            except Exception:  # noqa: BLE001 - the WAL has everything; it only costs a replay
+                log.exception("engine snapshot at stop failed")
         host.close()
         stats.close()
         log.info("engine stopped at seq %d", host.next_seq - 1)

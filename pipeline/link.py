@@ -234,7 +234,7 @@ class RingGateway:
         snap = edge_snapshot.EdgeSnapshot(
             edge_snapshot.VERSION, int(d.wal_id), self._batch_end,
             edge_snapshot.fingerprint(self.cfg), self.events, self.readmodel.state(), market,
-            list(self.audit_log))
+            list(self.audit_log), edge_snapshot.config_doc(self.cfg))
         path = edge_snapshot.snapshot_path(self.cfg)
         if in_child:
             self._snap_pid = edge_snapshot.write_in_child(path, snap)

@@ -4,9 +4,9 @@ The WAL grows by ~350 B per command (RUNBOOK "WAL disk"). A segment can leave th
 once nothing will read it again. Who reads the WAL, and from where at its next start:
 
 ==============  =================================================================================
-engine          its oldest engine snapshot that fits this config, + 1 (it restores the newest
-                loadable one; the older ones are its fallback, so the oldest bounds); without
-                one, seq 1
+engine          its oldest engine snapshot that fits this config or can be carried over to it,
+                + 1 (it restores the newest loadable one; the older ones are its fallback, so
+                the oldest bounds); without one, seq 1
 edge            the edge snapshot's ``resume_seq`` if it fits this WAL and config, else seq 1
 publisher       (``[market] enabled``) the publisher snapshot's ``resume_seq`` likewise, else 1
 settlement      (``[settle] enabled``) the ledger's ``settlement_progress.last_seq`` (read again
@@ -19,10 +19,11 @@ the segments below it into the archive, oldest first, under the WAL writer's loc
 be stopped. If Postgres cannot be read while settlement is enabled, nothing is pruned: the tool
 never guesses what settlement has read.
 
-The consequence an operator must know (RUNBOOK "WAL disk"): a snapshot stops fitting when the
-symbols, assets or history bounds change, and the engine's when its config hash changes. A reader
-whose snapshot no longer fits starts from seq 1, which is then in the archive: it refuses to start
-with ``WalGapError`` naming the seq, and ``spotx wal unarchive`` puts the segments back.
+The consequence an operator must know (RUNBOOK "WAL disk", "Config changes"): snapshots are
+carried over to a config that appends assets and symbols (and the engine's to changed fees and
+limits, with nothing to replay), but not past other changes (sizing, units, history bounds). A
+reader whose snapshot does not fit starts from seq 1, which is then in the archive: it refuses to
+start with ``WalGapError`` naming the seq, and ``spotx wal unarchive`` puts the segments back.
 
 Every applied prune is recorded (time, actor, reason, ticket, the positions, what moved) as one
 JSON line in ``<data_dir>/wal-retention.jsonl`` (fsynced), which the forensic bundle copies.
@@ -81,9 +82,10 @@ def _wal_dir(cfg: Config) -> Path:
     return Path(cfg.data_dir) / "wal"
 
 
-def _engine_need(cfg: Config) -> Need:
+def _engine_need(cfg: Config, durable_seq: int) -> Need:
+    from engine.errors import EngineConfigError
     from engine.snapshot import manifests, read_manifest
-    from engine.state import config_hash
+    from engine.state import config_change, config_hash, engine_config_doc
     from pipeline.engine_proc import snap_path
 
     sdir = snap_path(cfg)
@@ -93,9 +95,17 @@ def _engine_need(cfg: Config) -> Need:
             doc = read_manifest(m)
         except Exception:  # noqa: BLE001 - an unreadable manifest is not a fallback either
             continue
-        npz = m.parent / str(doc["npz"])
-        if npz.exists() and doc["config_hash"] == config_hash(cfg, int(doc["max_makers_per_order"])):
-            seqs.append(int(doc["seq"]))
+        if not (m.parent / str(doc["npz"])).exists():
+            continue
+        makers = int(doc["max_makers_per_order"])
+        if doc["config_hash"] != config_hash(cfg, makers):
+            try:  # one the engine carries over to this config (engine.snapshot) counts too
+                kind, _ = config_change(doc.get("config") or {}, engine_config_doc(cfg, makers))
+            except (EngineConfigError, KeyError, TypeError):
+                continue
+            if kind == "params" and int(doc["seq"]) < durable_seq:
+                continue  # the engine refuses it: commands after it ran under other fees
+        seqs.append(int(doc["seq"]))
     if not seqs:
         return Need("engine", 1, "no engine snapshot fits this config: it replays from seq 1")
     return Need("engine", min(seqs) + 1,
@@ -170,7 +180,7 @@ def needs(cfg: Config) -> list[Need]:
     if not segs or dp is None:
         raise RetentionError(f"{d} holds no WAL with a durable watermark")
     wid = wal_id(segs[-1].path)
-    out = [_engine_need(cfg), _snapshot_need("edge", cfg, wid, dp.seq)]
+    out = [_engine_need(cfg, dp.seq), _snapshot_need("edge", cfg, wid, dp.seq)]
     if cfg.market.enabled:
         out.append(_snapshot_need("publisher", cfg, wid, dp.seq))
     if cfg.settle.enabled:

@@ -77,6 +77,21 @@ class MarketDeriver:
         self.seq = 0  # last engine seq applied
         self.time_ms = 0  # latest event time seen
 
+    def adopt(self, cfg: Config) -> None:
+        """Carry this state (from a snapshot) over to ``cfg``, which appends symbols to the
+        config it was built under (``pipeline.edge_snapshot`` checks that): the new symbols start
+        with empty books, trades, candles and tickers, at this state's history bounds."""
+        any_m = next(iter(self.syms.values()), None)
+        th = any_m.trades.maxlen or 1 if any_m is not None else cfg.market.trade_history
+        ch = any_m.candles[0].hist.maxlen or 1 if any_m is not None else cfg.market.candle_history
+        for s in cfg.symbols:
+            if s.symbol_id not in self.syms:
+                self.syms[s.symbol_id] = SymbolMarket(SymbolFormat(s), s.symbol_id, th, ch)
+        self.by_name = {m.fmt.name: m for m in self.syms.values()}
+        if isinstance(self.books, FlatBooks):
+            self.books = self.books.with_symbols(list(self.syms))
+        self.cfg = cfg  # a BookDeriver adds a symbol's book at its first event
+
     # -- feeding ----------------------------------------------------------------------------------
     def apply(self, ev: np.ndarray, emit: bool = True) -> list[Out]:
         out: list[Out] = []

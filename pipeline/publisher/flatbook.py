@@ -202,6 +202,21 @@ class FlatBooks:
                              self.bts, self.keys[live], self.o_book[live], self.o_side[live],
                              self.o_px[live], self.o_lots[live], int(self.meta[K.M_LAST_SEQ]))
 
+    def with_symbols(self, symbols: Iterable[int]) -> FlatBooks:
+        """These books plus empty ones for the ids of ``symbols`` not here yet (appended, so
+        every existing book keeps its index); ``self`` if there are none."""
+        extra = [int(s) for s in symbols if int(s) not in self.books]
+        if not extra:
+            return self
+        _, (ids, px, qt, cnt, bseq, bts, keys, ob, osd, opx, olots, last) = self.__reduce__()
+        k = len(extra)
+        pad2 = np.zeros((2 * k, px.shape[1]), np.int64)
+        return _flat_books(ids + extra, np.vstack([px, pad2]), np.vstack([qt, pad2]),
+                           np.concatenate([cnt, np.zeros(2 * k, np.int64)]),
+                           np.concatenate([bseq, np.zeros(k, np.int64)]),
+                           np.concatenate([bts, np.zeros(k, np.int64)]), keys, ob, osd, opx,
+                           olots, last)
+
     # -- BookDeriver's interface -------------------------------------------------------------------
     @property
     def last_seq(self) -> int:

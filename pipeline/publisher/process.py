@@ -187,6 +187,7 @@ class Publisher:
         """Write a publisher snapshot of the state now (at a batch boundary only): in a forked
         child (the loop goes on) or synchronously. False if not at a boundary or one is being
         written."""
+        from pipeline.edge_snapshot import config_doc
         from pipeline.publisher import snapshot
         from pipeline.wal import read_durable
 
@@ -194,7 +195,8 @@ class Publisher:
         if not self._at_boundary or self._snap_pid or d is None:
             return False
         snap = snapshot.MdSnapshot(snapshot.VERSION, int(d.wal_id), self._batch_end,
-                                   snapshot.fingerprint(self.cfg), self.events, self.deriver)
+                                   snapshot.fingerprint(self.cfg), self.events, self.deriver,
+                                   config_doc(self.cfg))
         path = snapshot.snapshot_path(self.cfg)
         if in_child:
             self._snap_pid = snapshot.write_in_child(path, snap)

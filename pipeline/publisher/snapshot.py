@@ -38,6 +38,7 @@ class MdSnapshot:
     fingerprint: str
     events: int  # durable events folded in (information)
     deriver: Any  # pipeline.publisher.derive.MarketDeriver
+    config: dict[str, Any] | None = None  # edge_snapshot.config_doc of the config it is of
 
 
 def snapshot_path(cfg: Config) -> Path:

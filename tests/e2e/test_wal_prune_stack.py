@@ -1,6 +1,8 @@
-"""WAL pruning on the live stack: trade, stop cleanly, ``spotx wal prune --apply``, start again:
-every process comes back from its snapshot on the pruned WAL, clients see the same orders,
-balances and book, and trading goes on."""
+"""WAL pruning and a config change on the live stack: trade, stop cleanly, ``spotx wal prune
+--apply``, start again under a config that lists a new symbol (with a new asset) and changes a
+fee: every process comes back from its snapshot on the pruned WAL (carried over to the new
+config), clients see the same orders, balances and book, the new symbol trades and the new fee
+applies."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ from typing import Any
 
 from stackutil import Stack
 
-from pipeline import cli
+from pipeline import cli, config
+from pipeline.config import DEFAULT_TOML
 from pipeline.supervisor import Supervisor
 from pipeline.wal import verify_chain
 from pipeline.wal.archive import first_retained_seq
 from pipeline.wal.format import list_segments
 
 SYM = "BTC-USDT"
+LISTING = "\n" + (Path(__file__).parents[1] / "listing.toml").read_text()
 
 
 def order(price: str, cid: str) -> dict[str, str]:
@@ -57,11 +61,30 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         assert moved > 0 and len(list_segments(wal)) == n0 - moved, doc
         assert first_retained_seq(wal) > 1 and verify_chain(wal).ok
 
+        toml = tmp_path / "listed.toml"
+        toml.write_text(DEFAULT_TOML.read_text().replace(
+            "maker_fee_bps = 2\ntaker_fee_bps = 5", "maker_fee_bps = 2\ntaker_fee_bps = 7", 1)
+            + LISTING)
+        stack.cfg = config.load(toml, env=stack.env)
         stack.sup = Supervisor(stack.cfg)
         stack.sup.start()
         assert stack.sup.child("edge-1").info["restored_from_seq"] >= first_retained_seq(wal)
-        assert state() == before
+        after = state()
+        assert after[1][-1] == {"asset": "NEW", "available": "0.000000", "locked": "0.000000"}
+        assert (after[0], after[1][:-1], *after[2:]) == before  # plus the new asset, at zero
         r = c.call("POST", "/v1/orders", order("510.50", "after"))
         assert r.status_code == 200 and r.json()["status"] == "NEW", r.text
+        syms = {x["symbol"]: x for x in c.call("GET", "/v1/symbols").json()}
+        assert syms[SYM]["takerFeeBps"] == 7 and "NEW-USDT" in syms
+        # the new symbol trades: fund both sides, cross, and the taker pays the new symbol's fee
+        stack.fund(3132, "NEW", "1000")
+        seller = stack.client(3132)
+        sell = {"symbol": "NEW-USDT", "side": "SELL", "type": "LIMIT", "price": "2.000",
+                "quantity": "10", "clientOrderId": "s1"}
+        assert seller.call("POST", "/v1/orders", sell).json()["status"] == "NEW"
+        buy = {**sell, "side": "BUY", "clientOrderId": "b1"}
+        res = c.call("POST", "/v1/orders", buy).json()
+        assert res["status"] == "FILLED", res
+        assert [f["fee"] for f in res["fills"]] == ["0.006000"]  # 20 USDT notional x 3 bps
     finally:
         stack.sup.stop()

@@ -117,7 +117,9 @@ def test_a_snapshot_of_another_wal_or_config_is_not_used(cfg: config.Config) -> 
     path = edge_snapshot.snapshot_path(cfg)
     good = pickle.loads(path.read_bytes())
     for bad in (dataclasses.replace(good, wal_id=good.wal_id + 1),
-                dataclasses.replace(good, fingerprint="0" * 32),
+                dataclasses.replace(good, fingerprint="0" * 32, config=None),  # pre-carry-over
+                dataclasses.replace(good, fingerprint="0" * 32,
+                                    config={**good.config, "history": [1, 1]}),  # bounds changed
                 dataclasses.replace(good, resume_seq=10**12), dataclasses.replace(good, version=0)):
         edge_snapshot.write(path, bad)
         again = edge(cfg)

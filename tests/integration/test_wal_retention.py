@@ -59,6 +59,17 @@ def _pub(cfg: config.Config, tmp: Path) -> Publisher:
                      capacity=1 << 12, stats=False, snapshot_every_events=1 << 40)
 
 
+def snapshot_readers(cfg: config.Config, tmp: Path) -> None:
+    """An edge and a publisher catch up with the WAL and write their snapshots (a clean stop)."""
+    gw = edge(cfg)
+    gw.catch_up()
+    assert gw.snapshot(in_child=False)
+    gw.reader.close()
+    p = _pub(cfg, tmp)
+    p.start()
+    p.close(final_snapshot=True)
+
+
 def _settle(cfg: config.Config) -> int:
     """Run the real embedded settler over the WAL as it is; returns its settled seq."""
     async def go() -> int:
@@ -101,13 +112,7 @@ def test_prune_archives_only_what_no_reader_needs_and_every_reader_restarts(
     settled = _settle(cfg)
     assert settled == last
     # ...the publisher's and the edge's snapshots at the end, then more trading
-    p = _pub(cfg, tmp_path)
-    p.start()
-    p.close(final_snapshot=True)
-    gw = edge(cfg)
-    gw.catch_up()
-    assert gw.snapshot(in_child=False)
-    gw.reader.close()
+    snapshot_readers(cfg, tmp_path)
     last, h = _trade(cfg, 4_000, seed=4)
     segs = list_segments(wal)
     assert len(segs) > 10
@@ -204,13 +209,7 @@ def test_the_cli_dry_runs_by_default_and_audits_an_apply(stack: config.Config, t
     cfg = stack
     last, _ = _trade(cfg, 12_000, seed=8)
     _settle(cfg)
-    gw = edge(cfg)
-    gw.catch_up()
-    gw.snapshot(in_child=False)
-    gw.reader.close()
-    p = _pub(cfg, tmp_path)
-    p.start()
-    p.close(final_snapshot=True)
+    snapshot_readers(cfg, tmp_path)
     for k, v in {"SPOTX_DATA_DIR": cfg.data_dir, "SPOTX_SETTLE_PG_DSN": cfg.settle.pg_dsn,
                  "SPOTX_ENGINE_SNAPSHOT_EVERY": "3000", "SPOTX_ENGINE_MAX_ORDERS": str(1 << 16),
                  "SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(256 << 10)}.items():
