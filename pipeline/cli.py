@@ -140,7 +140,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
     """``spotx reconcile`` / ``spotx check``: thin wrappers over ``python -m settle``."""
     from settle.__main__ import main as settle_main
 
-    argv = (["--config", args.config] if args.config else [])
+    path = args.config or os.environ.get("SPOTX_CONFIG")  # as _load: the settle CLI reads no env
+    argv = (["--config", path] if path else [])
     if args.cmd == "reconcile":
         snap = args.snapshot
         if snap is None and args.engine_balances is None:
@@ -293,7 +294,7 @@ def cmd_forensics(args: argparse.Namespace) -> int:
     from pipeline.forensics import build
 
     cfg = _load(args)
-    path = build(cfg, args.out, args.config)
+    path = build(cfg, args.out, args.config or os.environ.get("SPOTX_CONFIG"))
     _out(f"forensic bundle: {path}")
     return 0
 

@@ -29,9 +29,10 @@ def order(price: str, cid: str) -> dict[str, str]:
 
 
 def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: Any,
-                                                  capsys: Any) -> None:
+                                                  capsys: Any, pg_database: str) -> None:
     stack = Stack(tmp_path, {"SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(64 << 10),
-                             "SPOTX_ENGINE_SNAPSHOT_EVERY": "200"})
+                             "SPOTX_ENGINE_SNAPSHOT_EVERY": "200", "SPOTX_SETTLE_ENABLED": "true",
+                             "SPOTX_SETTLE_PG_DSN": pg_database})
     stack.start()
     try:
         stack.fund(3131, "USDT", "100000")
@@ -86,5 +87,10 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         res = c.call("POST", "/v1/orders", buy).json()
         assert res["status"] == "FILLED", res
         assert [f["fee"] for f in res["fills"]] == ["0.006000"]  # 20 USDT notional x 3 bps
+        stack.sup.stop()  # settlement drains what is durable on the way out
+        monkeypatch.setenv("SPOTX_CONFIG", str(toml))
+        assert cli.main(["check", "--against-wal"]) == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+        assert "wal_mismatch" in out and "violations: 0" in out
     finally:
         stack.sup.stop()
