@@ -103,24 +103,30 @@ from pipeline import config
 from pipeline.engine_proc import EngineHost
 warm()
 t_warm = time.perf_counter()
-cfg = config.load(env=json.loads(sys.argv[1]))
+cfg = config.load(sys.argv[2] if len(sys.argv) > 2 else None, env=json.loads(sys.argv[1]))
 host = EngineHost(cfg, attach_rings=False)
 t_ready = time.perf_counter()
 print(json.dumps({"warm_s": t_warm - t0, "restore_s": t_ready - t_warm, "total_s": t_ready - t0,
                   "snap_seq": host.snap_seq, "replayed": host.replayed,
-                  "hash": int(host.engine.state_hash())}))
+                  "hash": int(host.engine.state_hash()), "migrated": host.engine.migrated}))
 host.close()
 """
 
 
-def _restart(cfg: config.Config, data: str, last: int, h: int) -> Result:
+def _engine_child(cfg: config.Config, data: str, toml: Path | None = None) -> dict[str, Any]:
+    """A fresh process restores the engine (``_CHILD``); its timings and state."""
     env = {"SPOTX_DATA_DIR": data, "SPOTX_ENGINE_DURABILITY": "async",
            "SPOTX_ENGINE_MAX_ORDERS": str(1 << 20),
            "SPOTX_ENGINE_SNAPSHOT_EVERY": str(cfg.engine.snapshot_every)}
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(env)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(env),
+                          *([str(toml)] if toml else [])], capture_output=True,
                          text=True, timeout=600, check=True,
                          cwd=Path(__file__).resolve().parents[1])
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _restart(cfg: config.Config, data: str, last: int, h: int) -> Result:
+    r = _engine_child(cfg, data)
     ok = r["hash"] == h and r["snap_seq"] + r["replayed"] == last
     return Result(f"recovery.restart.{last // 1000}k", "s", r["total_s"], correct=ok,
                   notes=f"fresh process -> engine ready: import + kernels from numba's cache "
@@ -129,6 +135,66 @@ def _restart(cfg: config.Config, data: str, last: int, h: int) -> Result:
                         f"(snapshot_every {cfg.engine.snapshot_every:,}); target < "
                         f"{TARGET_RESTART_S} s for 10 M WAL records: "
                         f"{'met' if r['total_s'] < TARGET_RESTART_S else 'NOT met'} at this size")
+
+
+def _stop_and_carry_over(cfg: config.Config, data: str, last: int, h: int,
+                         restart: Result) -> list[Result]:
+    """What a clean stop now adds (the engine snapshots the end of the WAL, inline) and what the
+    next start costs under a config that lists one more symbol and asset (the snapshot carried
+    over, and the new config's own snapshot written before ready), against a plain restart."""
+    from engine.snapshot import load
+    from pipeline.engine_proc import EngineHost
+
+    host = EngineHost(cfg, attach_rings=False)
+    t0 = time.perf_counter()
+    manifest = host.snapshot()
+    dt = time.perf_counter() - t0
+    host.close()
+    assert manifest is not None
+    t1 = time.perf_counter()
+    st, _ = load(manifest, cfg)
+    load_s = time.perf_counter() - t1
+    from engine._batch import state_hash
+
+    size = sum(p.stat().st_size for p in manifest.parent.glob(manifest.stem + ".*"))
+    stop = Result(f"recovery.stop_snapshot.{last // 1000}k", "s", dt,
+                  correct=int(state_hash(st)) == h,
+                  notes=f"the engine's snapshot at a clean stop, inline (max_orders "
+                        f"{cfg.engine.max_orders:,}; {size / 1e6:.1f} MB deflated on disk); "
+                        f"peer: loading it back").with_peer("snapshot load (s)", load_s)
+    toml = Path(data) / "listed.toml"
+    toml.write_text(config.DEFAULT_TOML.read_text() + LISTING)
+    r = _engine_child(cfg, data, toml)
+    ok = (r["hash"] == h and r["snap_seq"] == last and r["replayed"] == 0
+          and bool(r["migrated"]) and r["migrated"][0] == "additive")
+    carry = Result(f"recovery.carry_over.{last // 1000}k", "s", r["total_s"], correct=ok,
+                   notes=f"fresh process -> engine ready under a config with one more asset and "
+                         f"symbol: the snapshot at seq {r['snap_seq']:,} carried over, and the new "
+                         f"config's snapshot written, in {r['restore_s']:.2f} s (import + "
+                         f"kernels {r['warm_s']:.2f} s); peer: the plain restart above"
+                   ).with_peer("plain restart (s)", restart.value)
+    return [stop, carry]
+
+
+# one more asset and a symbol on it, appended to pipeline/default.toml (also by the config-change
+# tests)
+LISTING = """
+[[assets]]
+name = "NEW"
+scale = 6
+
+[[symbols]]
+name = "NEW-USDT"
+tick = "0.001"
+lot = "0.1"
+min_qty = "0.1"
+max_qty = "100000"
+min_notional = "0.01"
+max_price = "100000"
+maker_fee_bps = 1
+taker_fee_bps = 3
+price_band_bps = 800
+"""
 
 
 def _edge(cfg: config.Config) -> Any:
@@ -246,6 +312,7 @@ def run(quick: bool) -> list[Result]:
         cfg = _cfg(data, config.load(env={}).engine.snapshot_every)
         last, h = write_wal(cfg, n)
         out.append(_restart(cfg, data, last, h))
+        out += _stop_and_carry_over(cfg, data, last, h, out[-1])
     finally:
         shutil.rmtree(data, ignore_errors=True)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 
 from stackutil import Stack
 
+from bench.recovery import LISTING
 from pipeline import cli, config
 from pipeline.config import DEFAULT_TOML
 from pipeline.supervisor import Supervisor
@@ -20,7 +21,6 @@ from pipeline.wal.archive import first_retained_seq
 from pipeline.wal.format import list_segments
 
 SYM = "BTC-USDT"
-LISTING = "\n" + (Path(__file__).parents[1] / "listing.toml").read_text()
 
 
 def order(price: str, cid: str) -> dict[str, str]:

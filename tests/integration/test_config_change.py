@@ -26,7 +26,7 @@ from pipeline.engine_proc import EngineConfigChange, EngineHost, snap_path
 from pipeline.publisher import snapshot as md_snapshot
 from pipeline.records import COMMAND, Cmd, OrdType, Side, Stp, Tif
 
-NEW = "\n" + (Path(__file__).parents[1] / "listing.toml").read_text()
+NEW = recovery.LISTING
 
 
 def _toml(tmp: Path, text: str) -> Path:

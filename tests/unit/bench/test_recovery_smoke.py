@@ -1,6 +1,7 @@
 """bench recovery on a small WAL: replay equals the pre-restart state, the edge catches up on every
 event, a publisher rebuilds to the WAL's last seq, a fresh process restores snapshot + tail to the
-same state hash. No timing is asserted."""
+same state hash, a clean-stop snapshot loads back, and a start under a config with one more symbol
+carries it over to the same state hash. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -34,5 +35,9 @@ def test_replay_catch_up_and_restart_on_a_small_wal() -> None:
         rs = recovery._restart(cfg, data, last, h)
         assert rs.correct is True and rs.value and rs.value > 0
         assert "snapshot at seq 16," in (rs.notes or "") and "replayed" in (rs.notes or "")
+        stop, carry = recovery._stop_and_carry_over(cfg, data, last, h, rs)
+        assert stop.correct is True and stop.value and stop.peer_value  # the snapshot loads back
+        assert carry.correct is True and carry.peer_value == rs.value  # same hash, nothing replayed
+        assert f"snapshot at seq {last:,} carried over" in (carry.notes or "")
     finally:
         shutil.rmtree(data, ignore_errors=True)
