@@ -221,7 +221,8 @@ def _wal_retention(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     _out(f"{verb} {len(p.segments)} segment(s), seqs {p.segments[0][1]}..{p.segments[-1][2] - 1}, "
          f"{p.bytes / 1e6:.1f} MB, to {archive_dir}")
     if not args.apply:
-        _out("dry run: stop the stack, then add --apply --reason R --ticket T")
+        _out("dry run: add --apply --reason R --ticket T (the stack may run: then only "
+             "segments the engine has synced and left move)")
     elif archive_dir.resolve().is_relative_to(Path(cfg.data_dir).resolve()):
         _out("the archive is inside the data dir: move it off this volume to free the space")
     return 0
@@ -376,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     wal = sub.add_parser("wal", help="WAL integrity tools")
     wal.add_argument("action", choices=("verify", "dump", "prune", "unarchive"),
                      help="prune: archive the segments every reader has passed (dry run unless "
-                          "--apply; the stack stopped); unarchive: put archived segments back")
+                          "--apply; online or offline); unarchive: put archived segments back "
+                          "(the stack stopped)")
     wal.add_argument("dir", nargs="?", default=None, help="verify/dump: the WAL directory")
     wal.add_argument("--events", action="store_true",
                      help="dump: one line per event (kind, order, account, reason name)")

@@ -15,9 +15,10 @@ settlement      (``[settle] enabled``) the ledger's ``settlement_progress.last_s
 ==============  =================================================================================
 
 ``keep_from`` is the lowest of these (and of ``--before-seq``). ``pipeline.wal.archive`` moves
-the segments below it into the archive, oldest first, under the WAL writer's lock: the stack must
-be stopped. If Postgres cannot be read while settlement is enabled, nothing is pruned: the tool
-never guesses what settlement has read.
+the segments below it into the archive, oldest first: with the stack stopped under the WAL
+writer's lock, with it running only segments the engine has synced and left (``apply``). If
+Postgres cannot be read while settlement is enabled, nothing is pruned: the tool never guesses
+what settlement has read.
 
 The consequence an operator must know (RUNBOOK "WAL disk", "Config changes"): snapshots are
 carried over to a config that appends assets and symbols (and the engine's to changed fees and
@@ -171,7 +172,6 @@ def _settle_needs(cfg: Config) -> list[Need]:
 def needs(cfg: Config) -> list[Need]:
     """Where each reader of the WAL starts next (module doc). RetentionError if one is unknown."""
     from pipeline.wal import read_durable
-    from pipeline.wal.archive import wal_id
     from pipeline.wal.format import list_segments
 
     d = _wal_dir(cfg)
@@ -179,7 +179,7 @@ def needs(cfg: Config) -> list[Need]:
     dp = read_durable(d) if segs else None
     if not segs or dp is None:
         raise RetentionError(f"{d} holds no WAL with a durable watermark")
-    wid = wal_id(segs[-1].path)
+    wid = dp.wal_id  # not the newest segment's header: a running writer may not have written it
     out = [_engine_need(cfg, dp.seq), _snapshot_need("edge", cfg, wid, dp.seq)]
     if cfg.market.enabled:
         out.append(_snapshot_need("publisher", cfg, wid, dp.seq))
@@ -188,8 +188,9 @@ def needs(cfg: Config) -> list[Need]:
     return out
 
 
-def plan(cfg: Config, before_seq: int | None = None) -> PrunePlan:
-    """What ``apply`` would archive now (reads only; takes no lock)."""
+def plan(cfg: Config, before_seq: int | None = None, online: bool = False) -> PrunePlan:
+    """What ``apply`` would archive now (reads only; takes no lock). ``online``: with the engine
+    running, only segments before the durable watermark's (``archive_online``)."""
     from pipeline.wal import read_durable
     from pipeline.wal.archive import first_retained_seq, prunable
 
@@ -200,8 +201,8 @@ def plan(cfg: Config, before_seq: int | None = None) -> PrunePlan:
         if before_seq < 1:
             raise RetentionError(f"--before-seq must be >= 1, got {before_seq}")
         keep = min(keep, before_seq)
-    go = prunable(d, keep)
     dp = read_durable(d)
+    go = [s for s in prunable(d, keep) if not online or (dp is not None and s.segno < dp.segno)]
     from pipeline.wal.format import list_segments
 
     segs = list_segments(d)
@@ -213,22 +214,35 @@ def plan(cfg: Config, before_seq: int | None = None) -> PrunePlan:
 
 def apply(cfg: Config, archive_dir: Path, *, reason: str, ticket: str, actor: str,
           before_seq: int | None = None) -> tuple[PrunePlan, list[Any]]:
-    """Archive what ``plan`` names, under the WAL lock (WalLocked while the engine runs), and
-    record it in ``<data_dir>/wal-retention.jsonl``. Returns (plan, moved segments)."""
-    from pipeline.wal.archive import archive_locked
+    """Archive what ``plan`` names and record it in ``<data_dir>/wal-retention.jsonl``. With the
+    stack stopped: under the WAL writer's lock, held from the plan to the last move. With the
+    engine running (the lock is taken): online, only segments before the durable watermark's.
+    Every position only moves forward while the stack runs (snapshots are replaced by newer
+    ones, settlement commits on), so a plan made from them stays safe while it is applied.
+    Returns (plan, moved segments)."""
+    from pipeline.wal import WalLocked
+    from pipeline.wal.archive import archive_locked, archive_online
     from pipeline.wal.recovery import lock_directory, unlock_directory
 
     if not reason.strip() or not ticket.strip():
         raise RetentionError("a prune needs a reason and a ticket (it is audited)")
-    # the lock first and throughout: no engine starts between the plan and the move
-    fd = lock_directory(_wal_dir(cfg))
     try:
-        p = plan(cfg, before_seq)
-        moved = archive_locked(p.wal_dir, archive_dir, p.keep_from) if p.segments else []
+        fd: int | None = lock_directory(_wal_dir(cfg))
+    except WalLocked:
+        fd = None
+    try:
+        p = plan(cfg, before_seq, online=fd is None)
+        if not p.segments:
+            moved = []
+        elif fd is None:
+            moved = archive_online(p.wal_dir, archive_dir, p.keep_from)
+        else:
+            moved = archive_locked(p.wal_dir, archive_dir, p.keep_from)
     finally:
-        unlock_directory(fd)
-    record(cfg, {"action": "prune", "actor": actor, "reason": reason, "ticket": ticket,
-                 "archive": str(archive_dir), **p.as_dict(),
+        if fd is not None:
+            unlock_directory(fd)
+    record(cfg, {"action": "prune", "online": fd is None, "actor": actor, "reason": reason,
+                 "ticket": ticket, "archive": str(archive_dir), **p.as_dict(),
                  "moved": [dataclasses.asdict(m) for m in moved]})
     return p, moved
 

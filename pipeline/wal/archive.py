@@ -7,8 +7,12 @@ directory (which the operator ships to cold storage or keeps on another volume) 
 moves archived segments back in front of the live ones, for a reader that needs them again (a
 snapshot made unusable by a config change, an audit).
 
-Offline only: both take the writer's lock (``WalLocked`` while an engine has the WAL open), so no
-writer rotates or recovers while segments move.
+``archive`` and ``unarchive`` take the writer's lock (``WalLocked`` while an engine has the WAL
+open), so no writer rotates or recovers while segments move. ``archive_online`` archives while a
+writer runs: it moves only segments before the durable watermark's segment. The writer never
+writes those again (a segment behind the durable position is sealed and synced; in ``pwrite``
+mode the writer's pending bytes of a sealed segment go out at the next sync, which is why the
+watermark bounds it), and a reader that has one mapped keeps reading it after the rename.
 
 Which segments. Segment ``n`` holds the frames from its ``first_seq`` (the next COMMANDS seq at
 rotation) up to the next segment's ``first_seq``; a reader asked for seq ``s`` starts in the last
@@ -39,8 +43,8 @@ from pipeline.wal.recovery import lock_directory, unlock_directory
 from pipeline.wal.segment import fsync_dir
 from pipeline.wal.verify import verify_chain
 
-__all__ = ["ArchiveError", "Moved", "archive", "archive_locked", "first_retained_seq", "prunable", "unarchive",
-           "wal_id"]
+__all__ = ["ArchiveError", "Moved", "archive", "archive_locked", "archive_online",
+           "first_retained_seq", "prunable", "unarchive", "wal_id"]
 
 
 class ArchiveError(WalError, RuntimeError):
@@ -81,6 +85,15 @@ def wal_id(path: Path) -> int:
     if hdr is None:
         raise ArchiveError(f"{path}: not a valid WAL segment header")
     return hdr.wal_id
+
+
+def _live_id(d: Path, segs: list[SegmentFile]) -> int:
+    """The WAL's id: from its durable watermark (the newest segment's header may not be on disk
+    yet while a ``pwrite`` writer runs), else from the newest segment."""
+    from pipeline.wal.durable import read_durable
+
+    dp = read_durable(d)
+    return dp.wal_id if dp is not None else wal_id(segs[-1].path)
 
 
 def _sha256(path: Path) -> bytes:
@@ -139,23 +152,36 @@ def archive(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[st
         unlock_directory(fd)
 
 
-def archive_locked(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],
+def archive_online(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],
                    keep_from: int) -> list[Moved]:
-    """``archive`` for a caller that holds the writer lock already."""
+    """``archive`` while a writer may run: only segments before the durable watermark's segment
+    (module doc). ArchiveError when the WAL has no durable watermark."""
+    from pipeline.wal.durable import read_durable
+
+    dp = read_durable(directory)
+    if dp is None:
+        raise ArchiveError(f"{directory} has no durable watermark: nothing is known synced")
+    return archive_locked(directory, archive_dir, keep_from, below_segno=dp.segno)
+
+
+def archive_locked(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],
+                   keep_from: int, below_segno: int | None = None) -> list[Moved]:
+    """``archive`` for a caller that holds the writer lock already (or, with ``below_segno``,
+    moves only segments numbered below it: ``archive_online``)."""
     d, a = Path(directory), Path(archive_dir)
     if d.resolve() == a.resolve():
         raise ArchiveError("the archive must not be the WAL directory itself")
     segs = list_segments(d)
-    go = prunable(d, keep_from)
+    go = [s for s in prunable(d, keep_from) if below_segno is None or s.segno < below_segno]
     if not go:
         return []
-    live_id = wal_id(segs[-1].path)
+    live_id = _live_id(d, segs)
     a.mkdir(parents=True, exist_ok=True)
     _check_ids(a, live_id)
     moved = []
     for cur, nxt in zip(go, segs[1:], strict=False):
         if wal_id(cur.path) != live_id:
-            raise ArchiveError(f"{cur.path} is of another WAL than {segs[-1].path}")
+            raise ArchiveError(f"{cur.path} is of another WAL than {d}'s (WAL {live_id})")
         size = cur.path.stat().st_size
         _move(cur.path, a / cur.path.name)
         moved.append(Moved(cur.segno, cur.first_seq, nxt.first_seq, cur.path.name, size))
@@ -174,7 +200,7 @@ def unarchive(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[
         live = list_segments(d)
         if not live:
             raise ArchiveError(f"{d} has no segments to put archived ones in front of")
-        live_id = wal_id(live[-1].path)
+        live_id = _live_id(d, live)
         have = {s.segno: s for s in list_segments(a)} if a.is_dir() else {}
         moved = []
         nxt = live[0]

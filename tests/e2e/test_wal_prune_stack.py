@@ -1,5 +1,5 @@
-"""WAL pruning and a config change on the live stack: trade, stop cleanly, ``spotx wal prune
---apply``, start again under a config that lists a new symbol (with a new asset) and changes a
+"""WAL pruning and a config change on the live stack: trade, prune online, trade on, stop
+cleanly, prune again, start again under a config that lists a new symbol (with a new asset) and changes a
 fee: every process comes back from its snapshot on the pruned WAL (carried over to the new
 config), clients see the same orders, balances and book, the new symbol trades and the new fee
 applies."""
@@ -32,6 +32,8 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
                                                   capsys: Any, pg_database: str) -> None:
     stack = Stack(tmp_path, {"SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(64 << 10),
                              "SPOTX_ENGINE_SNAPSHOT_EVERY": "200", "SPOTX_SETTLE_ENABLED": "true",
+                             "SPOTX_EDGE_SNAPSHOT_EVERY_EVENTS": "400",
+                             "SPOTX_MARKET_SNAPSHOT_EVERY_EVENTS": "400",
                              "SPOTX_SETTLE_PG_DSN": pg_database})
     stack.start()
     try:
@@ -39,9 +41,21 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         c = stack.client(3131)
         keep = [c.call("POST", "/v1/orders", order(f"{500 + i}.00", f"k{i}")).json()["orderId"]
                 for i in range(5)]
-        for i in range(600):  # churn: each place and cancel is a batch of the WAL
-            oid = c.call("POST", "/v1/orders", order("400.00", f"c{i}")).json()["orderId"]
-            assert c.call("DELETE", f"/v1/orders/{oid}").status_code == 200
+        def churn(n: int, tag: str) -> None:  # each place and each cancel is a batch of the WAL
+            for i in range(n):
+                oid = c.call("POST", "/v1/orders", order("400.00", f"{tag}{i}")).json()["orderId"]
+                assert c.call("DELETE", f"/v1/orders/{oid}").status_code == 200
+
+        churn(400, "a")
+        for k, v in stack.env.items():
+            monkeypatch.setenv(k, v)
+        wal = Path(stack.cfg.data_dir) / "wal"
+        # online, while the stack runs: only what every reader's restart point has passed
+        assert cli.main(["wal", "prune", "--apply", "--reason", "disk", "--ticket", "OPS-6",
+                         "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["segments"] and first_retained_seq(wal) > 1, doc
+        churn(200, "b")  # the engine, edge, publisher and settlement go on
 
         def state() -> tuple[object, ...]:
             opened = sorted(o["orderId"] for o in c.call("GET", "/v1/orders").json())
@@ -51,10 +65,7 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         before = state()
         assert before[0] == sorted(keep)
         stack.sup.stop()  # clean: engine, edge and publisher snapshots on the way out
-        wal = Path(stack.cfg.data_dir) / "wal"
         n0 = len(list_segments(wal))
-        for k, v in stack.env.items():
-            monkeypatch.setenv(k, v)
         assert cli.main(["wal", "prune", "--apply", "--reason", "disk", "--ticket", "OPS-7",
                          "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)

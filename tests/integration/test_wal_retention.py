@@ -131,19 +131,22 @@ def test_prune_archives_only_what_no_reader_needs_and_every_reader_restarts(
     assert [s[0] for s in p1.segments] == [s.segno for s in segs if s.segno < seg_of_keep.segno]
     assert retention.plan(cfg, before_seq=segs[2].first_seq).segments == p1.segments[:2]
 
-    # not while the engine runs; then applied, and audited
-    host = EngineHost(cfg, attach_rings=False)
-    with pytest.raises(WalLocked):
-        retention.apply(cfg, arch, reason="disk", ticket="OPS-1", actor="t")
-    host.close()
     with pytest.raises(retention.RetentionError, match="reason and a ticket"):
         retention.apply(cfg, arch, reason=" ", ticket="OPS-1", actor="t")
     before = view_all(cfg, tmp_path)
+    # online: the engine has the WAL open, appends and syncs while segments move
+    host = EngineHost(cfg, attach_rings=False)
+    with pytest.raises(WalLocked):
+        unarchive(wal, arch)  # putting segments back is offline only
     plan, moved = retention.apply(cfg, arch, reason="disk", ticket="OPS-1", actor="t")
+    dp = host.writer.durable_seq
     assert [m.segno for m in moved] == [s[0] for s in p1.segments]
+    assert all(m.segno < list_segments(wal)[-1].segno for m in moved) and dp == last
+    host.close()
     assert first_retained_seq(wal) == seg_of_keep.first_seq > 1
     log = [json.loads(x) for x in (Path(cfg.data_dir) / retention.LOG).read_text().splitlines()]
     assert log[-1]["ticket"] == "OPS-1" and len(log[-1]["moved"]) == len(moved)
+    assert log[-1]["online"] is True
     assert retention.plan(cfg).segments == ()  # idempotent
 
     # every reader restarts from its position to the same state as before the prune

@@ -152,3 +152,24 @@ def test_archive_on_another_filesystem_copies_checks_and_then_unlinks(tmp_path: 
         assert check_log(wal, last) > 0
     finally:
         shutil.rmtree(other)
+
+
+def test_online_archive_takes_only_what_the_writer_has_synced_and_left(tmp_path: Path) -> None:
+    from pipeline.wal import read_durable
+    from pipeline.wal.archive import archive_online
+
+    wal, arch = tmp_path / "wal", tmp_path / "arch"
+    with WalWriter(wal, segment_bytes=SEG) as w:
+        append_batches(w, 200)
+        w.sync()
+        synced_in = read_durable(wal).segno  # type: ignore[union-attr]
+        append_batches(w, 150)  # rotates through more segments, none of them synced yet
+        assert list_segments(wal)[-1].segno > synced_in + 1
+        moved = archive_online(wal, arch, 10**9)
+        assert moved and [m.segno for m in moved] == list(range(synced_in))
+        last = append_batches(w, 30)  # the writer goes on as if nothing happened
+        w.sync()
+    assert recover(wal).last_seq == last and verify_chain(wal).ok
+    assert check_log(wal, last, first_seq=first_retained_seq(wal)) > 0
+    unarchive(wal, arch)
+    assert check_log(wal, last) > 0
