@@ -191,6 +191,7 @@ def _wal_retention(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from pipeline.wal import WalError
 
     archive_dir = Path(args.archive or Path(cfg.data_dir) / "wal-archive")
+    stored = 0
     actor = args.actor or f"cli:{getpass.getuser()}"
     try:
         if args.action == "unarchive":
@@ -202,13 +203,16 @@ def _wal_retention(args: argparse.Namespace, cfg: config_mod.Config) -> int:
                 _out("spotx wal prune --apply: --reason and --ticket are required (it is audited)",
                      file=sys.stderr)
                 return 2
-            p, _ = retention.apply(cfg, archive_dir, reason=args.reason, ticket=args.ticket,
-                                   actor=actor, before_seq=args.before_seq)
+            p, moved = retention.apply(cfg, archive_dir, reason=args.reason, ticket=args.ticket,
+                                       actor=actor, before_seq=args.before_seq,
+                                       compress=not args.no_compress, online_nice=10)
+            stored = sum(m.stored_bytes for m in moved)
     except (retention.RetentionError, WalError, OSError) as e:
         _out(f"spotx wal {args.action}: {e}", file=sys.stderr)
         return 1
     if args.json:
-        _out(json.dumps({**p.as_dict(), "applied": bool(args.apply), "archive": str(archive_dir)}))
+        _out(json.dumps({**p.as_dict(), "applied": bool(args.apply), "archive": str(archive_dir),
+                         "stored_bytes": stored if args.apply else None}))
         return 0
     _out(f"WAL {p.wal_dir}: seqs {p.first_seq}..{p.durable_seq} durable")
     for n in p.needs:
@@ -219,7 +223,8 @@ def _wal_retention(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         return 0
     verb = "archived" if args.apply else "would archive"
     _out(f"{verb} {len(p.segments)} segment(s), seqs {p.segments[0][1]}..{p.segments[-1][2] - 1}, "
-         f"{p.bytes / 1e6:.1f} MB, to {archive_dir}")
+         f"{p.bytes / 1e6:.1f} MB, to {archive_dir}"
+         + (f" ({stored / 1e6:.1f} MB stored)" if args.apply else ""))
     if not args.apply:
         _out("dry run: add --apply --reason R --ticket T (the stack may run: then only "
              "segments the engine has synced and left move)")
@@ -393,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     wal.add_argument("--ticket", default=None)
     wal.add_argument("--actor", default=None)
     wal.add_argument("--json", action="store_true", help="prune: the plan as JSON")
+    wal.add_argument("--no-compress", action="store_true",
+                     help="prune: keep plain .seg files in the archive (default: gzip level 1)")
     wal.set_defaults(fn=cmd_wal)
     def audited(p: argparse.ArgumentParser, default_reason: str | None = None) -> None:
         p.add_argument("--reason", required=default_reason is None, default=default_reason)

@@ -213,13 +213,15 @@ def plan(cfg: Config, before_seq: int | None = None, online: bool = False) -> Pr
 
 
 def apply(cfg: Config, archive_dir: Path, *, reason: str, ticket: str, actor: str,
-          before_seq: int | None = None) -> tuple[PrunePlan, list[Any]]:
+          before_seq: int | None = None, compress: bool = True,
+          online_nice: int = 0) -> tuple[PrunePlan, list[Any]]:
     """Archive what ``plan`` names and record it in ``<data_dir>/wal-retention.jsonl``. With the
     stack stopped: under the WAL writer's lock, held from the plan to the last move. With the
     engine running (the lock is taken): online, only segments before the durable watermark's.
     Every position only moves forward while the stack runs (snapshots are replaced by newer
     ones, settlement commits on), so a plan made from them stays safe while it is applied.
-    Returns (plan, moved segments)."""
+    ``online_nice``: lower this process's CPU priority by that much before moving online (the
+    CLI: it is a process of its own). Returns (plan, moved segments)."""
     from pipeline.wal import WalLocked
     from pipeline.wal.archive import archive_locked, archive_online
     from pipeline.wal.recovery import lock_directory, unlock_directory
@@ -235,9 +237,11 @@ def apply(cfg: Config, archive_dir: Path, *, reason: str, ticket: str, actor: st
         if not p.segments:
             moved = []
         elif fd is None:
-            moved = archive_online(p.wal_dir, archive_dir, p.keep_from)
+            if online_nice:  # gzip'ing shares the cores with the running stack: it goes last
+                os.nice(online_nice)
+            moved = archive_online(p.wal_dir, archive_dir, p.keep_from, compress)
         else:
-            moved = archive_locked(p.wal_dir, archive_dir, p.keep_from)
+            moved = archive_locked(p.wal_dir, archive_dir, p.keep_from, compress=compress)
     finally:
         if fd is not None:
             unlock_directory(fd)

@@ -21,21 +21,31 @@ segment whose ``first_seq <= s`` (``WalReader._start``). So keeping everything a
 next one starts at or before ``keep_from``. The last segment (the writer's) never goes, nor
 anything after a hole in the numbering.
 
+Compression. The archive keeps each segment gzip'd at level 1 (``wal-<n>-<seq>.seg.gz``, readable
+by any gunzip): the bench mix's full 64 MiB segment shrinks ~6.7x in ~0.3 s of CPU here. A WAL
+frame is mostly small integers and zero padding. ``compress=False`` keeps plain ``.seg`` files;
+``unarchive`` reads either.
+
 Moves are crash-safe and in an order that keeps the live directory a contiguous log at every
-step: ``archive`` takes the oldest first, ``unarchive`` puts back the newest first. A move on one
-filesystem is a rename; across filesystems a copy to ``<name>.tmp``, fsync, a SHA-256 comparison
-with the source, rename, and only then the source's unlink; directories are fsynced after each
-step. A move interrupted after the copy leaves the same file on both sides: the next run sees the
-identical copy and finishes the move. An archive holds the segments of one WAL only (its id, from
-the segment headers, is checked on every move).
+step: ``archive`` takes the oldest first, ``unarchive`` puts back the newest first. A plain move
+on one filesystem is a rename; otherwise a copy (gzip'ing or gunzipping) to ``<name>.tmp``,
+fsync, a SHA-256 check that it holds the source's segment bytes, rename, and only then the
+source's unlink (a reader with the segment mapped keeps its mapping); directories are fsynced
+after each step. A move interrupted after the copy leaves the segment on both sides: the next run
+sees an identical copy and finishes the move. An archive holds the segments of one WAL only (its
+id, from the segment headers, is checked on every move).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.wal.errors import WalError
 from pipeline.wal.format import SEG_HEADER_BYTES, SegmentFile, list_segments, parse_segment_header
@@ -56,8 +66,9 @@ class Moved:
     segno: int
     first_seq: int
     end_seq: int  # the next segment's first_seq: this segment held seqs first_seq .. end_seq-1
-    name: str
-    bytes: int
+    name: str  # as stored where it went (``.seg.gz`` in a compressed archive)
+    bytes: int  # the segment's size in the live WAL
+    stored_bytes: int  # its size in the archive (gzip'd: ~7x smaller for the bench mix)
 
 
 def first_retained_seq(directory: str | os.PathLike[str]) -> int:
@@ -80,7 +91,7 @@ def prunable(directory: str | os.PathLike[str], keep_from: int) -> list[SegmentF
 
 def wal_id(path: Path) -> int:
     """The WAL id in a segment file's header (ArchiveError if the header is not valid)."""
-    with open(path, "rb") as f:
+    with _open(path) as f:
         hdr = parse_segment_header(f.read(SEG_HEADER_BYTES))
     if hdr is None:
         raise ArchiveError(f"{path}: not a valid WAL segment header")
@@ -96,45 +107,84 @@ def _live_id(d: Path, segs: list[SegmentFile]) -> int:
     return dp.wal_id if dp is not None else wal_id(segs[-1].path)
 
 
-def _sha256(path: Path) -> bytes:
+_ARCHIVED_RE = re.compile(r"^wal-(\d{10})-(\d{20})\.seg(\.gz)?$")
+
+
+def _archived(a: Path) -> dict[int, SegmentFile]:
+    """Segments in an archive directory, plain or gzip'd, by segment number."""
+    out = {}
+    for p in a.iterdir() if a.is_dir() else ():
+        m = _ARCHIVED_RE.match(p.name)
+        if m:
+            out[int(m.group(1))] = SegmentFile(int(m.group(1)), int(m.group(2)), p)
+    return out
+
+
+def _open(path: Path) -> Any:
+    """A binary reader of the segment bytes ``path`` holds (gunzipping a .gz)."""
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _content_sha256(path: Path) -> bytes:
+    """SHA-256 of the segment bytes a file holds (gunzipped if it is a .gz)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.digest()
 
 
-def _move(src: Path, dst: Path) -> None:
-    """Move one segment file durably (module doc); an identical ``dst`` left by an interrupted
-    move is accepted, a different one refused."""
+def _transfer(src: Path, dst: Path) -> None:
+    """Move one segment file durably, gzip'ing it when ``dst`` ends in .gz and gunzipping when
+    ``src`` does (module doc). A rename when neither and both are on one filesystem; otherwise a
+    copy to ``<dst>.tmp``, fsync, a check that it holds the source's bytes, rename, and only then
+    the source's unlink. A ``dst`` left by an interrupted move is accepted when it holds the same
+    bytes (the move is finished), refused otherwise."""
     if dst.exists():
-        if dst.stat().st_size != src.stat().st_size or _sha256(dst) != _sha256(src):
+        if _content_sha256(dst) != _content_sha256(src):
             raise ArchiveError(f"{dst} exists and differs from {src}: refusing to overwrite it")
         src.unlink()
         fsync_dir(src.parent)
         return
-    if src.stat().st_dev == dst.parent.stat().st_dev:
+    plain = not src.name.endswith(".gz") and not dst.name.endswith(".gz")
+    if plain and src.stat().st_dev == dst.parent.stat().st_dev:
         os.rename(src, dst)
         fsync_dir(dst.parent)
         fsync_dir(src.parent)
         return
-    tmp = dst.with_name(dst.name + ".tmp")
-    with open(src, "rb") as fi, open(tmp, "wb") as fo:
-        while chunk := fi.read(1 << 20):
-            fo.write(chunk)
-        fo.flush()
-        os.fsync(fo.fileno())
-    if _sha256(tmp) != _sha256(src):
+    gz = dst.name.endswith(".gz")
+    tmp = dst.with_name(dst.name.removesuffix(".gz") + ".tmp" + (".gz" if gz else ""))
+    try:
+        digest = _copy(src, tmp, gz)
+    except (OSError, EOFError, zlib.error) as e:
+        tmp.unlink(missing_ok=True)
+        raise ArchiveError(f"{src} cannot be read whole ({e}): left where it is") from e
+    if _content_sha256(tmp) != digest:
         tmp.unlink()
-        raise ArchiveError(f"copy of {src} to {tmp} differs from its source")
+        raise ArchiveError(f"copy of {src} to {tmp} does not hold its bytes")
     os.rename(tmp, dst)
     fsync_dir(dst.parent)
     src.unlink()
     fsync_dir(src.parent)
 
 
+def _copy(src: Path, tmp: Path, gz: bool) -> bytes:
+    """Copy the segment bytes of ``src`` into ``tmp`` (gzip'd if ``gz``), fsynced; their SHA-256."""
+    h = hashlib.sha256()
+    with _open(src) as fi, open(tmp, "wb") as raw:
+        fo: Any = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) if gz else raw
+        while chunk := fi.read(1 << 20):
+            h.update(chunk)
+            fo.write(chunk)
+        if fo is not raw:
+            fo.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return h.digest()
+
+
 def _check_ids(archive_dir: Path, want: int) -> None:
-    for s in list_segments(archive_dir):
+    for s in _archived(archive_dir).values():
         got = wal_id(s.path)
         if got != want:
             raise ArchiveError(f"{archive_dir} holds segments of WAL {got}, not of WAL {want}: "
@@ -142,18 +192,19 @@ def _check_ids(archive_dir: Path, want: int) -> None:
 
 
 def archive(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],
-            keep_from: int) -> list[Moved]:
-    """Move every segment a reader from ``keep_from`` does not need into ``archive_dir``, oldest
-    first. Takes the writer lock (WalLocked while a writer runs). Returns what moved."""
+            keep_from: int, compress: bool = True) -> list[Moved]:
+    """Move every segment a reader from ``keep_from`` does not need into ``archive_dir`` (gzip'd
+    unless not ``compress``), oldest first. Takes the writer lock (WalLocked while a writer
+    runs). Returns what moved."""
     fd = lock_directory(Path(directory))
     try:
-        return archive_locked(directory, archive_dir, keep_from)
+        return archive_locked(directory, archive_dir, keep_from, compress=compress)
     finally:
         unlock_directory(fd)
 
 
 def archive_online(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],
-                   keep_from: int) -> list[Moved]:
+                   keep_from: int, compress: bool = True) -> list[Moved]:
     """``archive`` while a writer may run: only segments before the durable watermark's segment
     (module doc). ArchiveError when the WAL has no durable watermark."""
     from pipeline.wal.durable import read_durable
@@ -161,11 +212,13 @@ def archive_online(directory: str | os.PathLike[str], archive_dir: str | os.Path
     dp = read_durable(directory)
     if dp is None:
         raise ArchiveError(f"{directory} has no durable watermark: nothing is known synced")
-    return archive_locked(directory, archive_dir, keep_from, below_segno=dp.segno)
+    return archive_locked(directory, archive_dir, keep_from, below_segno=dp.segno,
+                          compress=compress)
 
 
 def archive_locked(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],
-                   keep_from: int, below_segno: int | None = None) -> list[Moved]:
+                   keep_from: int, below_segno: int | None = None,
+                   compress: bool = True) -> list[Moved]:
     """``archive`` for a caller that holds the writer lock already (or, with ``below_segno``,
     moves only segments numbered below it: ``archive_online``)."""
     d, a = Path(directory), Path(archive_dir)
@@ -183,8 +236,11 @@ def archive_locked(directory: str | os.PathLike[str], archive_dir: str | os.Path
         if wal_id(cur.path) != live_id:
             raise ArchiveError(f"{cur.path} is of another WAL than {d}'s (WAL {live_id})")
         size = cur.path.stat().st_size
-        _move(cur.path, a / cur.path.name)
-        moved.append(Moved(cur.segno, cur.first_seq, nxt.first_seq, cur.path.name, size))
+        there = _archived(a).get(cur.segno)  # an interrupted move left a copy: finish it
+        dst = there.path if there is not None else a / (cur.path.name + (".gz" * compress))
+        _transfer(cur.path, dst)
+        moved.append(Moved(cur.segno, cur.first_seq, nxt.first_seq, dst.name, size,
+                           dst.stat().st_size))
     return moved
 
 
@@ -201,17 +257,19 @@ def unarchive(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[
         if not live:
             raise ArchiveError(f"{d} has no segments to put archived ones in front of")
         live_id = _live_id(d, live)
-        have = {s.segno: s for s in list_segments(a)} if a.is_dir() else {}
+        have = _archived(a)
         moved = []
         nxt = live[0]
         while nxt.first_seq > from_seq and nxt.segno - 1 in have:
             cur = have[nxt.segno - 1]
             if wal_id(cur.path) != live_id:
                 raise ArchiveError(f"{cur.path} is of WAL {wal_id(cur.path)}, this WAL is {live_id}")
-            size = cur.path.stat().st_size
-            _move(cur.path, d / cur.path.name)
-            moved.append(Moved(cur.segno, cur.first_seq, nxt.first_seq, cur.path.name, size))
-            nxt = cur
+            stored = cur.path.stat().st_size
+            dst = d / cur.path.name.removesuffix(".gz")
+            _transfer(cur.path, dst)
+            moved.append(Moved(cur.segno, cur.first_seq, nxt.first_seq, dst.name,
+                               dst.stat().st_size, stored))
+            nxt = SegmentFile(cur.segno, cur.first_seq, dst)
         if moved:
             rep = verify_chain(d)
             if not rep.ok:

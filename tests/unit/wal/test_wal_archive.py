@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 from wal_payloads import append_batches, check_log
 
 from pipeline.wal import WalGapError, WalLocked, WalReader, WalWriter, recover, verify_chain
-from pipeline.wal.archive import ArchiveError, archive, first_retained_seq, prunable, unarchive
+from pipeline.wal.archive import (
+    ArchiveError,
+    _archived,
+    archive,
+    first_retained_seq,
+    prunable,
+    unarchive,
+)
 from pipeline.wal.format import list_segments
 
 SEG = 16 << 10
@@ -22,7 +30,8 @@ def _log(d: Path, batches: int = 300) -> int:
 
 
 def _segs(d: Path) -> list[tuple[int, int]]:
-    return [(s.segno, s.first_seq) for s in list_segments(d)]
+    """(segno, first_seq) of a WAL or an archive directory (plain or gzip'd segments)."""
+    return sorted((s.segno, s.first_seq) for s in _archived(d).values())
 
 
 def test_archive_keeps_exactly_what_a_reader_from_keep_from_needs(tmp_path: Path) -> None:
@@ -33,8 +42,12 @@ def test_archive_keeps_exactly_what_a_reader_from_keep_from_needs(tmp_path: Path
     # keep_from one seq into segment 5: segments 0..4 go, 5 (which holds it) stays
     keep = before[5][1] + 1
     assert [s.segno for s in prunable(wal, keep)] == [0, 1, 2, 3, 4]
+    raw = {s.segno: s.path.read_bytes() for s in list_segments(wal)}
     moved = archive(wal, arch, keep)
     assert [m.segno for m in moved] == [0, 1, 2, 3, 4]
+    for m in moved:  # gzip'd, smaller, and exactly the segment's bytes for any gunzip
+        assert m.name.endswith(".seg.gz") and m.stored_bytes < m.bytes
+        assert gzip.decompress((arch / m.name).read_bytes()) == raw[m.segno]
     assert [(m.first_seq, m.end_seq) for m in moved] == [(before[i][1], before[i + 1][1])
                                                          for i in range(5)]
     assert _segs(wal) == before[5:] and _segs(arch) == before[:5]
@@ -104,15 +117,29 @@ def test_one_archive_per_wal_and_a_tampered_segment_fails_the_chain(tmp_path: Pa
     with pytest.raises(ArchiveError, match="one archive per WAL"):
         archive(b, arch, _segs(b)[3][1])
     assert _segs(b)[0][0] == 0  # nothing of b moved
-    # a segment altered in the archive: putting it back fails verification, loudly
-    p = arch / list_segments(arch)[-1].path.name
-    with open(p, "r+b") as f:
-        f.seek(200)
-        byte = f.read(1)
-        f.seek(200)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(ArchiveError, match="hash chain fails"):
+    # a gzip'd segment damaged in the archive: it cannot be read whole, and stays where it is
+    newest = max(_archived(arch).values(), key=lambda s: s.segno).path
+    assert newest.name.endswith(".seg.gz")
+    _flip(newest, newest.stat().st_size // 2)
+    with pytest.raises(ArchiveError, match="cannot be read whole"):
         unarchive(a, arch)
+    assert newest.exists() and not list(a.glob("*.tmp"))
+    # a plain archived segment altered: putting it back fails the hash chain, loudly
+    c, plain = tmp_path / "c", tmp_path / "plain"
+    _log(c)
+    archive(c, plain, _segs(c)[3][1], compress=False)
+    p = max(list_segments(plain), key=lambda s: s.segno).path
+    _flip(p, 200)
+    with pytest.raises(ArchiveError, match="hash chain fails"):
+        unarchive(c, plain)
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def test_an_interrupted_move_is_finished_and_a_differing_copy_refused(tmp_path: Path) -> None:
@@ -143,11 +170,10 @@ def test_archive_on_another_filesystem_copies_checks_and_then_unlinks(tmp_path: 
     other = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="spotx-test-arch-"))
     try:
         assert other.stat().st_dev != wal.stat().st_dev  # tmpfs against the disk
-        sizes = {s.path.name: s.path.stat().st_size for s in list_segments(wal)}
-        moved = archive(wal, other, before[4][1])
+        moved = archive(wal, other, before[4][1], compress=False)
         assert [m.segno for m in moved] == [0, 1, 2, 3] and _segs(wal) == before[4:]
-        assert {p.name: p.stat().st_size for p in other.iterdir()} == {
-            n: sizes[n] for n in [m.name for m in moved]}  # no .tmp left behind
+        assert sorted(p.name for p in other.iterdir()) == [m.name for m in moved]  # no .tmp
+        assert all(m.stored_bytes == m.bytes for m in moved)
         assert unarchive(wal, other) and _segs(wal) == before
         assert check_log(wal, last) > 0
     finally:
