@@ -137,6 +137,41 @@ def _restart(cfg: config.Config, data: str, last: int, h: int) -> Result:
                         f"{'met' if r['total_s'] < TARGET_RESTART_S else 'NOT met'} at this size")
 
 
+def _archive(cfg: config.Config, last: int) -> Result:
+    """``spotx wal prune``'s move: every segment but the writer's into an archive, gzip'd (the
+    default), then back (``unarchive``); peer: the same move without compression to another
+    filesystem (/dev/shm when it is one: a copy, as to a cold-storage volume)."""
+    from pipeline.engine_proc import wal_path
+    from pipeline.wal.archive import archive, unarchive
+
+    wal = wal_path(cfg)
+    arch = Path(cfg.data_dir) / "bench-archive"
+    t0 = time.perf_counter()
+    moved = archive(wal, arch, last + 1)
+    dt = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    back = unarchive(wal, arch)
+    dt_back = time.perf_counter() - t1
+    raw = sum(m.bytes for m in moved)
+    stored = sum(m.stored_bytes for m in moved)
+    shm = Path("/dev/shm")
+    other = Path(tempfile.mkdtemp(prefix="spotx-bench-arch-", dir=str(shm) if shm.is_dir()
+                                  else None))
+    try:
+        t2 = time.perf_counter()
+        plain = archive(wal, other, last + 1, compress=False)
+        dt_plain = time.perf_counter() - t2
+        unarchive(wal, other)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    ok = len(moved) == len(back) == len(plain) > 0
+    return Result(f"recovery.archive.{last // 1000}k", "MB/s", raw / 1e6 / dt, correct=ok,
+                  notes=f"{len(moved)} segments, {raw / 1e6:.0f} MB of WAL gzip'd to "
+                        f"{stored / 1e6:.1f} MB (x{raw / max(stored, 1):.1f}) in {dt:.2f} s, put "
+                        f"back in {dt_back:.2f} s; peer: a plain copy to {other.parent}"
+                  ).with_peer("plain copy (MB/s)", raw / 1e6 / dt_plain)
+
+
 def _stop_and_carry_over(cfg: config.Config, data: str, last: int, h: int,
                          restart: Result) -> list[Result]:
     """What a clean stop now adds (the engine snapshots the end of the WAL, inline) and what the
@@ -305,6 +340,7 @@ def run(quick: bool) -> list[Result]:
         out.append(_replay(cfg, last, h))
         out += _edge_catch_up(cfg, last)
         out += _publisher_rebuild(cfg, last)
+        out.append(_archive(cfg, last))
     finally:
         shutil.rmtree(data, ignore_errors=True)
     data = _tmp()

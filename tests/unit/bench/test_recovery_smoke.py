@@ -5,6 +5,7 @@ carries it over to the same state hash. No timing is asserted."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def test_replay_catch_up_and_restart_on_a_small_wal() -> None:
         assert f"of {last:,} commands" in (pub.notes or "")
         assert pub_snap.correct is True and pub_snap.value is not None and pub_snap.peer_value
         assert not [p for p in Path(data).iterdir() if p.name.startswith("run-bench-")]
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    data = recovery._tmp()
+    try:  # small segments, so that the archive row has some to move
+        base = recovery._cfg(data, 1 << 40)
+        cfg = dataclasses.replace(base, engine=dataclasses.replace(base.engine,
+                                                                   wal_segment_bytes=128 << 10))
+        last, h = recovery.write_wal(cfg, 20_000)
+        arch = recovery._archive(cfg, last)
+        assert arch.correct is True and arch.value and arch.peer_value
+        assert "gzip'd" in (arch.notes or "")
+        assert recovery._replay(cfg, last, h).correct is True  # everything was put back
     finally:
         shutil.rmtree(data, ignore_errors=True)
     data = recovery._tmp()
