@@ -240,3 +240,19 @@ def test_the_cli_dry_runs_by_default_and_audits_an_apply(stack: config.Config, t
                (Path(cfg.data_dir) / retention.LOG).read_text().splitlines()]
     assert actions == ["prune", "unarchive"]
     assert md_snapshot.snapshot_path(cfg).exists() and last > 0
+
+
+def test_kafka_mode_keeps_what_the_outbox_has_not_produced(stack: config.Config) -> None:
+    from pipeline.supervisor import run_dir
+    from settle.outbox import write_cursor
+
+    cfg = stack
+    last, _ = _trade(cfg, 8_000, seed=9)
+    settled = _settle(cfg)  # the ledger is at the end...
+    kafka = _cfg(Path(cfg.data_dir), cfg.settle.pg_dsn, SPOTX_SETTLE_MODE="kafka")
+    ns = {n.reader: n.seq for n in retention.needs(kafka)}
+    assert ns["settlement"] == settled and ns["outbox"] == 1  # ...the outbox produced nothing
+    run_dir(kafka).mkdir(parents=True, exist_ok=True)
+    write_cursor(run_dir(kafka) / "outbox.cursor", 4_321)
+    assert {n.reader: n.seq for n in retention.needs(kafka)}["outbox"] == 4_321
+    assert retention.plan(kafka).keep_from <= 4_321
