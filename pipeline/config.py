@@ -157,6 +157,13 @@ class SettleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    archive_dir: str = ""  # automatic online WAL pruning into this directory ("" = off)
+    every_s: int = 3600  # how often the supervisor runs it (spotx wal prune --apply, online)
+    compress: bool = True  # gzip the archived segments (level 1)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: str
     instance: str
@@ -171,6 +178,7 @@ class Config:
     smoke_symbol: str = ""
     smoke_accounts: tuple[int, int] = (9001, 9002)  # (buyer, seller) of the G0 smoke trade
     source_hash: str = ""
+    retention: RetentionConfig = RetentionConfig()
 
     def symbol(self, name: str) -> Symbol:
         for s in self.symbols:
@@ -186,7 +194,8 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = {"engine": EngineConfig, "edge": EdgeConfig, "market": MarketConfig,
-                              "metrics": MetricsConfig, "settle": SettleConfig}
+                              "metrics": MetricsConfig, "settle": SettleConfig,
+                              "retention": RetentionConfig}
 _TOP = {"data_dir", "instance", "shard", "assets", "symbols", "smoke_symbol", "smoke_accounts",
         *_SECTIONS}
 
@@ -234,7 +243,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         settle=raw["settle"], assets=assets, symbols=symbols,
         smoke_symbol=str(raw.get("smoke_symbol", symbols[0].name if symbols else "")),
         smoke_accounts=_smoke_accounts(raw.get("smoke_accounts", [9001, 9002])),
-        source_hash=hashlib.sha256(raw_bytes).hexdigest()[:16],
+        source_hash=hashlib.sha256(raw_bytes).hexdigest()[:16], retention=raw["retention"],
     )
     if cfg.smoke_symbol and cfg.smoke_symbol not in {s.name for s in symbols}:
         raise ConfigError(f"smoke_symbol {cfg.smoke_symbol!r} is not a configured symbol")
@@ -252,6 +261,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         raise ConfigError(f"engine.snapshot_every must be >= 1, got {cfg.engine.snapshot_every}")
     if cfg.engine.snapshots_keep < 1:
         raise ConfigError(f"engine.snapshots_keep must be >= 1, got {cfg.engine.snapshots_keep}")
+    if cfg.retention.every_s < 1:
+        raise ConfigError(f"retention.every_s must be >= 1, got {cfg.retention.every_s}")
     for key, every in (("edge.snapshot_every_events", cfg.edge.snapshot_every_events),
                        ("market.snapshot_every_events", cfg.market.snapshot_every_events)):
         if every < 0:

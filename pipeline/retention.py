@@ -113,8 +113,9 @@ def _engine_need(cfg: Config, durable_seq: int) -> Need:
                 f"oldest of {len(seqs)} engine snapshot(s) at seq {min(seqs)} (newest {max(seqs)})")
 
 
-def _snapshot_need(reader: str, cfg: Config, wal_id: int, durable_seq: int) -> Need:
+def _snapshot_need(reader: str, cfg: Config, wal_id: int) -> Need:
     from pipeline import edge_snapshot
+    from pipeline.wal import read_durable
 
     cls: Any
     if reader == "edge":
@@ -124,7 +125,13 @@ def _snapshot_need(reader: str, cfg: Config, wal_id: int, durable_seq: int) -> N
         from pipeline.publisher import snapshot
 
         path, cls, version = snapshot.snapshot_path(cfg), snapshot.MdSnapshot, snapshot.VERSION
-    snap, why = edge_snapshot.inspect(path, cls, version, cfg, wal_id, durable_seq)
+    # the durable watermark is read after the file: a running edge or publisher writes newer
+    # snapshots meanwhile, never beyond what was durable when it wrote them
+    snap, why = edge_snapshot.inspect(path, cls, version, cfg, wal_id, 1 << 62)
+    dp = read_durable(_wal_dir(cfg))
+    if snap is not None and (dp is None or snap.resume_seq - 1 > dp.seq):
+        why = f"it resumes at seq {snap.resume_seq}, beyond the durable seq {dp.seq if dp else 0}"
+        snap = None
     if snap is None:
         return Need(reader, 1, f"{path.name} not usable ({why}): reads from seq 1" if why else
                     f"no {path.name}: reads from seq 1")
@@ -180,9 +187,9 @@ def needs(cfg: Config) -> list[Need]:
     if not segs or dp is None:
         raise RetentionError(f"{d} holds no WAL with a durable watermark")
     wid = dp.wal_id  # not the newest segment's header: a running writer may not have written it
-    out = [_engine_need(cfg, dp.seq), _snapshot_need("edge", cfg, wid, dp.seq)]
+    out = [_engine_need(cfg, dp.seq), _snapshot_need("edge", cfg, wid)]
     if cfg.market.enabled:
-        out.append(_snapshot_need("publisher", cfg, wid, dp.seq))
+        out.append(_snapshot_need("publisher", cfg, wid))
     if cfg.settle.enabled:
         out += _settle_needs(cfg)
     return out

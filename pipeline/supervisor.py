@@ -15,7 +15,12 @@ ready again), edges and the others freely. More than ``MAX_RESTARTS`` within ``R
 stops the whole stack: a crash loop must page a human, not spin.
 
 Shutdown (SIGINT/SIGTERM): edges first (no new commands), then the engine (drains its rings, syncs
-the WAL, writes nothing half-done), then publisher, fan-out and settle; SIGKILL after a timeout.
+the WAL, snapshots its end, writes nothing half-done), then publisher, fan-out and settle; SIGKILL
+after a timeout.
+
+Retention: with ``[retention] archive_dir`` set, every ``every_s`` the supervisor spawns one
+process (nice 19) that runs ``spotx wal prune --apply`` online (``pipeline.retention``); its exit
+codes and last run go to ``status.json``, what it moved to ``<data_dir>/wal-retention.jsonl``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -99,6 +105,37 @@ def _child_entry(target: str, cfg: Config, index: int, ready: Connection) -> Non
     fn(cfg, index, ready)
 
 
+def _auto_prune(cfg: Config) -> None:
+    """The scheduled ``[retention]`` run (a spawned process at nice 19): ``spotx wal prune
+    --apply`` online into ``archive_dir``. Exit 0 done (moved or nothing to move), 2 when a
+    position could not be read (Postgres down: nothing moved), 1 on anything else."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s wal-prune %(levelname)s %(message)s")
+    os.nice(19)
+    from pipeline import retention
+
+    try:
+        p, moved = retention.apply(cfg, Path(cfg.retention.archive_dir),
+                                   reason=f"scheduled ([retention] every_s {cfg.retention.every_s})",
+                                   ticket="retention", actor="supervisor",
+                                   compress=cfg.retention.compress)
+    except retention.RetentionError as e:
+        log.warning("scheduled WAL prune skipped: %s", e)
+        sys.exit(2)
+    except Exception:  # noqa: BLE001 - reported through the exit code and the log
+        log.exception("scheduled WAL prune failed")
+        sys.exit(1)
+    if moved:
+        log.info("scheduled WAL prune: %d segment(s) up to seq %d archived to %s (%.1f MB -> "
+                 "%.1f MB)", len(moved), moved[-1].end_seq - 1, cfg.retention.archive_dir,
+                 sum(m.bytes for m in moved) / 1e6, sum(m.stored_bytes for m in moved) / 1e6)
+    else:
+        held = ", ".join(f"{n.reader} ({n.why})" for n in p.needs if n.seq == p.keep_from)
+        log.info("scheduled WAL prune: nothing to archive: seq %d on is needed by %s",
+                 p.keep_from, held)
+
+
 class Supervisor:
     def __init__(self, cfg: Config, roles: list[Role] | None = None) -> None:
         self.cfg = cfg
@@ -107,6 +144,10 @@ class Supervisor:
         self.run_dir = run_dir(cfg)
         self._stopping = False
         self._metrics_server: Any = None
+        # the scheduled WAL prune ([retention]): its process, when it is next due, what it did
+        self._prune: Any = None
+        self._prune_due = time.monotonic() + cfg.retention.every_s
+        self.prune_runs: dict[str, Any] = {"runs": 0, "last_exit": None, "last_end": None}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -190,13 +231,35 @@ class Supervisor:
         return code
 
     def poll(self) -> bool:
-        """Restart any child that died; False when one crash-looped (the stack must stop)."""
+        """Restart any child that died; False when one crash-looped (the stack must stop). Also
+        starts the scheduled WAL prune when it is due."""
         for child in self.children:
             if child.proc is not None and not child.proc.is_alive() and not self._stopping:
                 if not self._restart(child):
                     return False
+        self._retention_tick()
         self._write_status()
         return True
+
+    def _retention_tick(self) -> None:
+        """Collect the scheduled prune if it ended; start the next one when due (one at a time)."""
+        if not self.cfg.retention.archive_dir or self._stopping:
+            return
+        if self._prune is not None:
+            if self._prune.is_alive():
+                return
+            self._prune.join()
+            code = self._prune.exitcode
+            self.prune_runs.update(runs=self.prune_runs["runs"] + 1, last_exit=code,
+                                   last_end=time.time())
+            (log.info if code == 0 else log.warning)("scheduled WAL prune exited with code %s",
+                                                     code)
+            self._prune = None
+        if time.monotonic() >= self._prune_due:
+            self._prune_due = time.monotonic() + self.cfg.retention.every_s
+            self._prune = self.ctx.Process(target=_auto_prune, args=(self.cfg,),
+                                           name="spotx-wal-prune", daemon=True)
+            self._prune.start()
 
     def child(self, name: str) -> Child:
         for c in self.children:
@@ -226,6 +289,12 @@ class Supervisor:
             return
         self._stopping = True
         from pipeline import shm_layout
+
+        if self._prune is not None:  # let a scheduled prune finish its move (it is crash-safe,
+            self._prune.join(STOP_TIMEOUT_S)  # but a finished one leaves nothing to redo)
+            if self._prune.is_alive():
+                self._prune.terminate()
+                self._prune.join(5)
 
         for order in sorted({c.role.stop_order for c in self.children}):
             group = [c for c in self.children if c.role.stop_order == order and c.proc is not None]
@@ -260,6 +329,8 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "stopped": stopped,
             "time": time.time(),
+            "retention": {"archive_dir": self.cfg.retention.archive_dir,
+                          "every_s": self.cfg.retention.every_s, **self.prune_runs},
             "processes": [
                 {"name": c.role.name, "pid": c.proc.pid if c.proc else None,
                  "alive": bool(c.proc and c.proc.is_alive()), "ready": c.ready,

@@ -7,6 +7,7 @@ applies."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,5 +104,41 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         assert cli.main(["check", "--against-wal"]) == 0, capsys.readouterr()
         out = capsys.readouterr().out
         assert "wal_mismatch" in out and "violations: 0" in out
+    finally:
+        stack.sup.stop()
+
+
+def test_the_supervisor_prunes_on_schedule_while_trading(tmp_path: Path) -> None:
+    arch = tmp_path / "cold"
+    stack = Stack(tmp_path, {"SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(64 << 10),
+                             "SPOTX_ENGINE_SNAPSHOT_EVERY": "200",
+                             "SPOTX_EDGE_SNAPSHOT_EVERY_EVENTS": "300",
+                             "SPOTX_MARKET_SNAPSHOT_EVERY_EVENTS": "300",
+                             "SPOTX_RETENTION_ARCHIVE_DIR": str(arch),
+                             "SPOTX_RETENTION_EVERY_S": "1"})
+    stack.start()
+    try:
+        stack.fund(3133, "USDT", "100000")
+        c = stack.client(3133)
+        keep = c.call("POST", "/v1/orders", order("501.00", "keep")).json()["orderId"]
+        deadline = time.monotonic() + 60
+        i = 0
+        while not list(arch.glob("*.seg.gz")):
+            assert time.monotonic() < deadline, stack.sup.prune_runs
+            for _ in range(50):
+                oid = c.call("POST", "/v1/orders", order("400.00", f"c{i}")).json()["orderId"]
+                assert c.call("DELETE", f"/v1/orders/{oid}").status_code == 200
+                i += 1
+            assert stack.sup.poll()  # what `spotx up`'s watch loop calls every 0.2 s
+        wal = Path(stack.cfg.data_dir) / "wal"
+        assert first_retained_seq(wal) > 1
+        log = [json.loads(x) for x in
+               (Path(stack.cfg.data_dir) / "wal-retention.jsonl").read_text().splitlines()]
+        assert {(x["actor"], x["online"]) for x in log} == {("supervisor", True)}
+        assert [o["orderId"] for o in c.call("GET", "/v1/orders").json()] == [keep]
+        r = c.call("POST", "/v1/orders", order("502.00", "after"))
+        assert r.status_code == 200 and r.json()["status"] == "NEW", r.text
+        status = json.loads((stack.sup.run_dir / "status.json").read_text())
+        assert status["retention"]["archive_dir"] == str(arch)
     finally:
         stack.sup.stop()

@@ -111,6 +111,7 @@ def test_example_spotx_toml_loads_and_matches_the_embedded_default() -> None:
     ("SPOTX_ENGINE_SNAPSHOT_EVERY", "0", r"engine\.snapshot_every must be >= 1"),
     ("SPOTX_EDGE_SNAPSHOT_EVERY_EVENTS", "-1", r"edge\.snapshot_every_events must be >= 0"),
     ("SPOTX_MARKET_SNAPSHOT_EVERY_EVENTS", "-5", r"market\.snapshot_every_events must be >= 0"),
+    ("SPOTX_RETENTION_EVERY_S", "0", r"retention\.every_s must be >= 1"),
 ])
 def test_snapshot_periods_are_validated(key: str, value: str, match: str) -> None:
     with pytest.raises(config.ConfigError, match=match):
