@@ -98,11 +98,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     for k, v in sorted(gauges.items()):
         _out(f"  {k} = {v}")
     gib = 1 << 30
+    first = storage.get("spotx_wal_first_seq", 0)
     _out(f"  disk: WAL {storage.get('spotx_wal_disk_bytes', 0) / gib:.2f} GiB in "
-         f"{storage.get('spotx_wal_segments', 0):.0f} segments from seq "
-         f"{storage.get('spotx_wal_first_seq', 0):.0f} (never pruned), "
+         f"{storage.get('spotx_wal_segments', 0):.0f} segments from seq {first:.0f} "
+         f"({'nothing archived' if first <= 1 else 'older seqs archived'}), "
          f"{storage.get('spotx_data_fs_free_bytes', 0) / gib:.1f} GiB free of "
          f"{storage.get('spotx_data_fs_size_bytes', 0) / gib:.1f} GiB")
+    r = status.get("retention") or {}
+    if r.get("archive_dir"):
+        _out(f"  retention: every {r['every_s']} s into {r['archive_dir']}; {r['runs']} run(s), "
+             f"last exit {r['last_exit'] if r['last_exit'] is not None else '-'}")
+    else:
+        _out("  retention: off ([retention] archive_dir; spotx wal prune by hand)")
     return 0 if not status.get("stopped") else 1
 
 

@@ -334,7 +334,8 @@ def test_spotx_status_shows_processes_seq_and_queue_depths(
                               os.environ.get("SPOTX_NATIVE") != "0" else "modules interpreted")
     assert re.search(r"engine_seq@engine = \d+", out) and "engine_queue_depth@engine = 0" in out
     assert re.search(r"wal_durable_seq\S*@engine = \d+", out), out
-    disk = re.search(r"disk: WAL (\d+\.\d+) GiB in (\d+) segments from seq 1 \(never pruned\), "
+    assert "retention: off" in out
+    disk = re.search(r"disk: WAL (\d+\.\d+) GiB in (\d+) segments from seq 1 \(nothing archived\), "
                      r"(\d+\.\d) GiB free of (\d+\.\d) GiB", out)
     assert disk and int(disk[2]) >= 1 and 0 < float(disk[3]) <= float(disk[4]), out
     assert cli.main(["status", "--json"]) == 0

@@ -108,7 +108,8 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         stack.sup.stop()
 
 
-def test_the_supervisor_prunes_on_schedule_while_trading(tmp_path: Path) -> None:
+def test_the_supervisor_prunes_on_schedule_while_trading(tmp_path: Path, monkeypatch: Any,
+                                                        capsys: Any) -> None:
     arch = tmp_path / "cold"
     stack = Stack(tmp_path, {"SPOTX_ENGINE_WAL_SEGMENT_BYTES": str(64 << 10),
                              "SPOTX_ENGINE_SNAPSHOT_EVERY": "200",
@@ -140,5 +141,10 @@ def test_the_supervisor_prunes_on_schedule_while_trading(tmp_path: Path) -> None
         assert r.status_code == 200 and r.json()["status"] == "NEW", r.text
         status = json.loads((stack.sup.run_dir / "status.json").read_text())
         assert status["retention"]["archive_dir"] == str(arch)
+        for k, v in stack.env.items():
+            monkeypatch.setenv(k, v)
+        assert cli.main(["status"]) == 0
+        out = capsys.readouterr().out
+        assert "(older seqs archived)" in out and f"into {arch};" in out, out
     finally:
         stack.sup.stop()
