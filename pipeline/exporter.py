@@ -17,6 +17,7 @@ WSGI-free HTTP server; nothing here runs on a hot path.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -136,10 +137,10 @@ class ProcessCollector(Collector):
 
 class StorageCollector(Collector):
     """What the data dir holds on disk, read at scrape time (one directory listing, a stat per
-    file, a ``statvfs``; nothing on a hot path). The WAL is never pruned: it is the event bus and
-    the audit trail, which the publisher and the edges rebuild from (after their snapshots; from
-    seq 1 without one), so it grows with every command, and these series are how oncall sees the
-    disk fill (RUNBOOK, "WAL disk")."""
+    file, a ``statvfs``; nothing on a hot path). The WAL grows with every command until ``spotx
+    wal prune`` (or the supervisor's scheduled ``[retention]`` run) archives the segments every
+    reader has passed; these series are how oncall sees the disk fill and the retention work
+    (RUNBOOK, "WAL disk"). The retention series come from ``<data_dir>/run/status.json``."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = os.fspath(data_dir)
@@ -170,6 +171,7 @@ class StorageCollector(Collector):
             snaps.add_metric([kind], float(sum(_allocated(f) for f in d.rglob("*") if f.is_file())
                                            if d.is_dir() else 0))
         yield snaps
+        yield from _retention_series(Path(self.data_dir) / "run" / "status.json")
         try:
             st = os.statvfs(self.data_dir)
         except OSError:
@@ -179,6 +181,28 @@ class StorageCollector(Collector):
                                 value=st.f_bavail * st.f_frsize)
         yield GaugeMetricFamily("spotx_data_fs_size_bytes", "size of the file system of the data "
                                 "dir", value=st.f_blocks * st.f_frsize)
+
+
+def _retention_series(status: os.PathLike[str]) -> Iterator[Metric]:
+    """The scheduled WAL prune as the supervisor last wrote it in status.json."""
+    try:
+        with open(status) as f:
+            r = json.load(f).get("retention") or {}
+    except (OSError, ValueError):
+        return
+    on = bool(r.get("archive_dir"))
+    yield GaugeMetricFamily("spotx_wal_retention_enabled", "1 when the supervisor prunes the "
+                            "WAL on a schedule ([retention] archive_dir)", value=float(on))
+    if not on:
+        return
+    yield CounterMetricFamily("spotx_wal_retention_runs", "scheduled WAL prune runs that ended",
+                              value=float(r.get("runs") or 0))
+    if r.get("last_exit") is not None:
+        yield GaugeMetricFamily("spotx_wal_retention_last_exit_code", "exit code of the last "
+                                "scheduled WAL prune (0 done; 2 a reader's position unreadable, "
+                                "nothing moved; 1 failed)", value=float(r["last_exit"]))
+        yield GaugeMetricFamily("spotx_wal_retention_last_end_seconds", "when the last scheduled "
+                                "WAL prune ended (unix time)", value=float(r["last_end"] or 0))
 
 
 def _allocated(p: os.PathLike[str]) -> int:

@@ -31,10 +31,12 @@ ROWS: list[tuple[str, list[tuple[str, list[str], str]]]] = [
         ("Engine GC collections (the loop does not allocate per message) / RSS",
          ['sum by (process) (rate(spotx_process_gc_collections_total[1m]))',
           'spotx_process_resident_memory_bytes'], "short"),
-        ("Data disk: WAL and snapshots on disk / free (the WAL is never pruned)",
+        ("Data disk: WAL and snapshots on disk / free",
          ["spotx_wal_disk_bytes", "sum(spotx_snapshot_disk_bytes)", "spotx_data_fs_free_bytes"],
          "bytes"),
         ("WAL growth", ["deriv(spotx_wal_disk_bytes[15m])"], "Bps"),
+        ("WAL retention: oldest seq kept / scheduled prune exit code (0 done)",
+         ["spotx_wal_first_seq", "spotx_wal_retention_last_exit_code"], "short"),
     ]),
     ("Kafka", [
         ("Outbox backlog (produce lag)", ["outbox_backlog_events"], "short"),

@@ -7,6 +7,7 @@ applies."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,9 @@ def test_the_supervisor_prunes_on_schedule_while_trading(tmp_path: Path, monkeyp
         assert [o["orderId"] for o in c.call("GET", "/v1/orders").json()] == [keep]
         r = c.call("POST", "/v1/orders", order("502.00", "after"))
         assert r.status_code == 200 and r.json()["status"] == "NEW", r.text
+        while stack.sup.prune_runs["last_exit"] is None:  # the run that moved them: collected
+            assert time.monotonic() < deadline and stack.sup.poll()
+            time.sleep(0.1)
         status = json.loads((stack.sup.run_dir / "status.json").read_text())
         assert status["retention"]["archive_dir"] == str(arch)
         for k, v in stack.env.items():
@@ -146,5 +150,11 @@ def test_the_supervisor_prunes_on_schedule_while_trading(tmp_path: Path, monkeyp
         assert cli.main(["status"]) == 0
         out = capsys.readouterr().out
         assert "(older seqs archived)" in out and f"into {arch};" in out, out
+        import httpx
+
+        metrics = httpx.get(stack.metrics_url, timeout=10).text
+        assert "spotx_wal_retention_enabled 1.0" in metrics
+        assert "spotx_wal_retention_last_exit_code 0.0" in metrics
+        assert re.search(r"^spotx_wal_retention_runs_total [1-9]", metrics, re.M), metrics
     finally:
         stack.sup.stop()
