@@ -17,8 +17,9 @@ Checks before use (else: a full replay, with the reason logged): format ``VERSIO
 (a snapshot of another WAL is never applied); ``resume_seq - 1`` not beyond the durable
 watermark; a fingerprint of the config parts the state depends on (symbols, assets, history
 bounds). A snapshot of an earlier config is carried over when that config only appended assets
-and symbols (``carry_over_refusal``, from the ``config_doc`` the snapshot keeps): the new symbols'
-market state starts empty (``MarketDeriver.adopt``); the read model holds no config.
+and symbols or changed the history bounds (``carry_over_refusal``, from the ``config_doc`` the
+snapshot keeps): the new symbols' market state starts empty and the histories are re-bounded
+(``MarketDeriver.adopt``); the read model holds no config.
 
 Writing. Periodically (``[edge] snapshot_every_events``) by a forked child: the child pickles the
 copy-on-write image of the state as of the fork and exits; the edge's loop never stalls on it.
@@ -81,14 +82,11 @@ def config_doc(cfg: Config) -> dict[str, Any]:
 
 def carry_over_refusal(old: dict[str, Any] | None, cfg: Config) -> str | None:
     """None if a snapshot of config ``old`` (``config_doc``) can be carried over to ``cfg``:
-    assets and symbols only appended, every existing symbol with the same assets and units, the
-    same history bounds. Else why not."""
+    assets and symbols only appended, every existing symbol with the same assets and units (the
+    history bounds may change: ``MarketDeriver.adopt``). Else why not."""
     if old is None:
         return "symbols, assets or history bounds changed (and the snapshot predates carry-over)"
     new = config_doc(cfg)
-    if old["history"] != new["history"]:
-        return (f"market history bounds changed ({old['history']} -> {new['history']}: trades, "
-                f"candles)")
     if new["assets"][:len(old["assets"])] != old["assets"]:
         return "assets changed (they may only be appended)"
     if new["symbols"][:len(old["symbols"])] != old["symbols"]:

@@ -21,10 +21,11 @@ Postgres cannot be read while settlement is enabled, nothing is pruned: the tool
 what settlement has read.
 
 The consequence an operator must know (RUNBOOK "WAL disk", "Config changes"): snapshots are
-carried over to a config that appends assets and symbols (and the engine's to changed fees and
-limits, with nothing to replay), but not past other changes (sizing, units, history bounds). A
-reader whose snapshot does not fit starts from seq 1, which is then in the archive: it refuses to
-start with ``WalGapError`` naming the seq, and ``spotx wal unarchive`` puts the segments back.
+carried over to a config that appends assets and symbols or changes history bounds (and the
+engine's to changed fees and limits, with nothing to replay), but not past other changes (sizing,
+units, removals). A reader whose snapshot does not fit starts from seq 1, which is then in the
+archive: it refuses to start with ``WalGapError`` naming the seq, and ``spotx wal unarchive`` puts
+the segments back.
 
 Every applied prune is recorded (time, actor, reason, ticket, the positions, what moved) as one
 JSON line in ``<data_dir>/wal-retention.jsonl`` (fsynced), which the forensic bundle copies.

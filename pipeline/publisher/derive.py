@@ -79,11 +79,17 @@ class MarketDeriver:
 
     def adopt(self, cfg: Config) -> None:
         """Carry this state (from a snapshot) over to ``cfg``, which appends symbols to the
-        config it was built under (``pipeline.edge_snapshot`` checks that): the new symbols start
-        with empty books, trades, candles and tickers, at this state's history bounds."""
-        any_m = next(iter(self.syms.values()), None)
-        th = any_m.trades.maxlen or 1 if any_m is not None else cfg.market.trade_history
-        ch = any_m.candles[0].hist.maxlen or 1 if any_m is not None else cfg.market.candle_history
+        config it was built under or changes the history bounds (``pipeline.edge_snapshot``
+        checks that): the new symbols start with empty books, trades, candles and tickers; a
+        smaller bound drops the oldest trades and candles now, a larger one fills up from here
+        (a full rebuild would show more history until then)."""
+        th, ch = max(1, cfg.market.trade_history), max(1, cfg.market.candle_history)
+        for m in self.syms.values():
+            if m.trades.maxlen != th:
+                m.trades = deque(m.trades, maxlen=th)
+            for c in m.candles:
+                if c.hist.maxlen != ch:
+                    c.hist = deque(c.hist, maxlen=ch)
         for s in cfg.symbols:
             if s.symbol_id not in self.syms:
                 self.syms[s.symbol_id] = SymbolMarket(SymbolFormat(s), s.symbol_id, th, ch)

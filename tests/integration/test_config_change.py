@@ -238,3 +238,27 @@ def test_list_a_symbol_after_a_prune(data: Path, tmp_path: Path) -> None:
     pa.start()
     assert pa.restored_from > 1 and pa.deriver.by_name["NEW-USDT"].trades
     pa.close()
+
+
+def test_new_history_bounds_carry_over_re_bounded(data: Path, tmp_path: Path) -> None:
+    old = _cfg(data)
+    snapshot_readers(old, tmp_path)
+    gw = edge(old)
+    gw.catch_up()
+    before = view(gw)
+    gw.reader.close()
+    small = _cfg(data, None, None, SPOTX_MARKET_TRADE_HISTORY="5", SPOTX_MARKET_CANDLE_HISTORY="2")
+    a = edge(small)
+    a.catch_up()
+    assert a.restored_from > 0  # carried over, not rebuilt
+    after = view(a)
+    a.reader.close()
+    for s in old.symbols:
+        key = f"trades{s.name}"
+        assert after[key] == before[key][-5:]  # the newest five, as a rebuild would keep
+        assert len(a.market.deriver.by_name[s.name].candles[0].hist) <= 2
+    pa = _pub(small, tmp_path)
+    pa.start()
+    assert pa.restored_from > 0
+    assert all(len(m.trades) <= 5 for m in pa.deriver.syms.values())
+    pa.close()

@@ -118,8 +118,10 @@ def test_a_snapshot_of_another_wal_or_config_is_not_used(cfg: config.Config) -> 
     good = pickle.loads(path.read_bytes())
     for bad in (dataclasses.replace(good, wal_id=good.wal_id + 1),
                 dataclasses.replace(good, fingerprint="0" * 32, config=None),  # pre-carry-over
-                dataclasses.replace(good, fingerprint="0" * 32,
-                                    config={**good.config, "history": [1, 1]}),  # bounds changed
+                dataclasses.replace(good, fingerprint="0" * 32, config={  # a tick changed
+                    **good.config, "symbols": [[*good.config["symbols"][0][:4], 999,
+                                                *good.config["symbols"][0][5:]],
+                                               *good.config["symbols"][1:]]}),
                 dataclasses.replace(good, resume_seq=10**12), dataclasses.replace(good, version=0)):
         edge_snapshot.write(path, bad)
         again = edge(cfg)

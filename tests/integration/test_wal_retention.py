@@ -184,13 +184,26 @@ def view_all(cfg: config.Config, tmp: Path) -> tuple[Any, ...]:
     return v, state
 
 
-def test_a_config_change_that_voids_the_snapshots_prunes_nothing(stack: config.Config) -> None:
+def test_a_config_change_that_voids_the_snapshots_prunes_nothing(stack: config.Config,
+                                                                  tmp_path: Path) -> None:
+    from pipeline.config import DEFAULT_TOML
+
     cfg = stack
     _trade(cfg, 8_000, seed=6)
     _settle(cfg)
-    changed = _cfg(Path(cfg.data_dir), cfg.settle.pg_dsn, SPOTX_MARKET_TRADE_HISTORY="77")
+    snapshot_readers(cfg, tmp_path)
+    # new history bounds: every snapshot carries over, nothing changes
+    bounds = _cfg(Path(cfg.data_dir), cfg.settle.pg_dsn, SPOTX_MARKET_TRADE_HISTORY="77")
+    assert retention.needs(bounds) == retention.needs(cfg)
+    # a tick changed: no snapshot fits, every reader would start at seq 1
+    toml = tmp_path / "tick.toml"
+    toml.write_text(DEFAULT_TOML.read_text().replace('tick = "0.01"', 'tick = "0.1"', 1))
+    env = {"SPOTX_DATA_DIR": cfg.data_dir, "SPOTX_ENGINE_DURABILITY": "async",
+           "SPOTX_ENGINE_MAX_ORDERS": str(1 << 16), "SPOTX_ENGINE_SNAPSHOT_EVERY": "3000",
+           "SPOTX_ENGINE_SNAPSHOTS_KEEP": "2", "SPOTX_SETTLE_PG_DSN": cfg.settle.pg_dsn}
+    changed = config.load(toml, env=env)
     ns = {n.reader: n for n in retention.needs(changed)}
-    assert ns["edge"].seq == 1 and ns["publisher"].seq == 1  # no snapshot of this config
+    assert ns["engine"].seq == ns["edge"].seq == ns["publisher"].seq == 1
     assert retention.plan(changed).segments == ()
 
 
