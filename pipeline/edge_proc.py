@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.wal import WalGapError
 
 log = logging.getLogger("spotx.edge")
 
@@ -86,7 +87,13 @@ async def serve(cfg: Config, edge_id: int, ready: Connection | None,
     from pipeline import heap
 
     gateway, rest, ws, _metrics = build(cfg, edge_id)
-    n = gateway.catch_up()
+    try:
+        n = gateway.catch_up()
+    except WalGapError as e:  # its snapshot does not fit and the WAL's start is archived
+        log.critical("edge-%d cannot rebuild its state: %s", edge_id, e)
+        if ready is not None:
+            ready.send({"error": f"WalGapError: {e}"})
+        raise
     loop = asyncio.get_running_loop()
     gateway.start(loop)
     reuse = cfg.edge.processes > 1

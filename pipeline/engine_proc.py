@@ -360,6 +360,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
     from engine.errors import SnapshotError
+    from pipeline.wal import WalGapError
 
     try:
         host = EngineHost(cfg)
@@ -367,7 +368,7 @@ def main(cfg: Config, index: int, ready: Connection) -> None:
         log.critical("%s", e)
         ready.send({"error": str(e)})
         sys.exit(EXIT_SEV1)
-    except (EngineConfigChange, SnapshotError) as e:  # a config the state cannot start under
+    except (EngineConfigChange, SnapshotError, WalGapError) as e:  # the state cannot start
         log.critical("%s", e)
         ready.send({"error": str(e)})
         sys.exit(EXIT_CONFIG)

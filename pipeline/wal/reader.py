@@ -96,7 +96,9 @@ class WalReader:
                 start = s
         if 0 < from_seq < segs[0].first_seq and segs[0].segno != 0:
             raise WalGapError(f"seq {from_seq} is older than the oldest segment on disk "
-                              f"({segs[0].path.name})")
+                              f"({segs[0].path.name}): the segments before it were archived "
+                              f"(spotx wal prune); to read from there, stop the stack and put "
+                              f"them back: spotx wal unarchive --apply [--archive DIR]")
         return start.segno
 
     def iter_frames(self, from_seq: int = 0, *, include_seals: bool = False) -> Iterator[Frame]:

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from stackutil import Stack
 
 from bench.recovery import LISTING
-from pipeline import cli, config
+from pipeline import cli, config, edge_snapshot
 from pipeline.config import DEFAULT_TOML
-from pipeline.supervisor import Supervisor
+from pipeline.supervisor import Supervisor, SupervisorError
 from pipeline.wal import verify_chain
 from pipeline.wal.archive import first_retained_seq
 from pipeline.wal.format import list_segments
@@ -74,6 +75,16 @@ def test_prune_a_stopped_stack_and_start_it_again(tmp_path: Path, monkeypatch: A
         moved = len(doc["segments"])
         assert moved > 0 and len(list_segments(wal)) == n0 - moved, doc
         assert first_retained_seq(wal) > 1 and verify_chain(wal).ok
+
+        # an edge without its snapshot would need seq 1, which is archived: a loud refusal that
+        # says what to do, reported by `spotx up`
+        snap = edge_snapshot.snapshot_path(stack.cfg)
+        snap.rename(tmp_path / "edge-snapshot.aside")
+        stack.sup = Supervisor(stack.cfg)
+        with pytest.raises(SupervisorError, match="edge-1 failed to start: WalGapError: seq 1 .*"
+                                                  "spotx wal unarchive --apply"):
+            stack.sup.start()
+        (tmp_path / "edge-snapshot.aside").rename(snap)
 
         toml = tmp_path / "listed.toml"
         toml.write_text(DEFAULT_TOML.read_text().replace(
