@@ -30,6 +30,7 @@ last writer wins, and every complete file is a valid state.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -94,16 +95,79 @@ def carry_over_refusal(old: dict[str, Any] | None, cfg: Config) -> str | None:
     return None
 
 
+_META_KEYS = ("version", "wal_id", "resume_seq", "fingerprint", "events", "config")
+
+
+def meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
 def write(path: Path, snap: object) -> None:
-    """Write atomically: temp file, fsync, rename, fsync the directory."""
+    """Write atomically: temp file, fsync, rename, fsync the directory. Then the same for a small
+    JSON of the snapshot's header fields (``<file>.meta.json``), which ``pipeline.retention``
+    reads instead of unpickling the whole state. It goes second, so it never describes a newer
+    snapshot than the one on disk (at worst an older one: an earlier resume seq, the safe side)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    h = hashlib.sha256()
     with open(tmp, "wb") as f:
-        pickle.dump(snap, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(snap, _Hashing(f, h), protocol=pickle.HIGHEST_PROTOCOL)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    if all(hasattr(snap, k) for k in _META_KEYS):
+        meta = meta_path(path)
+        tmp = meta.with_name(f"{meta.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({**{k: getattr(snap, k) for k in _META_KEYS}, "sha256": h.hexdigest()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, meta)
+        fsync_dir(path.parent)
+
+
+class _Hashing:
+    """A binary writer that hashes what goes through it (pickle.dump's file)."""
+
+    def __init__(self, f: Any, h: Any) -> None:
+        self.f, self.h = f, h
+
+    def write(self, b: Any) -> int:
+        self.h.update(b)
+        return int(self.f.write(b))
+
+
+def inspect_meta(path: Path, version: int, cfg: Config, wal_id: int,
+                 durable_seq: int) -> tuple[int | None, str | None]:
+    """(resume_seq, None) if the snapshot ``path``'s meta JSON says it fits this WAL and config
+    (the checks of ``inspect``, without unpickling) and the snapshot file is the one it describes
+    (its SHA-256: a missing, truncated or damaged file would make its reader start over), (None,
+    why) if it does not fit, (None, None) when there is no readable meta or it describes another
+    file (the caller unpickles instead)."""
+    try:
+        with open(meta_path(path)) as f:
+            m = json.load(f)
+        resume, fp, ver, wid = int(m["resume_seq"]), str(m["fingerprint"]), m["version"], m["wal_id"]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != m["sha256"]:
+            return None, None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    if ver != version:
+        return None, "format version differs"
+    if wid != wal_id:
+        return None, f"it is of WAL {wid}, this WAL is {wal_id}"
+    if resume - 1 > durable_seq:
+        return None, f"it resumes at seq {resume}, beyond the durable seq {durable_seq}"
+    if fp != fingerprint(cfg):
+        why = carry_over_refusal(m.get("config"), cfg)
+        if why is not None:
+            return None, why
+    return resume, None
 
 
 def write_in_child(path: Path, snap: object) -> int:

@@ -126,17 +126,21 @@ def _snapshot_need(reader: str, cfg: Config, wal_id: int) -> Need:
         from pipeline.publisher import snapshot
 
         path, cls, version = snapshot.snapshot_path(cfg), snapshot.MdSnapshot, snapshot.VERSION
+    # its meta JSON when there is one (unpickling a big edge state costs seconds and memory);
     # the durable watermark is read after the file: a running edge or publisher writes newer
     # snapshots meanwhile, never beyond what was durable when it wrote them
-    snap, why = edge_snapshot.inspect(path, cls, version, cfg, wal_id, 1 << 62)
+    resume, why = edge_snapshot.inspect_meta(path, version, cfg, wal_id, 1 << 62)
+    if resume is None and why is None:
+        snap, why = edge_snapshot.inspect(path, cls, version, cfg, wal_id, 1 << 62)
+        resume = int(snap.resume_seq) if snap is not None else None
     dp = read_durable(_wal_dir(cfg))
-    if snap is not None and (dp is None or snap.resume_seq - 1 > dp.seq):
-        why = f"it resumes at seq {snap.resume_seq}, beyond the durable seq {dp.seq if dp else 0}"
-        snap = None
-    if snap is None:
+    if resume is not None and (dp is None or resume - 1 > dp.seq):
+        why = f"it resumes at seq {resume}, beyond the durable seq {dp.seq if dp else 0}"
+        resume = None
+    if resume is None:
         return Need(reader, 1, f"{path.name} not usable ({why}): reads from seq 1" if why else
                     f"no {path.name}: reads from seq 1")
-    return Need(reader, int(snap.resume_seq), f"{path.name} resumes at seq {snap.resume_seq}")
+    return Need(reader, resume, f"{path.name} resumes at seq {resume}")
 
 
 async def _ledger_progress(cfg: Config) -> list[tuple[str, int]]:

@@ -269,3 +269,33 @@ def test_kafka_mode_keeps_what_the_outbox_has_not_produced(stack: config.Config)
     write_cursor(run_dir(kafka) / "outbox.cursor", 4_321)
     assert {n.reader: n.seq for n in retention.needs(kafka)}["outbox"] == 4_321
     assert retention.plan(kafka).keep_from <= 4_321
+
+
+def test_positions_come_from_the_snapshots_meta_without_unpickling(stack: config.Config,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: Any) -> None:
+    cfg = stack
+    _trade(cfg, 6_000, seed=10)
+    _settle(cfg)
+    snapshot_readers(cfg, tmp_path)
+    metas = [edge_snapshot.meta_path(edge_snapshot.snapshot_path(cfg)),
+             edge_snapshot.meta_path(md_snapshot.snapshot_path(cfg))]
+    assert all(m.is_file() for m in metas)
+    with_meta = retention.needs(cfg)
+
+    def no_unpickling(*a: Any, **k: Any) -> Any:
+        raise AssertionError("unpickled a snapshot although its meta is there")
+
+    monkeypatch.setattr(edge_snapshot, "inspect", no_unpickling)
+    assert retention.needs(cfg) == with_meta
+    monkeypatch.undo()
+    # a damaged snapshot file under a good meta: its reader would start over, and so says prune
+    pickle_path = edge_snapshot.snapshot_path(cfg)
+    good = pickle_path.read_bytes()
+    pickle_path.write_bytes(good[: len(good) // 2])
+    assert {n.reader: n.seq for n in retention.needs(cfg)}["edge"] == 1
+    pickle_path.write_bytes(good)
+    for m in metas:  # snapshots written before the meta existed: unpickled, the same answer
+        m.unlink()
+    assert [(n.reader, n.seq) for n in retention.needs(cfg)] == [
+        (n.reader, n.seq) for n in with_meta]
