@@ -102,6 +102,43 @@ def test_flat_books_equal_the_book_deriver(cfg: Config, seed: int, spread: int, 
     assert moved > 10  # the flow did move the books
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), switch=st.integers(0, 25))
+def test_books_given_a_symbol_later_equal_books_built_with_it(cfg: Config, seed: int,
+                                                             switch: int) -> None:
+    """``with_symbols`` (an edge snapshot carried over to a config that lists a symbol): books
+    of symbol 1 only until batch ``switch``, then both symbols trade; equal to the reference
+    deriver throughout, through a pickle round trip too."""
+    rng = np.random.default_rng(seed)
+    eng, clock = engine(cfg, "engine")
+    py = BookDeriver(list(SYMS))
+    fb = FlatBooks((1,), level_cap=2, table=8)
+    run(eng, clock, deposits(ACCOUNTS, (1, 2, 3), 10**15))
+    resting: dict[int, int] = {}
+    for b in range(40):
+        if b == switch:
+            fb = pickle.loads(pickle.dumps(fb)).with_symbols(SYMS)
+            assert fb.with_symbols(SYMS) is fb  # nothing more to add
+        syms = SYMS if b >= switch else (1,)
+        cmds = random_commands(rng, int(rng.integers(1, 30)), syms, accounts=ACCOUNTS,
+                               spread=12, lots=(1, 30), open_orders=list(resting.items()))
+        ev = run(eng, clock, cmds)
+        acc = ev[ev["kind"] == Ev.ACCEPTED]
+        resting.update(zip(acc["order_id"].tolist(), acc["account"].tolist(), strict=True))
+        py.apply(ev, track=False)
+        fb.apply(ev)
+        py.end_batch()
+        fb.end_batch()
+        if b >= switch:
+            same(py, fb)
+        else:
+            a, f = py.book(1), fb.book(1)
+            assert f.bids.levels(1 << 20) == a.bids.levels(1 << 20)
+            assert f.asks.levels(1 << 20) == a.asks.levels(1 << 20)
+            assert fb.orders == py.orders and fb.last_seq == py.last_seq
+        resting = {o: a for o, a in resting.items() if o in py.orders}
+
+
 def events(cfg: Config, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     eng, clock = engine(cfg, "reference")
