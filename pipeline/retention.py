@@ -204,7 +204,7 @@ def plan(cfg: Config, before_seq: int | None = None, online: bool = False) -> Pr
     """What ``apply`` would archive now (reads only; takes no lock). ``online``: with the engine
     running, only segments before the durable watermark's (``archive_online``)."""
     from pipeline.wal import read_durable
-    from pipeline.wal.archive import first_retained_seq, prunable
+    from pipeline.wal.archive import first_retained_seq, online_limit, prunable
 
     d = _wal_dir(cfg)
     ns = needs(cfg)
@@ -214,7 +214,8 @@ def plan(cfg: Config, before_seq: int | None = None, online: bool = False) -> Pr
             raise RetentionError(f"--before-seq must be >= 1, got {before_seq}")
         keep = min(keep, before_seq)
     dp = read_durable(d)
-    go = [s for s in prunable(d, keep) if not online or (dp is not None and s.segno < dp.segno)]
+    go = [s for s in prunable(d, keep)
+          if not online or (dp is not None and s.segno < online_limit(dp.segno))]
     from pipeline.wal.format import list_segments
 
     segs = list_segments(d)
@@ -224,26 +225,48 @@ def plan(cfg: Config, before_seq: int | None = None, online: bool = False) -> Pr
                            for s in go))
 
 
+def stack_running(cfg: Config) -> bool:
+    """A supervisor of this data dir is alive (its ``status.json`` says not stopped and its pid
+    exists; a recycled pid errs on the running side)."""
+    from pipeline.supervisor import run_dir
+
+    try:
+        doc = json.loads((run_dir(cfg) / "status.json").read_text())
+        if doc.get("stopped"):
+            return False
+        os.kill(int(doc["supervisor_pid"]), 0)
+    except PermissionError:
+        return True  # it exists, under another user
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def apply(cfg: Config, archive_dir: Path, *, reason: str, ticket: str, actor: str,
-          before_seq: int | None = None, compress: bool = True,
-          online_nice: int = 0) -> tuple[PrunePlan, list[Any]]:
+          before_seq: int | None = None, compress: bool = True, online_nice: int = 0,
+          lock: bool | None = None) -> tuple[PrunePlan, list[Any]]:
     """Archive what ``plan`` names and record it in ``<data_dir>/wal-retention.jsonl``. With the
     stack stopped: under the WAL writer's lock, held from the plan to the last move. With the
     engine running (the lock is taken): online, only segments before the durable watermark's.
     Every position only moves forward while the stack runs (snapshots are replaced by newer
     ones, settlement commits on), so a plan made from them stays safe while it is applied.
-    ``online_nice``: lower this process's CPU priority by that much before moving online (the
-    CLI: it is a process of its own). Returns (plan, moved segments)."""
+    ``lock``: take the writer's lock when it is free (None: only if no stack runs here: an engine
+    the supervisor is restarting must not find the WAL locked, or its restarts run out; False:
+    never, the supervisor's scheduled run). ``online_nice``: lower this process's CPU priority by
+    that much before moving online (the CLI: it is a process of its own). Returns (plan, moved
+    segments)."""
     from pipeline.wal import WalLocked
     from pipeline.wal.archive import archive_locked, archive_online
     from pipeline.wal.recovery import lock_directory, unlock_directory
 
     if not reason.strip() or not ticket.strip():
         raise RetentionError("a prune needs a reason and a ticket (it is audited)")
-    try:
-        fd: int | None = lock_directory(_wal_dir(cfg))
-    except WalLocked:
-        fd = None
+    fd: int | None = None
+    if lock if lock is not None else not stack_running(cfg):
+        try:
+            fd = lock_directory(_wal_dir(cfg))
+        except WalLocked:
+            fd = None
     try:
         p = plan(cfg, before_seq, online=fd is None)
         if not p.segments:

@@ -119,7 +119,7 @@ def _auto_prune(cfg: Config) -> None:
         p, moved = retention.apply(cfg, Path(cfg.retention.archive_dir),
                                    reason=f"scheduled ([retention] every_s {cfg.retention.every_s})",
                                    ticket="retention", actor="supervisor",
-                                   compress=cfg.retention.compress)
+                                   compress=cfg.retention.compress, lock=False)
     except retention.RetentionError as e:
         log.warning("scheduled WAL prune skipped: %s", e)
         sys.exit(2)

@@ -9,10 +9,11 @@ snapshot made unusable by a config change, an audit).
 
 ``archive`` and ``unarchive`` take the writer's lock (``WalLocked`` while an engine has the WAL
 open), so no writer rotates or recovers while segments move. ``archive_online`` archives while a
-writer runs: it moves only segments before the durable watermark's segment. The writer never
-writes those again (a segment behind the durable position is sealed and synced; in ``pwrite``
-mode the writer's pending bytes of a sealed segment go out at the next sync, which is why the
-watermark bounds it), and a reader that has one mapped keeps reading it after the rename.
+writer runs (or may start): it moves only segments before the durable watermark's segment and
+the one before that. The writer never writes those again (a segment behind the durable position
+is sealed and synced; in ``pwrite`` mode the writer's pending bytes of a sealed segment go out at
+the next sync, which is why the watermark bounds it); an engine that starts meanwhile recovers
+from its last two segments only; and a reader that has one mapped keeps reading it.
 
 Which segments. Segment ``n`` holds the frames from its ``first_seq`` (the next COMMANDS seq at
 rotation) up to the next segment's ``first_seq``; a reader asked for seq ``s`` starts in the last
@@ -54,7 +55,7 @@ from pipeline.wal.segment import fsync_dir
 from pipeline.wal.verify import verify_chain
 
 __all__ = ["ArchiveError", "Moved", "archive", "archive_locked", "archive_online",
-           "first_retained_seq", "prunable", "unarchive", "wal_id"]
+           "first_retained_seq", "online_limit", "prunable", "unarchive", "wal_id"]
 
 
 class ArchiveError(WalError, RuntimeError):
@@ -212,8 +213,14 @@ def archive_online(directory: str | os.PathLike[str], archive_dir: str | os.Path
     dp = read_durable(directory)
     if dp is None:
         raise ArchiveError(f"{directory} has no durable watermark: nothing is known synced")
-    return archive_locked(directory, archive_dir, keep_from, below_segno=dp.segno,
+    return archive_locked(directory, archive_dir, keep_from, below_segno=online_limit(dp.segno),
                           compress=compress)
+
+
+def online_limit(durable_segno: int) -> int:
+    """Online, only segments numbered below this move: before the durable watermark's segment
+    and the one before it (an engine starting meanwhile recovers from its last two segments)."""
+    return durable_segno - 1
 
 
 def archive_locked(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[str],

@@ -299,3 +299,32 @@ def test_positions_come_from_the_snapshots_meta_without_unpickling(stack: config
         m.unlink()
     assert [(n.reader, n.seq) for n in retention.needs(cfg)] == [
         (n.reader, n.seq) for n in with_meta]
+
+
+def test_a_running_stack_is_pruned_online_even_while_its_engine_is_down(stack: config.Config,
+                                                                        tmp_path: Path) -> None:
+    """The supervisor may be restarting the engine: the prune must not take the WAL lock then
+    (the engine's restarts would fail on it and run out), so it goes online, lock-free."""
+    import os
+
+    from pipeline.supervisor import run_dir
+    from pipeline.wal.recovery import lock_directory, unlock_directory
+
+    cfg = stack
+    _trade(cfg, 12_000, seed=11)
+    _settle(cfg)
+    snapshot_readers(cfg, tmp_path)
+    run_dir(cfg).mkdir(parents=True, exist_ok=True)
+    status = run_dir(cfg) / "status.json"
+    status.write_text(json.dumps({"stopped": False, "supervisor_pid": os.getpid()}))
+    assert retention.stack_running(cfg)
+    _, moved = retention.apply(cfg, tmp_path / "a", reason="r", ticket="t", actor="t")
+    log = [json.loads(x) for x in (Path(cfg.data_dir) / retention.LOG).read_text().splitlines()]
+    assert moved and log[-1]["online"] is True
+    fd = lock_directory(Path(cfg.data_dir) / "wal")  # it was never taken, and is free
+    unlock_directory(fd)
+    status.write_text(json.dumps({"stopped": True, "supervisor_pid": os.getpid()}))
+    assert not retention.stack_running(cfg)
+    retention.apply(cfg, tmp_path / "a", reason="r", ticket="t", actor="t")
+    log = [json.loads(x) for x in (Path(cfg.data_dir) / retention.LOG).read_text().splitlines()]
+    assert log[-1]["online"] is False  # stopped: under the lock, everything the readers allow
