@@ -254,6 +254,10 @@ def _wal_unarchive(args: argparse.Namespace, cfg: config_mod.Config, archive_dir
              f"{len(have)} segment(s)" + (f" from seq {have[0].first_seq}" if have else ""))
         _out(f"dry run: stop the stack, then add --apply to put back what reaches seq {want}")
         return 0
+    if retention.stack_running(cfg):  # its engine may be restarting: the lock would be free
+        _out(f"spotx wal unarchive: a stack runs on {cfg.data_dir} (its run/status.json): stop it "
+             f"first", file=sys.stderr)
+        return 1
     moved = unarchive(wal, archive_dir, want)
     retention.record(cfg, {"action": "unarchive", "actor": actor, "archive": str(archive_dir),
                            "reason": args.reason or "", "ticket": args.ticket or "",

@@ -301,8 +301,8 @@ def test_positions_come_from_the_snapshots_meta_without_unpickling(stack: config
         (n.reader, n.seq) for n in with_meta]
 
 
-def test_a_running_stack_is_pruned_online_even_while_its_engine_is_down(stack: config.Config,
-                                                                        tmp_path: Path) -> None:
+def test_a_running_stack_is_pruned_online_even_while_its_engine_is_down(
+        stack: config.Config, tmp_path: Path, monkeypatch: Any) -> None:
     """The supervisor may be restarting the engine: the prune must not take the WAL lock then
     (the engine's restarts would fail on it and run out), so it goes online, lock-free."""
     import os
@@ -323,6 +323,12 @@ def test_a_running_stack_is_pruned_online_even_while_its_engine_is_down(stack: c
     assert moved and log[-1]["online"] is True
     fd = lock_directory(Path(cfg.data_dir) / "wal")  # it was never taken, and is free
     unlock_directory(fd)
+    from pipeline import cli
+
+    for k, v in {"SPOTX_DATA_DIR": cfg.data_dir, "SPOTX_SETTLE_PG_DSN": cfg.settle.pg_dsn}.items():
+        monkeypatch.setenv(k, v)
+    # putting segments back needs the stack stopped, not just the lock free
+    assert cli.main(["wal", "unarchive", "--apply", "--archive", str(tmp_path / "a")]) == 1
     status.write_text(json.dumps({"stopped": True, "supervisor_pid": os.getpid()}))
     assert not retention.stack_running(cfg)
     retention.apply(cfg, tmp_path / "a", reason="r", ticket="t", actor="t")
