@@ -24,6 +24,7 @@ Every command takes ``--config`` (default: the embedded single-host config; env 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -243,13 +244,12 @@ def _wal_retention(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 def _wal_unarchive(args: argparse.Namespace, cfg: config_mod.Config, archive_dir: Path,
                    actor: str) -> int:
     from pipeline import retention
-    from pipeline.wal.archive import first_retained_seq, unarchive
-    from pipeline.wal.format import list_segments
+    from pipeline.wal.archive import archived, first_retained_seq, unarchive
 
     wal = Path(cfg.data_dir) / "wal"
     want = args.from_seq or 1
     if not args.apply:
-        have = list_segments(archive_dir) if archive_dir.is_dir() else []
+        have = sorted(archived(archive_dir).values(), key=lambda s: s.segno)
         _out(f"live WAL starts at seq {first_retained_seq(wal)}; the archive {archive_dir} holds "
              f"{len(have)} segment(s)" + (f" from seq {have[0].first_seq}" if have else ""))
         _out(f"dry run: stop the stack, then add --apply to put back what reaches seq {want}")
@@ -261,7 +261,7 @@ def _wal_unarchive(args: argparse.Namespace, cfg: config_mod.Config, archive_dir
     moved = unarchive(wal, archive_dir, want)
     retention.record(cfg, {"action": "unarchive", "actor": actor, "archive": str(archive_dir),
                            "reason": args.reason or "", "ticket": args.ticket or "",
-                           "moved": [m.__dict__ for m in moved]})
+                           "moved": [dataclasses.asdict(m) for m in moved]})
     _out(f"put back {len(moved)} segment(s); the live WAL starts at seq {first_retained_seq(wal)} "
          f"and its hash chain verifies")
     return 0

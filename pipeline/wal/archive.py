@@ -54,7 +54,7 @@ from pipeline.wal.recovery import lock_directory, unlock_directory
 from pipeline.wal.segment import fsync_dir
 from pipeline.wal.verify import verify_chain
 
-__all__ = ["ArchiveError", "Moved", "archive", "archive_locked", "archive_online",
+__all__ = ["ArchiveError", "Moved", "archive", "archive_locked", "archive_online", "archived",
            "first_retained_seq", "online_limit", "prunable", "unarchive", "wal_id"]
 
 
@@ -111,7 +111,7 @@ def _live_id(d: Path, segs: list[SegmentFile]) -> int:
 _ARCHIVED_RE = re.compile(r"^wal-(\d{10})-(\d{20})\.seg(\.gz)?$")
 
 
-def _archived(a: Path) -> dict[int, SegmentFile]:
+def archived(a: Path) -> dict[int, SegmentFile]:
     """Segments in an archive directory, plain or gzip'd, by segment number."""
     out = {}
     for p in a.iterdir() if a.is_dir() else ():
@@ -185,7 +185,7 @@ def _copy(src: Path, tmp: Path, gz: bool) -> bytes:
 
 
 def _check_ids(archive_dir: Path, want: int) -> None:
-    for s in _archived(archive_dir).values():
+    for s in archived(archive_dir).values():
         got = wal_id(s.path)
         if got != want:
             raise ArchiveError(f"{archive_dir} holds segments of WAL {got}, not of WAL {want}: "
@@ -243,7 +243,7 @@ def archive_locked(directory: str | os.PathLike[str], archive_dir: str | os.Path
         if wal_id(cur.path) != live_id:
             raise ArchiveError(f"{cur.path} is of another WAL than {d}'s (WAL {live_id})")
         size = cur.path.stat().st_size
-        there = _archived(a).get(cur.segno)  # an interrupted move left a copy: finish it
+        there = archived(a).get(cur.segno)  # an interrupted move left a copy: finish it
         dst = there.path if there is not None else a / (cur.path.name + (".gz" * compress))
         _transfer(cur.path, dst)
         moved.append(Moved(cur.segno, cur.first_seq, nxt.first_seq, dst.name, size,
@@ -264,7 +264,7 @@ def unarchive(directory: str | os.PathLike[str], archive_dir: str | os.PathLike[
         if not live:
             raise ArchiveError(f"{d} has no segments to put archived ones in front of")
         live_id = _live_id(d, live)
-        have = _archived(a)
+        have = archived(a)
         moved = []
         nxt = live[0]
         while nxt.first_seq > from_seq and nxt.segno - 1 in have:

@@ -246,6 +246,8 @@ def test_the_cli_dry_runs_by_default_and_audits_an_apply(stack: config.Config, t
     assert arch == Path(cfg.data_dir) / "wal-archive" and len(list(arch.glob("*.seg.gz"))) == len(
         doc["segments"])
     assert 0 < doc["stored_bytes"] < doc["bytes"]
+    assert cli.main(["wal", "unarchive"]) == 0  # a dry run: what the (gzip'd) archive holds
+    assert f"holds {len(doc['segments'])} segment(s) from seq 1" in capsys.readouterr().out
     assert cli.main(["wal", "unarchive", "--apply", "--reason", "audit", "--ticket", "OPS-10"]) == 0
     assert "hash chain verifies" in capsys.readouterr().out
     assert len(list_segments(wal)) == n0 and first_retained_seq(wal) == 1

@@ -11,8 +11,8 @@ from wal_payloads import append_batches, check_log
 from pipeline.wal import WalGapError, WalLocked, WalReader, WalWriter, recover, verify_chain
 from pipeline.wal.archive import (
     ArchiveError,
-    _archived,
     archive,
+    archived,
     first_retained_seq,
     prunable,
     unarchive,
@@ -31,7 +31,7 @@ def _log(d: Path, batches: int = 300) -> int:
 
 def _segs(d: Path) -> list[tuple[int, int]]:
     """(segno, first_seq) of a WAL or an archive directory (plain or gzip'd segments)."""
-    return sorted((s.segno, s.first_seq) for s in _archived(d).values())
+    return sorted((s.segno, s.first_seq) for s in archived(d).values())
 
 
 def test_archive_keeps_exactly_what_a_reader_from_keep_from_needs(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_one_archive_per_wal_and_a_tampered_segment_fails_the_chain(tmp_path: Pa
         archive(b, arch, _segs(b)[3][1])
     assert _segs(b)[0][0] == 0  # nothing of b moved
     # a gzip'd segment damaged in the archive: it cannot be read whole, and stays where it is
-    newest = max(_archived(arch).values(), key=lambda s: s.segno).path
+    newest = max(archived(arch).values(), key=lambda s: s.segno).path
     assert newest.name.endswith(".seg.gz")
     _flip(newest, newest.stat().st_size // 2)
     with pytest.raises(ArchiveError, match="cannot be read whole"):
