@@ -330,6 +330,7 @@ class EngineHost:
             if code:
                 log.error("engine snapshot child failed (exit code %d): the next one retries at "
                           "snapshot_every; restart replays from the previous snapshot", code)
+                self.snapshot_seq = 0  # unknown which is newest on disk: a clean stop writes one
             else:
                 self.snapshots_written += 1
 
