@@ -91,9 +91,13 @@ def prunable(directory: str | os.PathLike[str], keep_from: int) -> list[SegmentF
 
 
 def wal_id(path: Path) -> int:
-    """The WAL id in a segment file's header (ArchiveError if the header is not valid)."""
-    with _open(path) as f:
-        hdr = parse_segment_header(f.read(SEG_HEADER_BYTES))
+    """The WAL id in a segment file's header (ArchiveError if the header is not valid, or a
+    damaged .gz cannot be read that far)."""
+    try:
+        with _open(path) as f:
+            hdr = parse_segment_header(f.read(SEG_HEADER_BYTES))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ArchiveError(f"{path} cannot be read whole ({e}): left where it is") from e
     if hdr is None:
         raise ArchiveError(f"{path}: not a valid WAL segment header")
     return hdr.wal_id
@@ -173,7 +177,8 @@ def _copy(src: Path, tmp: Path, gz: bool) -> bytes:
     """Copy the segment bytes of ``src`` into ``tmp`` (gzip'd if ``gz``), fsynced; their SHA-256."""
     h = hashlib.sha256()
     with _open(src) as fi, open(tmp, "wb") as raw:
-        fo: Any = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) if gz else raw
+        # the name in the gzip header is the segment's (gunzip -N restores it), not the temp one
+        fo: Any = gzip.GzipFile(src.name.removesuffix(".gz"), "wb", 1, raw, mtime=0) if gz else raw
         while chunk := fi.read(1 << 20):
             h.update(chunk)
             fo.write(chunk)
