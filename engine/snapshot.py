@@ -155,19 +155,8 @@ def load(path: Path, cfg: Config) -> tuple[State, dict[str, Any]]:
                             str(path))
     doc = read_manifest(path)
     makers = int(doc["max_makers_per_order"])
-    want = config_hash(cfg, makers)
-    migrated: tuple[str, str] | None = None
-    old_doc: dict[str, Any] | None = None
-    if doc["config_hash"] != want:
-        old_doc = doc.get("config")
-        if not isinstance(old_doc, dict):
-            raise SnapshotError(f"snapshot is for config {doc['config_hash']}, this config is "
-                                f"{want} (and the manifest does not say what that config was)",
-                                str(path))
-        try:
-            migrated = config_change(old_doc, engine_config_doc(cfg, makers))
-        except EngineConfigError as e:
-            raise SnapshotError(f"snapshot is for another config: {e}", str(path)) from e
+    migrated = carry_over(doc, cfg, str(path))
+    old_doc: dict[str, Any] | None = doc["config"] if migrated is not None else None
     npz = path.parent / str(doc["npz"])
     if "npz_sha256" in doc and (not npz.exists() or _sha256(npz) != doc["npz_sha256"]):
         raise SnapshotError("npz missing or its digest differs from the manifest", str(npz))
@@ -197,6 +186,24 @@ def load(path: Path, cfg: Config) -> tuple[State, dict[str, Any]]:
     if int(recompute_terms(st)) != int(st.hs[0]) or int(state_hash(st)) != int(doc["state_hash"]):
         raise SnapshotError("state hash does not verify", str(npz))
     return st, (doc if migrated is None else {**doc, "migrated": list(migrated)})
+
+
+def carry_over(doc: dict[str, Any], cfg: Config, where: str = "") -> tuple[str, str] | None:
+    """None if the manifest ``doc`` is of this config; else ``engine.state.config_change``'s
+    (kind, what) for carrying its state over to ``cfg``. SnapshotError if it cannot be (also
+    shared by ``pipeline.retention``, which counts the snapshots the engine could restore)."""
+    makers = int(doc["max_makers_per_order"])
+    want = config_hash(cfg, makers)
+    if doc["config_hash"] == want:
+        return None
+    old_doc = doc.get("config")
+    if not isinstance(old_doc, dict):
+        raise SnapshotError(f"snapshot is for config {doc['config_hash']}, this config is "
+                            f"{want} (and the manifest does not say what that config was)", where)
+    try:
+        return config_change(old_doc, engine_config_doc(cfg, makers))
+    except (EngineConfigError, KeyError, TypeError) as e:
+        raise SnapshotError(f"snapshot is for another config: {e}", where) from e
 
 
 _BY_SYMBOL = ("bk_key", "bk_lv", "bk_n", "bk_orders", "sp", "smode")  # first axis: symbol id

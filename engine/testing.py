@@ -91,3 +91,14 @@ def random_commands(seed: int, n: int, accounts: range = range(3, 8), first_seq:
         else:
             c["kind"] = Cmd.HEARTBEAT
     return out
+
+
+def concat(*parts: np.ndarray) -> np.ndarray:
+    """Record arrays of one dtype joined byte for byte (``np.concatenate`` drops the aliased
+    fields of COMMAND / EVENT)."""
+    out = np.zeros(sum(len(p) for p in parts), parts[0].dtype)
+    raw, at = out.view(np.uint8), 0
+    for p in parts:
+        raw[at:at + p.nbytes] = p.view(np.uint8).reshape(-1)
+        at += p.nbytes
+    return out

@@ -85,9 +85,8 @@ def _wal_dir(cfg: Config) -> Path:
 
 
 def _engine_need(cfg: Config, durable_seq: int) -> Need:
-    from engine.errors import EngineConfigError
-    from engine.snapshot import manifests, read_manifest
-    from engine.state import config_change, config_hash, engine_config_doc
+    from engine.errors import SnapshotError
+    from engine.snapshot import carry_over, manifests, read_manifest
     from pipeline.engine_proc import snap_path
 
     sdir = snap_path(cfg)
@@ -99,14 +98,12 @@ def _engine_need(cfg: Config, durable_seq: int) -> Need:
             continue
         if not (m.parent / str(doc["npz"])).exists():
             continue
-        makers = int(doc["max_makers_per_order"])
-        if doc["config_hash"] != config_hash(cfg, makers):
-            try:  # one the engine carries over to this config (engine.snapshot) counts too
-                kind, _ = config_change(doc.get("config") or {}, engine_config_doc(cfg, makers))
-            except (EngineConfigError, KeyError, TypeError):
-                continue
-            if kind == "params" and int(doc["seq"]) < durable_seq:
-                continue  # the engine refuses it: commands after it ran under other fees
+        try:  # one the engine carries over to this config (engine.snapshot) counts too
+            change = carry_over(doc, cfg)
+        except SnapshotError:
+            continue
+        if change is not None and change[0] == "params" and int(doc["seq"]) < durable_seq:
+            continue  # the engine refuses it: commands after it ran under other fees
         seqs.append(int(doc["seq"]))
     if not seqs:
         return Need("engine", 1, "no engine snapshot fits this config: it replays from seq 1")

@@ -20,6 +20,7 @@ from test_wal_retention import _pub, snapshot_readers
 from bench import recovery
 from bench.engine_wal import mix
 from engine.errors import SnapshotError
+from engine.testing import concat
 from pipeline import config, edge_snapshot
 from pipeline.config import DEFAULT_TOML
 from pipeline.engine_proc import EngineConfigChange, EngineHost, snap_path
@@ -70,16 +71,6 @@ def _events_of(host: EngineHost, cmds: np.ndarray) -> list[bytes]:
     return got
 
 
-def _cat(*parts: np.ndarray) -> np.ndarray:
-    """Concatenate COMMAND arrays byte for byte (np.concatenate drops the aliased layout)."""
-    out = np.zeros(sum(len(p) for p in parts), COMMAND)
-    raw, off = out.view(np.uint8).reshape(len(out), COMMAND.itemsize), 0
-    for p in parts:
-        raw[off:off + len(p)] = p.view(np.uint8).reshape(len(p), COMMAND.itemsize)
-        off += len(p)
-    return out
-
-
 def _new_symbol_orders(cfg: config.Config, n: int) -> np.ndarray:
     """A deposit of the new asset and USDT, then crossing limit orders on NEW-USDT."""
     sym = cfg.symbol("NEW-USDT")
@@ -123,7 +114,7 @@ def test_appended_asset_and_symbol_carry_over_like_a_full_replay(data: Path,
     assert b.snap_seq == 0 and b.next_seq - 1 == last
     assert int(a.engine.state_hash()) == int(b.engine.state_hash())
     # the same new commands, old symbols and the new one, give byte-identical events
-    more = _cat(mix(3_000, last + 1, seed=21), _new_symbol_orders(new, 400))
+    more = concat(mix(3_000, last + 1, seed=21), _new_symbol_orders(new, 400))
     ea, eb = _events_of(a, more), _events_of(b, more)
     assert ea == eb
     assert int(a.engine.state_hash()) == int(b.engine.state_hash())
@@ -180,7 +171,7 @@ def test_edge_and_publisher_snapshots_carry_over_to_an_appended_symbol(data: Pat
     snapshot_readers(old, tmp_path)
     new = _cfg(data, BASE + NEW, tmp_path)
     host = EngineHost(new, attach_rings=False)  # the engine carries over and trades the new one
-    _events_of(host, _cat(mix(1_000, host.next_seq, seed=5), _new_symbol_orders(new, 300)))
+    _events_of(host, concat(mix(1_000, host.next_seq, seed=5), _new_symbol_orders(new, 300)))
     host.close()
     a = edge(new)
     a.catch_up()

@@ -17,7 +17,7 @@ from test_engine_vs_reference import CFG_ROOMY, CFG_TIGHT, _diff, check_invarian
 
 from engine import Engine
 from engine.layout import C_FREE_LEVEL
-from engine.testing import TESTING_TOML, commands
+from engine.testing import TESTING_TOML, commands, concat
 from pipeline import config
 from pipeline.records import Cmd, OrdType, Side, Tif
 
@@ -84,13 +84,6 @@ def check_level_pool(eng: Engine) -> None:
     assert free + used == len(s.levels), f"{free} free + {used} in books != {len(s.levels)} levels"
 
 
-def _cat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(a) + len(b), a.dtype)
-    out.view(np.uint8)[:a.nbytes] = a.view(np.uint8)
-    out.view(np.uint8)[a.nbytes:] = b.view(np.uint8)
-    return out
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.data())
 def test_carried_over_engine_equals_a_run_under_the_new_config(stream: tuple[int, np.ndarray],
@@ -98,7 +91,7 @@ def test_carried_over_engine_equals_a_run_under_the_new_config(stream: tuple[int
     regime, cmds = stream
     old, new, makers = REGIMES[regime]
     split = data.draw(st.integers(0, len(cmds)))
-    after = _cat(cmds[split:], data.draw(new_symbol_orders(new)))
+    after = concat(cmds[split:], data.draw(new_symbol_orders(new)))
     x = Engine(old, max_makers_per_order=makers)
     for i in range(split):
         x.apply(cmds[i:i + 1], ts_ns=1_000 + i)
