@@ -23,6 +23,15 @@ both run njit loops that call the ring kernels directly and busy-spin when full 
   ``get``.
 * ``ring.spsc.pingpong_rtt_half`` — two rings, the child echoes each record; round trip on one
   clock (no cross-core clock assumption), halved. A cross-check of the one-way figure.
+* ``ring.doorbell.wake_rtt_half.{idle1ms,back2back}`` — what a *blocking* hand-off costs, the
+  one every hop of the stack's order -> ack path pays when its reader is asleep (edge -> engine,
+  engine -> edge: ``pipeline.doorbell``, the stack's own FIFO doorbells). The child (core 1)
+  sleeps in ``select`` on its doorbell and rings ours when woken; we (core 0) ring it and sleep
+  on ours; round trip / 2 on one clock. ``idle1ms``: 1 ms between pings, so both vCPUs go idle
+  in between, as at a low order rate; ``back2back``: the next ping at once. Peer: the spinning
+  ring ping-pong above, same run. On this guest the kernel's cpuidle is ``haltpoll`` with
+  ``guest_halt_poll_ns=0`` (``/proc/cmdline``): an idle vCPU halts at once and is woken through
+  the hypervisor. Correct: every ping answered, every wake-up drained exactly one ring.
 
 Correctness, next to every figure: each record carries its sequence number, the TSC stamp and six
 check words derived from the sequence number; the consumer verifies every word of every record and
@@ -42,6 +51,7 @@ import multiprocessing as mp
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -56,6 +66,7 @@ REC = np.dtype([("seq", "<i8"), ("ts", "<i8"), ("check", "<i8", (6,))])
 W = REC.itemsize // 8  # 8 words
 CAPACITY = 1 << 14
 SPIN_YIELD_AFTER = 256  # the ``spinyield`` regimes: sched_yield after this many empty polls
+WAKE_TIMEOUT_S = 5.0  # a doorbell ping not answered in this long is a failure, not a wait
 CTX = mp.get_context("fork")  # the child inherits the compiled loops: no compile in the race
 K = 0x9E3779B97F4A7C15 - (1 << 64)  # odd 64-bit constant as int64
 
@@ -255,6 +266,69 @@ def _pingpong(prefix: str, n: int) -> tuple[int, np.ndarray]:
             r.unlink()
 
 
+def _bell_pong_main(mine: str, theirs: str, n: int) -> None:
+    """The child of ``_doorbell_pingpong``: wait on our bell, ring theirs, ``n`` times; exits 1
+    if a wake-up did not drain exactly one ring."""
+    import select
+
+    from pipeline.doorbell import Doorbell, Ringer
+
+    bell = Doorbell(mine, "pong")
+    ringer = Ringer(theirs, rescan_s=3600.0)
+    ready = Path(mine) / "ready"
+    ready.touch()
+    bad = 0
+    for _ in range(n):
+        if not select.select((bell.fileno(),), (), (), WAKE_TIMEOUT_S)[0]:
+            os._exit(2)  # never rung: the parent reports it
+        bad += bell.drain() != 1
+        ringer.ring()
+    bell.close()
+    ringer.close()
+    os._exit(1 if bad else 0)
+
+
+def _doorbell_pingpong(n: int, gap_s: float) -> tuple[int, np.ndarray]:
+    """(bad, round-trip ns) of ``n`` doorbell ping-pongs, ``gap_s`` apart (see the module doc)."""
+    import select
+    import shutil
+    import tempfile
+
+    from pipeline.doorbell import Doorbell, Ringer
+
+    root = Path(tempfile.mkdtemp(prefix="spotx-bench-bell-"))
+    mine, theirs = root / "ping", root / "pong"
+    bell = Doorbell(mine, "ping")
+    p = _child(_bell_pong_main, str(theirs), str(mine), n)
+    try:
+        deadline = time.monotonic() + 30
+        while not (theirs / "ready").exists():
+            if time.monotonic() > deadline or not p.is_alive():
+                raise RuntimeError("doorbell ping-pong child did not start")
+            time.sleep(0.001)
+        ringer = Ringer(theirs, rescan_s=3600.0)
+        rtt = np.zeros(n, dtype=np.int64)
+        bad = 0
+        fd = bell.fileno()
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            ringer.ring()
+            if not select.select((fd,), (), (), WAKE_TIMEOUT_S)[0]:
+                return bad + 1 + n - i, rtt[:i]  # never answered
+            rtt[i] = time.perf_counter_ns() - t0
+            bad += bell.drain() != 1
+            if gap_s:
+                time.sleep(gap_s)
+        ringer.close()
+        p.join(30)
+        return bad + (0 if p.exitcode == 0 else 1) + (ringer.rings != n), rtt
+    finally:
+        if p.is_alive():
+            p.kill()
+        bell.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # -- peers -------------------------------------------------------------------------------------
 def _payload(seq: int) -> bytes:
     return seq.to_bytes(8, "little") + bytes(56)
@@ -344,6 +418,19 @@ def _lat_result(name: str, samples_ns: np.ndarray, correct: bool, notes: str) ->
     return Result(name, "us", p50, p50=p50, p99=p99, p999=p999, correct=correct, notes=notes)
 
 
+def _cpuidle() -> str:
+    """The guest's cpuidle driver and its halt-poll setting, as this kernel reports them."""
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return "?"
+
+    driver = read("/sys/devices/system/cpu/cpuidle/current_driver")
+    poll = [a for a in read("/proc/cmdline").split() if "halt_poll" in a]
+    return f"{driver}{' (' + ', '.join(poll) + ')' if poll else ''}"
+
+
 def run(quick: bool) -> list[Result]:
     n_batched = 10_000_000 if quick else 200_000_000
     n_single = 1_000_000 if quick else 20_000_000
@@ -351,6 +438,7 @@ def run(quick: bool) -> list[Result]:
     n_pp = 100_000 if quick else 2_000_000
     n_peer = 100_000 if quick else 2_000_000
     n_peer_lat = 10_000 if quick else 100_000
+    n_bell = 2_000 if quick else 20_000
     affinity = os.sched_getaffinity(0)
     prefix = f"spotx-bench{os.getpid()}-{uuid.uuid4().hex[:6]}-"
     out: list[Result] = []
@@ -383,8 +471,20 @@ def run(quick: bool) -> list[Result]:
                    .with_peer("multiprocessing.Queue one-way p50 us", peer_h.pct(50) / 1e3))
 
         bad, rtt = _pingpong(prefix, n_pp)
-        out.append(_lat_result("ring.spsc.pingpong_rtt_half", (rtt / tpn / 2).astype(np.int64),
-                               bad == 0, f"round trip / 2 through two rings, busy-spin; {shared}"))
+        spin = _lat_result("ring.spsc.pingpong_rtt_half", (rtt / tpn / 2).astype(np.int64),
+                           bad == 0, f"round trip / 2 through two rings, busy-spin; {shared}")
+        out.append(spin)
+
+        idle = _cpuidle()
+        for regime, gap in (("idle1ms", 1e-3), ("back2back", 0.0)):
+            bad, rtt = _doorbell_pingpong(n_bell, gap)
+            out.append(_lat_result(
+                f"ring.doorbell.wake_rtt_half.{regime}", rtt // 2, bad == 0,
+                f"round trip / 2 through two FIFO doorbells (pipeline.doorbell), both sides asleep "
+                f"in select until rung, {f'{gap * 1e3:g} ms' if gap else 'nothing'} between pings; "
+                f"{n_bell} pings; cpuidle: {idle}; {shared}; "
+                "peer: the spinning ring ping-pong of this run (ratio = what sleeping costs)")
+                       .with_peer("ring.spsc.pingpong_rtt_half p50 us", spin.value))
     finally:
         os.sched_setaffinity(0, affinity)
         cleanup(prefix)
