@@ -41,8 +41,8 @@ def notes(r: dict[str, Any], where: str, target_rate: float = 0.0) -> str:
     if r["transport"] == "ws":
         n.append(f"{r['pushes']} private pushes received")
     usage = ", ".join(f"{k} {v / wall:.0%}" for k, v in sorted(cpu.items()))
-    n.append(f"CPU of one core over {wall:.1f} s: {usage}; edge "
-             f"{cpu.get('edge', 0.0) / max(r['answered'], 1) * 1e6:,.0f} us CPU per request")
+    per = ", ".join(f"{k} {v / max(r['answered'], 1) * 1e6:,.1f}" for k, v in sorted(cpu.items()))
+    n.append(f"CPU of one core over {wall:.1f} s: {usage}; CPU per request (us): {per}")
     rq = r.get("runq_wait_seconds") or {}
     if rq:  # runnable but not running, summed over threads: contention for a shared core
         n.append("waiting for a CPU (run queue, all threads) over the regime: "
