@@ -163,3 +163,24 @@ def test_the_max_row_is_the_median_of_interleaved_closed_runs() -> None:
     assert row is not None and row.value == 99_000 and "NOT met" in (row.notes or "")
     assert "the median of 3 interleaved runs: 130,000, 96,000, 99,000" in (row.notes or "")
     assert e2e.median_closed({"regimes": []}) is None
+
+
+def test_stack_vs_inproc_at_each_rate_both_ran() -> None:
+    """The comparison with the in-process edge is made at 1 k/s and at the target rate (QUICK
+    runs the in-process edge at both), from the place p50s of the two runs; a rate only one side
+    ran gives no row."""
+    plan = e2e.QUICK
+    assert e2e.TARGET_RATE in plan.inproc_rates and e2e.TARGET_RATE in plan.ws_rates
+    ws = {r["name"]: r for r in (_regime("e2e.ws.open.1k", "open", 1_000, 1_000, 700),
+                                 _regime("e2e.ws.open.50k", "open", 50_000, 49_900, 2_000),
+                                 _regime("e2e.ws.open.5k", "open", 5_000, 5_000, 900))}
+    inp = {r["name"]: r for r in (_regime("e2e.inproc.ws.open.1k", "open", 1_000, 1_000, 300),
+                                  _regime("e2e.inproc.ws.open.50k", "open", 50_000, 49_800, 1_600))}
+    out = e2e.stack_vs_inproc(ws, inp, plan)
+    assert [r.name for r in out] == ["e2e.stack_vs_inproc.place_p50.1k",
+                                     "e2e.stack_vs_inproc.place_p50.50k"]
+    assert (out[1].value, out[1].peer_value, out[1].ratio_vs_peer) == (2_000, 1_600, 1.25)
+    assert "50,000/s" in (out[1].notes or "")
+    del inp["e2e.inproc.ws.open.50k"]
+    assert [r.name for r in e2e.stack_vs_inproc(ws, inp, plan)] == [
+        "e2e.stack_vs_inproc.place_p50.1k"]
