@@ -14,6 +14,11 @@ Regimes (all fdatasync unless named; the WAL lives in a temp dir under ``$SPOTX_
 * ``paced_1M.b256.spin.*`` — the same load from a producer that busy-waits holding the GIL, like an
   engine loop in Python: ``seal_append`` (default) vs ``seal_flusher`` at the default 5 ms switch
   interval, and ``seal_append`` with the interval lowered to 200 us (what the engine should set).
+* ``rotation.b448`` — the engine's loop at full load across segment rotations: append a 28 KiB
+  frame (an engine batch at 50 k orders/s), ``sync()`` inline, at once again, through 64 MiB
+  segments (the default) while the writer prepares the next one in the background. p50/p99/
+  p99.9 of the sync, and the max, which a rotation sets. Peer: the same with the zero-fill as it
+  was before session 13 (``fdatasync`` every 8 MiB at full speed), interleaved.
 * ``group_commit.msync.b256`` — the same producer with msync(MS_SYNC) instead of fdatasync.
 * peer ``fdatasync_per_record`` — plain ``write`` of one 64-byte record + ``fdatasync`` each,
   limited to a few thousand records: what durability costs without group commit.
@@ -244,6 +249,97 @@ def _inline_rows(quick: bool) -> list[Result]:
     return out
 
 
+def _fill_before_s13(fd: int, size: int, mode: str, cancel: object = None,
+                     pace: bool = False) -> bool:
+    """The zero-fill before session 13, the ``rotation`` regime's peer: 1 MiB writes, an
+    ``fdatasync`` every 8 MiB, no pause (``mode``/``pace`` ignored: zero, as fast as it goes)."""
+    import threading
+
+    done = since = 0
+    zeros = bytes(1 << 20)
+    while done < size:
+        if isinstance(cancel, threading.Event) and cancel.is_set():
+            os.ftruncate(fd, size)
+            return False
+        done += os.pwrite(fd, zeros[:min(len(zeros), size - done)], done)
+        since += len(zeros)
+        if since >= 8 << 20:
+            os.fdatasync(fd)
+            since = 0
+    os.fsync(fd)
+    return True
+
+
+def _rotation(batch: int, rotations: int, old_fill: bool,
+              lat: Latency) -> tuple[bool, float, int]:
+    """Back-to-back inline syncs of ``batch``-record frames through ``rotations`` rotations of
+    64 MiB segments; each sync (ns) into ``lat``. (log read back correct, max sync in us,
+    rotations that came before the background fill had finished)."""
+    from pipeline.wal import segment
+
+    seg_bytes = 64 << 20
+    d = _bench_dir()
+    recs = np.zeros((batch, RECORD_BYTES // 8), dtype=np.uint64)
+    base = np.arange(batch, dtype=np.uint64)
+    fill = segment.fill_file
+    if old_fill:
+        segment.fill_file = _fill_before_s13
+    try:
+        w = WalWriter(d, segment_bytes=seg_bytes, fencing_token=1, sync_mode=DURABILITY,
+                      prealloc="zero", write="pwrite")
+        ready = time.monotonic() + 5.0
+        while w.prealloc_stats()[0] < 1 and time.monotonic() < ready:
+            time.sleep(0.005)
+        seq, worst = 1, 0
+        n = rotations * seg_bytes // (batch * RECORD_BYTES + 64) + 1
+        try:
+            for _ in range(n):
+                np.add(base, seq, out=recs[:, 0])
+                w.append(FrameKind.COMMANDS, seq, batch, recs, time.time_ns())
+                seq += batch
+                t = time.perf_counter_ns()
+                w.sync()
+                dt = time.perf_counter_ns() - t
+                lat.record(dt)
+                worst = max(worst, dt)
+            late = w.prealloc_stats()[1]
+        finally:
+            w.close()
+    finally:
+        segment.fill_file = fill
+    ok = _check(d, seq - 1, batch)
+    shutil.rmtree(d, ignore_errors=True)
+    return ok, worst / 1e3, late
+
+
+def _rotation_rows(quick: bool) -> list[Result]:
+    rounds, rotations, batch = (2, 2, 448) if quick else (3, 4, 448)
+    lat = {"now": Latency(), "before": Latency()}
+    ok = {"now": True, "before": True}
+    worst: dict[str, list[float]] = {"now": [], "before": []}
+    late = {"now": 0, "before": 0}
+    for _ in range(rounds):  # interleaved: drift in the disk hits both alike
+        for key in ("now", "before"):
+            good, mx, k = _rotation(batch, rotations, key == "before", lat[key])
+            ok[key] &= good
+            worst[key].append(mx)
+            late[key] += k
+    out = []
+    peer_p999 = lat["before"].summary_us()[2]
+    for key, name in (("now", "wal.rotation.b448"), ("before", "wal.rotation.b448.fill_before_s13")):
+        p50, p99, p999 = lat[key].summary_us()
+        out.append(Result(name, "us", p999, p50, p99, p999, correct=ok[key],
+                          notes=f"value = p99.9 of one inline sync() of a {batch * RECORD_BYTES} B "
+                                f"frame, back to back through {rotations} rotations of 64 MiB "
+                                f"segments, {rounds} interleaved rounds; max per round (us): "
+                                f"{', '.join(f'{x:,.0f}' for x in worst[key])}; rotations before "
+                                f"the next segment was ready: {late[key]}; zero-fill "
+                                + ("paced, written back without a cache flush (now)" if key == "now"
+                                   else "fdatasync every 8 MiB, unpaced (before session 13)"))
+                   .with_peer("fill before session 13, p99.9 us", peer_p999))
+    return out
+
+
 def _sync_result(name: str, r: _Run, peer: tuple[str, float]) -> Result:
     h = Latency()
     h.record_many(r.sync_ns)
@@ -281,6 +377,7 @@ def run(quick: bool) -> list[Result]:
     old = _Run(256, seconds, "fdatasync", 1e6, prealloc="fallocate", write="mmap").run()
     out.append(_latency_result("wal.paced_1M.b256.mmap_fallocate", old, rate(old.records, old.elapsed)))
     out += _inline_rows(quick)
+    out += _rotation_rows(quick)
     ms = _Run(256, seconds, "msync", None).run()
     out.append(_sync_result("wal.group_commit.msync.b256", ms, peer))
     p50, p99, p999 = peer_lat.summary_us()

@@ -331,3 +331,54 @@ def test_reopen_with_another_segment_size_finishes_the_open_segment_first(wal_di
     sizes = [p.stat().st_size for p in sorted(wal_dir.glob("wal-*.seg"))]
     assert sizes[0] == SEG and set(sizes[1:]) == {2 * SEG}
     assert check_log(wal_dir, last) and verify_chain(wal_dir).ok
+
+
+def test_zero_fill_writes_every_block_without_a_flush_per_step(tmp_path, monkeypatch) -> None:
+    """The next segment's zero-fill: every byte zero and every block allocated (not sparse), each
+    MiB written back by ``sync_file_range`` rather than a cache-flushing ``fdatasync``, and one
+    ``fsync`` at the end; paced, it pauses after every step (no pause when not paced)."""
+    from pipeline.wal import segment
+
+    size = 3 * (1 << 20) + 12288  # three whole steps and a short one
+    calls: dict[str, int] = {"fdatasync": 0, "fsync": 0, "write_back": 0}
+    sleeps: list[float] = []
+    real_fsync, real_wb = os.fsync, segment.write_back
+
+    def fdatasync(fd: int) -> None:
+        calls["fdatasync"] += 1
+
+    def fsync(fd: int) -> None:
+        calls["fsync"] += 1
+        real_fsync(fd)
+
+    def write_back(fd: int, off: int, n: int) -> None:
+        calls["write_back"] += 1
+        real_wb(fd, off, n)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(segment, "write_back", write_back)
+    monkeypatch.setattr(segment.time, "sleep", sleeps.append)
+    for pace in (True, False):
+        path = tmp_path / f"wal-next-{int(pace)}.tmp"
+        with open(path, "wb") as f:
+            f.write(b"\xff" * 4096)  # create_file truncates: nothing of this may survive
+        calls.update(fdatasync=0, fsync=0, write_back=0)
+        sleeps.clear()
+        assert segment.create_file(path, size, "zero", pace=pace)
+        assert calls == {"fdatasync": 0, "fsync": 1, "write_back": 4}
+        assert len(sleeps) == (4 if pace else 0) and all(s >= 0 for s in sleeps)
+        data = path.read_bytes()
+        assert len(data) == size and data.count(0) == size
+        assert os.stat(path).st_blocks * 512 >= size  # allocated: a later sync writes data only
+
+
+def test_write_back_reports_errors() -> None:
+    from pipeline.wal import segment
+
+    r, w = os.pipe()
+    os.close(w)
+    os.close(r)
+    with pytest.raises(OSError) as e:
+        segment.write_back(r, 0, 4096)  # a closed descriptor
+    assert e.value.errno == errno.EBADF
