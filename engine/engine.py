@@ -127,18 +127,20 @@ class Engine:
         ``path``; returns the manifest path. Raises EngineError if a CANCEL_ALL is mid-way."""
         return self.snapshot_writer(path, seq, fencing)()
 
-    def snapshot_writer(self, path: str | Path, seq: int, fencing: int) -> Callable[[], Path]:
+    def snapshot_writer(self, path: str | Path, seq: int, fencing: int,
+                        pace: bool = False) -> Callable[[], Path]:
         """Check and hash now (numba), write later: the returned call only writes files (numpy,
         hashlib), so it can run in a forked child on the copy-on-write image of this state while
-        the parent goes on. Raises EngineError if ``seq`` is not the last applied or a CANCEL_ALL
-        is mid-way."""
+        the parent goes on (``pace`` there: see ``engine.snapshot.save``). Raises EngineError if
+        ``seq`` is not the last applied or a CANCEL_ALL is mid-way."""
         if seq != self.seq:
             raise EngineError(f"snapshot asked at seq {seq} but the state is at seq {self.seq}")
         if int(self.state.ctl[C_RESUME_SEQ]) != 0:
             raise EngineError("cannot snapshot in the middle of a split CANCEL_ALL")
         st, shash, cfg_hash, makers = self.state, self.state_hash(), self.config_hash, self.max_makers
         doc = engine_config_doc(self.config, makers)
-        return lambda: snapshot.save(st, Path(path), seq, shash, fencing, cfg_hash, makers, doc)
+        return lambda: snapshot.save(st, Path(path), seq, shash, fencing, cfg_hash, makers, doc,
+                                     pace)
 
     @classmethod
     def restore(cls, path: str | Path, config: Config, **kwargs: int) -> Engine:

@@ -46,6 +46,7 @@ from engine.layout import (
 )
 from engine.state import allocate, config_change, config_hash, engine_config_doc
 from pipeline.config import Config
+from pipeline.diskio import write_back_paced
 
 PREFIX = "snapshot-"
 
@@ -58,11 +59,13 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, write: Any) -> None:
+def _write_atomic(path: Path, write: Any, pace: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         write(f)
         f.flush()
+        if pace:  # a background child: to the disk a step at a time, never a flood before the
+            write_back_paced(f.fileno(), f.tell())  # fsync (pipeline.diskio)
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
@@ -89,12 +92,14 @@ def _savez_deflated(f: Any, arrays: dict[str, np.ndarray]) -> None:
 
 
 def save(st: State, directory: Path, seq: int, shash: int, fencing: int, cfg_hash: str,
-         max_makers: int, cfg_doc: dict[str, Any] | None = None) -> Path:
+         max_makers: int, cfg_doc: dict[str, Any] | None = None, pace: bool = False) -> Path:
+    """Write the snapshot files (npz, then the manifest naming it). ``pace``: written by a
+    background child while the engine syncs the WAL on the same disk (``_write_atomic``)."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{PREFIX}{seq:020d}"
     npz = directory / f"{stem}.npz"
     arrays = {name: getattr(st, name) for name in PERSISTED}
-    _write_atomic(npz, lambda f: _savez_deflated(f, arrays))
+    _write_atomic(npz, lambda f: _savez_deflated(f, arrays), pace)
     manifest = {
         "seq": int(seq), "state_hash": int(shash), "fencing_token": int(fencing),
         "config_hash": cfg_hash, "max_makers_per_order": int(max_makers),

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.diskio import write_back_paced
 from pipeline.wal.segment import fsync_dir
 
 log = logging.getLogger("spotx.edge_snapshot")
@@ -102,17 +103,21 @@ def meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
 
-def write(path: Path, snap: object) -> None:
+def write(path: Path, snap: object, pace: bool = False) -> None:
     """Write atomically: temp file, fsync, rename, fsync the directory. Then the same for a small
     JSON of the snapshot's header fields (``<file>.meta.json``), which ``pipeline.retention``
     reads instead of unpickling the whole state. It goes second, so it never describes a newer
-    snapshot than the one on disk (at worst an older one: an earlier resume seq, the safe side)."""
+    snapshot than the one on disk (at worst an older one: an earlier resume seq, the safe side).
+    ``pace`` (a background child): the file goes to the disk a step at a time before its fsync
+    (``pipeline.diskio.write_back_paced``), so the engine's WAL syncs never wait behind it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     h = hashlib.sha256()
     with open(tmp, "wb") as f:
         pickle.dump(snap, _Hashing(f, h), protocol=pickle.HIGHEST_PROTOCOL)
         f.flush()
+        if pace:
+            write_back_paced(f.fileno(), f.tell())
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
@@ -173,7 +178,7 @@ def inspect_meta(path: Path, version: int, cfg: Config, wal_id: int,
 def write_in_child(path: Path, snap: object) -> int:
     """Fork; the child writes ``snap`` (its copy-on-write image) and exits. Returns the child pid
     (collect it with ``reap``)."""
-    return run_in_child(lambda: write(path, snap))
+    return run_in_child(lambda: write(path, snap, pace=True))
 
 
 def run_in_child(fn: Callable[[], object], nice: int = 0) -> int:

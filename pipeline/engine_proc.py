@@ -309,7 +309,8 @@ class EngineHost:
         if self.writer.durable_seq < self.next_seq - 1:
             self.committer.sync_now()
         directory, keep = snap_path(self.cfg), self.cfg.engine.snapshots_keep
-        write = self.engine.snapshot_writer(directory, self.next_seq - 1, self.fencing)
+        write = self.engine.snapshot_writer(directory, self.next_seq - 1, self.fencing,
+                                            pace=background)
         self.snapshot_seq = self.next_seq - 1
         self.since_snapshot = 0
         if not background:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.diskio import write_back_paced
 from pipeline.wal.errors import WalError
 from pipeline.wal.format import SEG_HEADER_BYTES, SegmentFile, list_segments, parse_segment_header
 from pipeline.wal.recovery import lock_directory, unlock_directory
@@ -174,7 +175,9 @@ def _transfer(src: Path, dst: Path) -> None:
 
 
 def _copy(src: Path, tmp: Path, gz: bool) -> bytes:
-    """Copy the segment bytes of ``src`` into ``tmp`` (gzip'd if ``gz``), fsynced; their SHA-256."""
+    """Copy the segment bytes of ``src`` into ``tmp`` (gzip'd if ``gz``), fsynced; their SHA-256.
+    The copy goes to the disk paced before its fsync (``pipeline.diskio``): an online prune runs
+    while the engine syncs the WAL on the same device."""
     h = hashlib.sha256()
     with _open(src) as fi, open(tmp, "wb") as raw:
         # the name in the gzip header is the segment's (gunzip -N restores it), not the temp one
@@ -185,6 +188,7 @@ def _copy(src: Path, tmp: Path, gz: bool) -> bytes:
         if fo is not raw:
             fo.close()
         raw.flush()
+        write_back_paced(raw.fileno(), raw.tell())  # online, the engine syncs on this disk too
         os.fsync(raw.fileno())
     return h.digest()
 

@@ -42,6 +42,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.diskio import write_back
 from pipeline.wal.errors import WalError
 from pipeline.wal.format import prealloc_name
 
@@ -51,8 +52,6 @@ TRIM_STEP = 1 << 20  # image bytes released at a time (see WritableSegment)
 _CHUNK = 1 << 20  # the zero-fill's step: written, then written back, before the next one
 _ZEROS = bytes(_CHUNK)
 FILL_DUTY = 1.0  # a paced zero-fill sleeps this many times as long as each step took
-SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
-_WRITE_BACK = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
 MS_SYNC = 4  # Linux <sys/mman.h>
 PAGE = mmap.PAGESIZE
 
@@ -60,19 +59,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _msync = _libc.msync
 _msync.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _msync.restype = ctypes.c_int
-_sync_file_range = _libc.sync_file_range
-_sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-_sync_file_range.restype = ctypes.c_int
-
-
-def write_back(fd: int, offset: int, nbytes: int) -> None:
-    """Write ``[offset, offset + nbytes)`` of ``fd`` to the device and wait for it, without a
-    device cache flush (``sync_file_range``). For the zero-fill: it makes the file's blocks
-    allocated and written, which is all a later ``fdatasync`` of the WAL needs from it; the one
-    ``fsync`` at the end of the fill persists the metadata and flushes once."""
-    if _sync_file_range(fd, offset, nbytes, _WRITE_BACK) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def fill_file(fd: int, size: int, mode: str, cancel: threading.Event | None = None,
@@ -80,13 +66,14 @@ def fill_file(fd: int, size: int, mode: str, cancel: threading.Event | None = No
     """Give ``fd`` its full ``size`` per ``mode``. Returns False if cancelled part-way (the file is
     then extended sparse to ``size``, which is still correct, just slower to sync).
 
-    ``zero`` writes the file a MiB at a time and writes each step back (``write_back``, no cache
-    flush) before the next, then ``fsync``s once. ``pace`` (the background fill of the next
-    segment, while the engine syncs the current one on the same device): after each step, sleep
-    ``FILL_DUTY`` times as long as it took, so the device is idle between steps. Why (session 13,
-    ``python -m bench wal --quick`` row ``wal.rotation``): the fill used to ``fdatasync`` every
-    8 MiB at full speed, and every WAL sync in the ~25 batches after a rotation queued behind one
-    of those flushes: 10-30 ms each, a quarter of a second of slow acks per 64 MiB segment."""
+    ``zero`` writes the file a MiB at a time and writes each step back
+    (``pipeline.diskio.write_back``, no cache flush) before the next, then ``fsync``s once.
+    ``pace`` (the background fill of the next segment, while the engine syncs the current one on
+    the same device): after each step, sleep ``FILL_DUTY`` times as long as it took, so the device
+    is idle between steps. Why (session 13, ``python -m bench wal --quick`` row
+    ``wal.rotation.b448``): the fill used to ``fdatasync`` every 8 MiB at full speed, and every
+    WAL sync in the ~25 batches after a rotation queued behind one of those flushes: 10-36 ms
+    each, a quarter of a second of slow acks per 64 MiB segment."""
     if mode == "zero":
         done = 0
         while done < size:

@@ -92,7 +92,17 @@ def test_restored_edge_equals_a_full_replay_before_and_after_more_trading(cfg: c
     d.reader.close()
 
 
-def test_periodic_snapshot_is_written_by_a_child(cfg: config.Config) -> None:
+def test_periodic_snapshot_is_written_by_a_child(cfg: config.Config,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """...and paced to the disk before its fsync (the forked child says so in a marker file)."""
+    marker = edge_snapshot.snapshot_path(cfg).with_name("paced")
+    real = edge_snapshot.write_back_paced
+
+    def paced(fd: int, size: int) -> None:
+        marker.write_text(str(size))
+        real(fd, size)
+
+    monkeypatch.setattr(edge_snapshot, "write_back_paced", paced)
     gw = edge(cfg)
     gw.catch_up()
     assert gw.snapshot()  # forked
@@ -106,6 +116,7 @@ def test_periodic_snapshot_is_written_by_a_child(cfg: config.Config) -> None:
     assert d is not None
     snap = edge_snapshot.read(cfg, int(d.wal_id), int(d.seq))
     assert snap is not None and snap.resume_seq == gw._batch_end and snap.events == gw.events
+    assert int(marker.read_text()) == edge_snapshot.snapshot_path(cfg).stat().st_size
     gw.reader.close()
 
 

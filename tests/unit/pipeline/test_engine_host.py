@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline import config
 from pipeline.engine_proc import EngineHost, snap_path, wal_path
@@ -135,13 +136,26 @@ def test_step_pops_only_rings_with_records_and_takes_admin_notes(tmp_path: Path)
 
 
 def test_a_periodic_snapshot_is_written_by_a_child_at_its_seq_while_the_engine_goes_on(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The periodic snapshot is written from the copy-on-write image as of the fork: the engine
     applies more batches meanwhile, and the snapshot still holds exactly the state at its seq
-    (restoring it gives that seq's state hash). Only the newest ``snapshots_keep`` stay."""
+    (restoring it gives that seq's state hash). Only the newest ``snapshots_keep`` stay. The
+    child paces its npz to the disk before the fsync (``pipeline.diskio``)."""
     from bench.engine_wal import deposits, mix
     from engine import Engine
+    from engine import snapshot as engine_snapshot
     from engine.snapshot import manifests, read_manifest
+
+    paced_dir = tmp_path / "paced"
+    paced_dir.mkdir()
+    real = engine_snapshot.write_back_paced
+
+    def paced(fd: int, size: int) -> None:  # runs in the forked child: leaves a file behind
+        with open(paced_dir / str(os.getpid()), "a") as f:
+            f.write(f"{size}\n")
+        real(fd, size)
+
+    monkeypatch.setattr(engine_snapshot, "write_back_paced", paced)
 
     cfg = config.load(env={"SPOTX_DATA_DIR": str(tmp_path), "SPOTX_ENGINE_MAX_ORDERS": "65536",
                            "SPOTX_ENGINE_SNAPSHOT_EVERY": "2000",
@@ -169,6 +183,11 @@ def test_a_periodic_snapshot_is_written_by_a_child_at_its_seq_while_the_engine_g
     finally:
         host.close()  # waits for the last child
     assert children >= 2 and host.snapshots_written == children
+    per_child = [[int(x) for x in p.read_text().split()] for p in paced_dir.iterdir()]
+    assert len(per_child) == children  # each child paced its npz (the manifest is a few KiB)
+    assert all(len(sizes) == 1 and sizes[0] > 0 for sizes in per_child), per_child
+    npz_sizes = {p.stat().st_size for p in snap_path(cfg).glob("*.npz")}
+    assert npz_sizes <= {sizes[0] for sizes in per_child}  # the kept ones went through it
     kept = manifests(snap_path(cfg))
     assert len(kept) == 2  # snapshots_keep
     assert len(list(snap_path(cfg).glob("*.npz"))) == 2

@@ -374,11 +374,11 @@ def test_zero_fill_writes_every_block_without_a_flush_per_step(tmp_path, monkeyp
 
 
 def test_write_back_reports_errors() -> None:
-    from pipeline.wal import segment
+    from pipeline import diskio
 
     r, w = os.pipe()
     os.close(w)
     os.close(r)
     with pytest.raises(OSError) as e:
-        segment.write_back(r, 0, 4096)  # a closed descriptor
+        diskio.write_back(r, 0, 4096)  # a closed descriptor
     assert e.value.errno == errno.EBADF
