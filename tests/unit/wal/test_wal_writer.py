@@ -372,13 +372,3 @@ def test_zero_fill_writes_every_block_without_a_flush_per_step(tmp_path, monkeyp
         assert len(data) == size and data.count(0) == size
         assert os.stat(path).st_blocks * 512 >= size  # allocated: a later sync writes data only
 
-
-def test_write_back_reports_errors() -> None:
-    from pipeline import diskio
-
-    r, w = os.pipe()
-    os.close(w)
-    os.close(r)
-    with pytest.raises(OSError) as e:
-        diskio.write_back(r, 0, 4096)  # a closed descriptor
-    assert e.value.errno == errno.EBADF
