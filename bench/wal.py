@@ -44,6 +44,7 @@ from pipeline.wal import FrameKind, GroupCommitter, WalReader, WalWriter, verify
 DURABILITY = "fdatasync"
 RECORD_BYTES = 64
 INFLIGHT = 65536  # records the producer may run ahead of the durable watermark (4 MiB)
+SEGMENT_BYTES = 64 << 20  # the engine's default
 INLINE_PAUSE_S = 0.001  # between two inline syncs (wal.inline_sync): about 1 k orders/s
 LOW_SWITCH_INTERVAL_S = 0.0002  # see pipeline/wal/commit.py: a Python producer holds the GIL
 
@@ -192,29 +193,46 @@ def _peer(n: int) -> tuple[float, Latency, bool]:
     return rate(n, el), lat, ok
 
 
+def _ready_writer(d: str, prealloc: str = "zero", write: str = "pwrite") -> WalWriter:
+    """A writer on 64 MiB segments once its next segment is prepared (the steady state between
+    rotations; at most 5 s of waiting)."""
+    w = WalWriter(d, segment_bytes=SEGMENT_BYTES, fencing_token=1, sync_mode=DURABILITY,
+                  prealloc=prealloc, write=write)
+    ready = time.monotonic() + 5.0
+    while w.prealloc_stats()[0] < 1 and time.monotonic() < ready:
+        time.sleep(0.005)
+    return w
+
+
+def _inline_syncs(w: WalWriter, batch: int, n: int, lat: Latency, pause_s: float) -> tuple[int, int]:
+    """``n`` times: append a COMMANDS frame of ``batch`` records, ``sync()`` inline (its time, ns,
+    into ``lat``), pause ``pause_s``. Returns (the next seq, the slowest sync in ns)."""
+    recs = np.zeros((batch, RECORD_BYTES // 8), dtype=np.uint64)
+    base = np.arange(batch, dtype=np.uint64)
+    seq, worst = 1, 0
+    for _ in range(n):
+        np.add(base, seq, out=recs[:, 0])
+        w.append(FrameKind.COMMANDS, seq, batch, recs, time.time_ns())
+        seq += batch
+        t = time.perf_counter_ns()
+        w.sync()
+        dt = time.perf_counter_ns() - t
+        lat.record(dt)
+        worst = max(worst, dt)
+        if pause_s:
+            time.sleep(pause_s)
+    return seq, worst
+
+
 def _inline(batch: int, n: int, write: str, prealloc: str, lat: Latency) -> bool:
     """The engine's low-load loop: append one frame of ``batch`` records, ``sync()`` inline, pause
     (so the disk is idle again, as between two orders at a modest rate); ``n`` times, once the
     next segment is prepared (between rotations: what most syncs see). Latency: the
     sync, ns, into ``lat``. Then the log is read back (``_check``)."""
     d = _bench_dir()
-    recs = np.zeros((batch, RECORD_BYTES // 8), dtype=np.uint64)
-    base = np.arange(batch, dtype=np.uint64)
-    w = WalWriter(d, segment_bytes=64 << 20, fencing_token=1, sync_mode=DURABILITY,
-                  prealloc=prealloc, write=write)
-    seq = 1
-    ready = time.monotonic() + 5.0  # steady state: the next segment is prepared (rotation's own
-    while w.prealloc_stats()[0] < 1 and time.monotonic() < ready:  # burst: the paced regimes)
-        time.sleep(0.005)
+    w = _ready_writer(d, prealloc, write)
     try:
-        for _ in range(n):
-            np.add(base, seq, out=recs[:, 0])
-            w.append(FrameKind.COMMANDS, seq, batch, recs, time.time_ns())
-            seq += batch
-            t = time.perf_counter_ns()
-            w.sync()
-            lat.record(time.perf_counter_ns() - t)
-            time.sleep(INLINE_PAUSE_S)
+        seq, _ = _inline_syncs(w, batch, n, lat, INLINE_PAUSE_S)
     finally:
         w.close()
     ok = _check(d, seq - 1, batch)
@@ -277,31 +295,15 @@ def _rotation(batch: int, rotations: int, old_fill: bool,
     rotations that came before the background fill had finished)."""
     from pipeline.wal import segment
 
-    seg_bytes = 64 << 20
     d = _bench_dir()
-    recs = np.zeros((batch, RECORD_BYTES // 8), dtype=np.uint64)
-    base = np.arange(batch, dtype=np.uint64)
     fill = segment.fill_file
     if old_fill:
         segment.fill_file = _fill_before_s13
     try:
-        w = WalWriter(d, segment_bytes=seg_bytes, fencing_token=1, sync_mode=DURABILITY,
-                      prealloc="zero", write="pwrite")
-        ready = time.monotonic() + 5.0
-        while w.prealloc_stats()[0] < 1 and time.monotonic() < ready:
-            time.sleep(0.005)
-        seq, worst = 1, 0
-        n = rotations * seg_bytes // (batch * RECORD_BYTES + 64) + 1
+        w = _ready_writer(d)
         try:
-            for _ in range(n):
-                np.add(base, seq, out=recs[:, 0])
-                w.append(FrameKind.COMMANDS, seq, batch, recs, time.time_ns())
-                seq += batch
-                t = time.perf_counter_ns()
-                w.sync()
-                dt = time.perf_counter_ns() - t
-                lat.record(dt)
-                worst = max(worst, dt)
+            n = rotations * SEGMENT_BYTES // (batch * RECORD_BYTES + 64) + 1
+            seq, worst = _inline_syncs(w, batch, n, lat, 0.0)
             late = w.prealloc_stats()[1]
         finally:
             w.close()
