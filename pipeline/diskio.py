@@ -17,6 +17,7 @@ Linux only (``sync_file_range``), as the rest of the project.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import time
 from typing import Final
@@ -27,6 +28,8 @@ SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER =
 _WRITE_AND_WAIT: Final = (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
                           | SYNC_FILE_RANGE_WAIT_AFTER)
 
+_UNSUPPORTED: Final = frozenset((errno.EINVAL, errno.ENOSYS, errno.ESPIPE, errno.EOPNOTSUPP))
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _sync_file_range = _libc.sync_file_range
 _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
@@ -35,9 +38,14 @@ _sync_file_range.restype = ctypes.c_int
 
 def write_back(fd: int, offset: int, nbytes: int) -> None:
     """Write ``[offset, offset + nbytes)`` of ``fd`` to the device and wait for it, without a
-    device cache flush. Not durable by itself: follow it with ``fsync``/``fdatasync``."""
+    device cache flush. Not durable by itself: follow it with ``fsync``/``fdatasync``. On a file
+    system that does not support it, an ``fdatasync`` instead (correct, only not flush-free);
+    any other error is raised."""
     if _sync_file_range(fd, offset, nbytes, _WRITE_AND_WAIT) != 0:
         err = ctypes.get_errno()
+        if err in _UNSUPPORTED:
+            os.fdatasync(fd)
+            return
         raise OSError(err, os.strerror(err))
 
 

@@ -42,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.diskio import write_back
+from pipeline.diskio import DUTY, write_back
 from pipeline.wal.errors import WalError
 from pipeline.wal.format import prealloc_name
 
@@ -51,7 +51,7 @@ WRITE_MODES = ("pwrite", "mmap")
 TRIM_STEP = 1 << 20  # image bytes released at a time (see WritableSegment)
 _CHUNK = 1 << 20  # the zero-fill's step: written, then written back, before the next one
 _ZEROS = bytes(_CHUNK)
-FILL_DUTY = 1.0  # a paced zero-fill sleeps this many times as long as each step took
+FILL_DUTY = DUTY  # a paced zero-fill sleeps this many times as long as each step took
 MS_SYNC = 4  # Linux <sys/mman.h>
 PAGE = mmap.PAGESIZE
 

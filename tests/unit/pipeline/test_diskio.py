@@ -45,3 +45,18 @@ def test_write_back_errors_are_raised() -> None:
     with pytest.raises(OSError) as e:
         diskio.write_back_paced(r, 10)
     assert e.value.errno == errno.EBADF
+
+
+def test_an_unsupported_file_is_synced_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system without sync_file_range (EINVAL and the like) gets an fdatasync: the data
+    still reaches the disk, and the snapshot or fill that asked goes on."""
+    synced: list[int] = []
+    monkeypatch.setattr(diskio, "_sync_file_range", lambda *a: -1)
+    monkeypatch.setattr(diskio.ctypes, "get_errno", lambda: errno.EINVAL)
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    diskio.write_back(7, 0, 10)
+    assert synced == [7]
+    monkeypatch.setattr(diskio.ctypes, "get_errno", lambda: errno.EIO)
+    with pytest.raises(OSError) as e:
+        diskio.write_back(7, 0, 10)
+    assert e.value.errno == errno.EIO and synced == [7]
