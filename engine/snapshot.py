@@ -46,7 +46,7 @@ from engine.layout import (
 )
 from engine.state import allocate, config_change, config_hash, engine_config_doc
 from pipeline.config import Config
-from pipeline.diskio import write_back_paced
+from pipeline.diskio import fsync_file
 
 PREFIX = "snapshot-"
 
@@ -63,10 +63,7 @@ def _write_atomic(path: Path, write: Any, pace: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         write(f)
-        f.flush()
-        if pace:  # a background child: to the disk a step at a time, never a flood before the
-            write_back_paced(f.fileno(), f.tell())  # fsync (pipeline.diskio)
-        os.fsync(f.fileno())
+        fsync_file(f, pace)  # pace: a background child, to the disk a step at a time (diskio)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 

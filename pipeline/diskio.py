@@ -20,7 +20,7 @@ import ctypes
 import errno
 import os
 import time
-from typing import Final
+from typing import BinaryIO, Final
 
 STEP: Final = 1 << 20  # bytes handed to the device at a time
 DUTY: Final = 1.0  # pause after each step, in units of the time the step took
@@ -49,14 +49,28 @@ def write_back(fd: int, offset: int, nbytes: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def pause(t0: float, duty: float = DUTY) -> None:
+    """Sleep ``duty`` times as long as the step that began at ``t0`` (``perf_counter``) took."""
+    if duty:
+        time.sleep((time.perf_counter() - t0) * duty)
+
+
 def write_back_paced(fd: int, size: int, step: int = STEP, duty: float = DUTY) -> None:
-    """``write_back`` of ``[0, size)`` a ``step`` at a time, sleeping ``duty`` times as long as
-    each step took: for background writers (snapshot children), never on a latency path."""
+    """``write_back`` of ``[0, size)`` a ``step`` at a time, with a ``pause`` after each: for
+    background writers (snapshot children), never on a latency path."""
     off = 0
     while off < size:
         t0 = time.perf_counter()
         n = min(step, size - off)
         write_back(fd, off, n)
         off += n
-        if duty:
-            time.sleep((time.perf_counter() - t0) * duty)
+        pause(t0, duty)
+
+
+def fsync_file(f: BinaryIO, pace: bool = False) -> None:
+    """Flush ``f``'s buffer and ``fsync`` it; ``pace`` (a background writer beside the WAL): hand
+    it to the disk with ``write_back_paced`` first, so the fsync has nothing left to write."""
+    f.flush()
+    if pace:
+        write_back_paced(f.fileno(), f.tell())
+    os.fsync(f.fileno())

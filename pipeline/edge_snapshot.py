@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.diskio import write_back_paced
+from pipeline.diskio import fsync_file
 from pipeline.wal.segment import fsync_dir
 
 log = logging.getLogger("spotx.edge_snapshot")
@@ -109,16 +109,13 @@ def write(path: Path, snap: object, pace: bool = False) -> None:
     reads instead of unpickling the whole state. It goes second, so it never describes a newer
     snapshot than the one on disk (at worst an older one: an earlier resume seq, the safe side).
     ``pace`` (a background child): the file goes to the disk a step at a time before its fsync
-    (``pipeline.diskio.write_back_paced``), so the engine's WAL syncs never wait behind it."""
+    (``pipeline.diskio.fsync_file``), so the engine's WAL syncs never wait behind it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     h = hashlib.sha256()
     with open(tmp, "wb") as f:
         pickle.dump(snap, _Hashing(f, h), protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        if pace:
-            write_back_paced(f.fileno(), f.tell())
-        os.fsync(f.fileno())
+        fsync_file(f, pace)
     os.replace(tmp, path)
     fsync_dir(path.parent)
     if all(hasattr(snap, k) for k in _META_KEYS):

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.diskio import write_back_paced
+from pipeline.diskio import fsync_file
 from pipeline.wal.errors import WalError
 from pipeline.wal.format import SEG_HEADER_BYTES, SegmentFile, list_segments, parse_segment_header
 from pipeline.wal.recovery import lock_directory, unlock_directory
@@ -187,9 +187,7 @@ def _copy(src: Path, tmp: Path, gz: bool) -> bytes:
             fo.write(chunk)
         if fo is not raw:
             fo.close()
-        raw.flush()
-        write_back_paced(raw.fileno(), raw.tell())  # online, the engine syncs on this disk too
-        os.fsync(raw.fileno())
+        fsync_file(raw, pace=True)  # online, the engine syncs on this disk too
     return h.digest()
 
 

@@ -42,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.diskio import DUTY, write_back
+from pipeline.diskio import DUTY, pause, write_back
 from pipeline.wal.errors import WalError
 from pipeline.wal.format import prealloc_name
 
@@ -88,7 +88,7 @@ def fill_file(fd: int, size: int, mode: str, cancel: threading.Event | None = No
             write_back(fd, done, w)
             done += w
             if pace:
-                time.sleep((time.perf_counter() - t0) * FILL_DUTY)
+                pause(t0, FILL_DUTY)
         os.fsync(fd)
     elif mode == "fallocate":
         os.posix_fallocate(fd, 0, size)

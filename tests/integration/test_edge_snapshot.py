@@ -18,7 +18,7 @@ from bench.engine_wal import mix
 from edge.market_state import MarketState
 from edge.orders import Validator
 from edge.readmodel import ReadModel
-from pipeline import config, edge_snapshot
+from pipeline import config, diskio, edge_snapshot
 from pipeline.engine_proc import EngineHost
 from pipeline.link import RingGateway
 
@@ -96,13 +96,13 @@ def test_periodic_snapshot_is_written_by_a_child(cfg: config.Config,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """...and paced to the disk before its fsync (the forked child says so in a marker file)."""
     marker = edge_snapshot.snapshot_path(cfg).with_name("paced")
-    real = edge_snapshot.write_back_paced
+    real = diskio.write_back_paced
 
     def paced(fd: int, size: int) -> None:
         marker.write_text(str(size))
         real(fd, size)
 
-    monkeypatch.setattr(edge_snapshot, "write_back_paced", paced)
+    monkeypatch.setattr(diskio, "write_back_paced", paced)
     gw = edge(cfg)
     gw.catch_up()
     assert gw.snapshot()  # forked

@@ -143,19 +143,19 @@ def test_a_periodic_snapshot_is_written_by_a_child_at_its_seq_while_the_engine_g
     child paces its npz to the disk before the fsync (``pipeline.diskio``)."""
     from bench.engine_wal import deposits, mix
     from engine import Engine
-    from engine import snapshot as engine_snapshot
     from engine.snapshot import manifests, read_manifest
+    from pipeline import diskio
 
     paced_dir = tmp_path / "paced"
     paced_dir.mkdir()
-    real = engine_snapshot.write_back_paced
+    real = diskio.write_back_paced
 
     def paced(fd: int, size: int) -> None:  # runs in the forked child: leaves a file behind
         with open(paced_dir / str(os.getpid()), "a") as f:
             f.write(f"{size}\n")
         real(fd, size)
 
-    monkeypatch.setattr(engine_snapshot, "write_back_paced", paced)
+    monkeypatch.setattr(diskio, "write_back_paced", paced)
 
     cfg = config.load(env={"SPOTX_DATA_DIR": str(tmp_path), "SPOTX_ENGINE_MAX_ORDERS": "65536",
                            "SPOTX_ENGINE_SNAPSHOT_EVERY": "2000",
